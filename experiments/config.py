@@ -1,0 +1,40 @@
+"""Hydra/OmegaConf glue shared by the entry points: the ``project_root`` resolver and
+config checks that run before any model is built."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import CONFIG_DIR, PROJECT_ROOT
+from experiments.errors import UserError
+
+OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """The config ``python -m experiments.run`` would get for ``overrides`` (for tests and tools)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject settings that would fail late or silently, naming the key and the fix."""
+    checks = [
+        (cfg.trainer.batch_size > 0, "trainer.batch_size", "a positive integer"),
+        (cfg.trainer.eval_batch_size > 0, "trainer.eval_batch_size", "a positive integer"),
+        (cfg.trainer.learning_rate > 0, "trainer.learning_rate", "a positive number"),
+        (cfg.trainer.epochs > 0, "trainer.epochs", "a positive integer"),
+        (cfg.task.max_length > 2, "task.max_length", "at least 3 ([CLS], one token, [SEP])"),
+        (cfg.trainer.precision in PRECISIONS, "trainer.precision", " or ".join(PRECISIONS)),
+        (cfg.method.get("epsilon", 0) >= 0, "method.epsilon", "zero or positive"),
+    ]
+    for key in ("max_train_samples", "max_dev_samples"):
+        value = cfg.task[key]
+        checks.append((value is None or value > 0, f"task.{key}", "null or a positive integer"))
+    for ok, key, want in checks:
+        if not ok:
+            raise UserError(f"{key}={OmegaConf.select(cfg, key)} is invalid: it must be {want}")

@@ -1,0 +1,14 @@
+"""Plain fine-tuning: the gradient of the mean batch loss."""
+
+import tensorflow as tf
+
+from experiments.methods.base import Method
+
+
+class Baseline(Method):
+    name = "baseline"
+
+    def __call__(self, inputs, labels):
+        with tf.GradientTape() as tape:
+            loss = self.loss(inputs, labels)
+        return loss, self.gradient(tape, loss, self.model.trainable_variables)

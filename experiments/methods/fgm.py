@@ -1,0 +1,41 @@
+"""FGM on the token-embedding matrix, the blog's variant (kexue.fm/archives/7234).
+
+Per step: g = dL/dE for the whole embedding matrix E; E += eps * g / ||g||_F; take the
+loss and gradients again; E -= that delta; the update uses the perturbed gradients only.
+
+The gradient of an embedding lookup is sparse (IndexedSlices, one row per position), so
+the perturbation is built on the batch's unique token rows only: no vocab x hidden
+tensor is formed. Summing duplicate rows first makes its norm the Frobenius norm of the
+dense gradient, so delta equals the blog's dense formula.
+"""
+
+import tensorflow as tf
+
+from experiments.methods.base import Method
+
+
+def fgm_delta(grad: tf.IndexedSlices, epsilon: float) -> tf.IndexedSlices:
+    """eps * g / (||g||_F + 1e-8) as rows of the embedding matrix."""
+    rows, position_row = tf.unique(grad.indices)
+    summed = tf.math.unsorted_segment_sum(tf.cast(grad.values, tf.float32), position_row, tf.shape(rows)[0])
+    delta = epsilon * summed / (tf.norm(summed) + 1e-8)
+    return tf.IndexedSlices(delta, rows, grad.dense_shape)
+
+
+class FGM(Method):
+    name = "fgm"
+
+    def __init__(self, model, optimizer=None, epsilon: float = 0.5):
+        super().__init__(model, optimizer)
+        self.epsilon = epsilon
+
+    def __call__(self, inputs, labels):
+        with tf.GradientTape() as tape:
+            clean_loss = self.loss(inputs, labels)
+        delta = fgm_delta(self.gradient(tape, clean_loss, self.embeddings), self.epsilon)
+        self.embeddings.scatter_add(delta)
+        with tf.GradientTape() as tape:
+            loss = self.loss(inputs, labels)
+        grads = self.gradient(tape, loss, self.model.trainable_variables)
+        self.embeddings.scatter_sub(delta)
+        return loss, grads

@@ -1,0 +1,83 @@
+"""Run records: one JSON file per run, the only contract between training and the tables.
+
+A record is written atomically (temporary file + rename) when its run finishes, with
+``"status": "complete"``; nothing else in ``<results_dir>/runs/`` counts. Its file name
+is fixed by the run's settings and seed, so a rerun of the same settings replaces its
+own record and runs of different settings never touch each other's files.
+
+This module must not import TensorFlow: ``make table`` reads records with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+COMPLETE = "complete"
+
+# Config keys that change where things are read or written, or how a run is displayed,
+# but not what it computes: they are left out of a run's settings.
+NOT_SETTINGS = {
+    ("paths",), ("hydra",), ("download",), ("launcher",),
+    ("model", "checkpoint_dir"),
+    ("trainer", "resume"), ("trainer", "progress"), ("trainer", "skip_completed"),
+    ("trainer", "eval_batch_size"), ("trainer", "predict"),
+}
+
+
+def settings(config: dict) -> dict:
+    """The part of a resolved config that determines a run's results, seed included."""
+
+    def keep(node, prefix=()):
+        if not isinstance(node, dict):
+            return node
+        return {k: keep(v, prefix + (k,)) for k, v in node.items() if prefix + (k,) not in NOT_SETTINGS}
+
+    return keep(config)
+
+
+def settings_id(config: dict) -> str:
+    """A short hash of the settings without the seed: runs that may be averaged share it."""
+    without_seed = {k: v for k, v in settings(config).items() if k != "seed"}
+    blob = json.dumps(without_seed, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def record_path(results_dir: str | Path, config: dict) -> Path:
+    name = f"{config['task']['name']}_{config['model']['name']}_{config['method']['name']}" \
+           f"_seed{config['seed']}_{settings_id(config)}.json"
+    return Path(results_dir) / "runs" / name
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write ``data`` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: Path) -> dict | None:
+    """The record at ``path`` if it is a complete one, else None."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("status") == COMPLETE else None
+
+
+def load_records(results_dir: str | Path) -> list[dict]:
+    """Every complete record under ``<results_dir>/runs/``, in file-name order."""
+    folder = Path(results_dir) / "runs"
+    records = (read_record(p) for p in sorted(folder.glob("*.json")))
+    return [r for r in records if r is not None]

@@ -1,0 +1,102 @@
+"""Fine-tune one model on one CLUE task with one method and write its run record.
+
+    python -m experiments.run task=iflytek method=fgm model=bert_base seed=0 trainer.epochs=3
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import CONFIG_DIR, config, records
+from experiments.errors import UserError
+
+log = logging.getLogger("experiments.run")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train as ``cfg`` says and return the run record (also written under results_dir/runs/)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    record_file = records.record_path(cfg.paths.results_dir, resolved)
+    if cfg.trainer.skip_completed and (done := records.read_record(record_file)) is not None:
+        log.info("complete record exists, skipping: %s", record_file)
+        return done
+    config.validate(cfg)
+
+    from experiments import data, environment, models, training
+    import hydra.utils
+    import tf_keras as keras
+
+    started = time.time()
+    environment.seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)
+    label_ids, train_split, dev_split = data.load_task(cfg.paths.clue_dir, cfg.task)
+    tokenizer, vocab = models.load_tokenizer(cfg.model, train_split.texts)
+    bert_config = models.bert_config(cfg.model, len(vocab))
+    if cfg.task.max_length > bert_config["max_position_embeddings"]:
+        raise UserError(f"task.max_length={cfg.task.max_length} is above the model's "
+                        f"max_position_embeddings={bert_config['max_position_embeddings']}; lower it")
+    log.info("%s: %d train / %d dev examples, %d classes; tokenizing", cfg.task.name,
+             len(train_split.texts), len(dev_split.texts), len(label_ids))
+    train = training.Dataset(data.encode(tokenizer, train_split.texts, cfg.task.max_length, cfg.trainer.progress),
+                             train_split.labels)
+    dev = training.Dataset(data.encode(tokenizer, dev_split.texts, cfg.task.max_length, cfg.trainer.progress),
+                           dev_split.labels)
+
+    training.set_precision(cfg.trainer.precision)
+    model = models.build_classifier(cfg.model, bert_config, len(label_ids), cfg.seed)
+    optimizer = training.make_optimizer(cfg.trainer.learning_rate, cfg.trainer.precision)
+    method_kwargs = {k: v for k, v in cfg.method.items() if k not in ("_target_", "name")}
+    method = hydra.utils.get_class(cfg.method._target_)(model, optimizer, **method_kwargs)
+    trainer = training.Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
+                               cfg.trainer.jit_compile, cfg.trainer.progress)
+    log.info("training %s / %s / %s, seed %d, %d epochs", cfg.task.name, cfg.model.name, cfg.method.name,
+             cfg.seed, cfg.trainer.epochs)
+    history = trainer.fit(train, dev, cfg.trainer.epochs, cfg.seed)
+
+    best = max(history, key=lambda h: h["dev_acc"])
+    record = {
+        "status": records.COMPLETE,
+        "task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name, "seed": cfg.seed,
+        "settings_id": records.settings_id(resolved),
+        "best_dev_acc": best["dev_acc"], "best_epoch": best["epoch"], "final_dev_acc": history[-1]["dev_acc"],
+        "history": history,
+        "num_labels": len(label_ids), "train_samples": len(train), "dev_samples": len(dev),
+        "timings": {
+            "total_seconds": time.time() - started,
+            "train_samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
+        },
+        "settings": records.settings(resolved),
+        "config": resolved,
+        "environment": environment.describe(),
+        "hydra_dir": _hydra_output_dir(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    records.write_json_atomic(record_file, record)
+    log.info("best dev acc %.4f (epoch %d), final %.4f; record: %s", record["best_dev_acc"], best["epoch"],
+             record["final_dev_acc"], record_file)
+    return record
+
+
+def _hydra_output_dir() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)["best_dev_acc"]
+    except UserError as err:
+        # An expected mistake: one line naming the file/key and the fix, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
