@@ -34,7 +34,8 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not UTF-8 text ({err.reason}); re-download or re-encode the file") from None
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): IFLYTEK sentences contain U+2028, which splitlines() breaks on.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

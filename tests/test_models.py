@@ -1,0 +1,87 @@
+"""Model building: Google's checkpoint layout loads exactly; the tiny model's vocabulary."""
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from experiments import models
+from experiments.errors import UserError
+from tests.google_checkpoint import fixture_vocab, write_google_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt") / "chinese_L-2_H-32"
+    return folder, write_google_checkpoint(folder, fixture_vocab())
+
+
+def test_checkpoint_has_google_layout(checkpoint):
+    import tensorflow as tf
+
+    folder, arrays = checkpoint
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index",
+        "bert_model.ckpt.meta", "checkpoint", "vocab.txt"]
+    names = dict(tf.train.list_variables(str(folder / "bert_model.ckpt")))
+    assert names["bert/encoder/layer_0/attention/self/query/kernel"] == [32, 32]
+    assert names["bert/embeddings/word_embeddings"] == [len(fixture_vocab()), 32]
+
+
+def test_bert_base_loads_the_saved_weights_exactly(checkpoint):
+    folder, arrays = checkpoint
+    cfg = OmegaConf.create({"name": "bert_base", "checkpoint_dir": str(folder)})
+    tokenizer, vocab = models.load_tokenizer(cfg, [])
+    model = models.build_classifier(cfg, models.bert_config(cfg, len(vocab)), num_labels=3, seed=0)
+
+    np.testing.assert_array_equal(models.embedding_matrix(model).numpy(), arrays["bert/embeddings/word_embeddings"])
+    q = model.get_layer("Transformer-1-MultiHeadSelfAttention").weights[0].numpy()
+    np.testing.assert_array_equal(q, arrays["bert/encoder/layer_1/attention/self/query/kernel"])
+    # Every saved encoder/embedding array is some model weight, bit for bit (the pooler is unused).
+    weights = [w.numpy() for w in model.weights]
+    for name, value in arrays.items():
+        if not name.startswith("bert/pooler"):
+            assert any(w.shape == value.shape and np.array_equal(w, value) for w in weights), name
+    assert tokenizer.encode("足球")[0] == [2, vocab["足"], vocab["球"], 3]
+
+
+def test_missing_checkpoint_file_is_named(checkpoint, tmp_path):
+    folder, _ = checkpoint
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in folder.iterdir():
+        if f.name != "bert_model.ckpt.index":
+            (broken / f.name).write_bytes(f.read_bytes())
+    cfg = OmegaConf.create({"name": "bert_base", "checkpoint_dir": str(broken)})
+    with pytest.raises(UserError, match=r"bert_model\.ckpt\.index: missing"):
+        models.load_tokenizer(cfg, [])
+
+
+def test_vocab_size_mismatch_is_an_error(checkpoint):
+    folder, _ = checkpoint
+    cfg = OmegaConf.create({"name": "bert_base", "checkpoint_dir": str(folder)})
+    with pytest.raises(UserError, match="vocab_size is .* but vocab.txt has 7 tokens"):
+        models.bert_config(cfg, 7)
+
+
+def test_char_vocab_covers_training_text():
+    vocab = models.char_vocab(["足球比赛", "NBA球星", "足球"])
+    assert list(vocab)[:5] == models.SPECIAL_TOKENS
+    assert list(vocab)[5:7] == ["球", "足"]  # most frequent first, ties by character
+    from bert4keras.tokenizers import Tokenizer
+
+    tokens = Tokenizer(vocab, do_lower_case=True).tokenize("nba足球")
+    assert tokens == ["[CLS]", "n", "##b", "##a", "足", "球", "[SEP]"]
+
+
+def test_tiny_model_matrices_are_distinct_and_seeded():
+    cfg = OmegaConf.create({"name": "tiny", "checkpoint_dir": None, "hidden_size": 16, "num_hidden_layers": 2,
+                            "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 32,
+                            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    a = models.build_classifier(cfg, models.bert_config(cfg, 50), 3, seed=1)
+    b = models.build_classifier(cfg, models.bert_config(cfg, 50), 3, seed=1)
+    q0 = a.get_layer("Transformer-0-MultiHeadSelfAttention").weights[0].numpy()
+    q1 = a.get_layer("Transformer-1-MultiHeadSelfAttention").weights[0].numpy()
+    assert not np.array_equal(q0, q1)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+    assert 0.015 < q0.std() < 0.025
