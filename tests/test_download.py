@@ -1,0 +1,376 @@
+"""experiments.download against a local HTTP server (127.0.0.1 only) serving zips built here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from experiments import PROJECT_ROOT, download
+from experiments.config import compose
+from experiments.errors import UserError
+from experiments.models import CHECKPOINT_FILES
+from tests.conftest import SHARED_BERT, SHARED_CLUE, make_clue, requires_shared
+
+PATH = "/tnews_public.zip"
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves ``server.files``; Range support and a one-off cut-off are switches on the server."""
+
+    def do_GET(self):
+        server = self.server
+        server.log.append((self.path, self.headers.get("Range")))
+        body = server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start, wanted = 0, re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if wanted and server.ranges:
+            start = int(wanted[1])
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if server.cut_after is not None:  # send the first bytes, then drop the connection
+            self.wfile.write(body[start:start + server.cut_after])
+            self.wfile.flush()
+            server.cut_after = None
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.files, httpd.log, httpd.ranges, httpd.cut_after = {}, [], True, None
+    httpd.handle_error = lambda *args: None  # the cut-off connection's broken pipe is intended
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def tnews_files(tmp_path) -> dict[str, bytes]:
+    folder = make_clue(tmp_path / "fixture") / "tnews_public"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def zip_bytes(files: dict[str, bytes], folder: str = "") -> bytes:
+    """A zip of ``files``, at its top or (``folder``) inside one folder, as a Mac would make it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        if folder:
+            archive.writestr(folder + "/", b"")
+            archive.writestr(f"__MACOSX/{folder}/._train.json", b"resource fork")
+        for name, data in files.items():
+            archive.writestr(f"{folder}/{name}" if folder else name, data)
+    return buf.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def checksums_file(tmp_path, files: dict[str, bytes], known=("dev.json", "labels.json")) -> Path:
+    """A checksums.yaml knowing some of the fixture's files; the others go to the manifest."""
+    path = tmp_path / "checksums.yaml"
+    newline = b"\n"  # the fixture's files end with one: the count is the line count
+    lines = [f"    {n}: {{sha256: {sha(files[n])}, lines: {files[n].count(newline)}}}\n" for n in known]
+    path.write_text("clue:\n  tnews:\n" + "".join(lines), encoding="utf-8")
+    return path
+
+
+def config(tmp_path, url: str, checksums: Path, **extra):
+    overrides = {"task": "tnews", "model": "tiny", "paths.clue_dir": tmp_path / "clue",
+                 "paths.models_dir": tmp_path / "models", "download.clue_base_url": url,
+                 "download.checksums": checksums, "download.progress": False, **extra}
+    return compose([f"{k}={v}" for k, v in overrides.items()])
+
+
+def fetch(cfg):
+    download.fetch_or_verify(download.task_target(cfg.paths.clue_dir, cfg.task, cfg.download), cfg.download)
+
+
+@pytest.fixture
+def archives(monkeypatch) -> list[bytes]:
+    """The bytes of every downloaded archive, as unpacked: resuming must not garble them."""
+    seen, unpack = [], download._unpack
+
+    def spy(t, part, into):
+        seen.append(part.read_bytes())
+        return unpack(t, part, into)
+
+    monkeypatch.setattr(download, "_unpack", spy)
+    return seen
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def assert_installed(clue: Path, files: dict[str, bytes]):
+    assert listing(clue) == ["SHA256SUMS", "tnews_public"]  # no .part, no .unpack folder left
+    assert {p.name: p.read_bytes() for p in (clue / "tnews_public").iterdir()} == files
+    assert (clue / "SHA256SUMS").read_text() == "".join(
+        f"{sha(files[n])}  tnews_public/{n}\n" for n in sorted(files))
+
+
+@pytest.mark.parametrize("folder", ["", "tnews_public", "some_other_name"])
+def test_both_zip_layouts_unpack_to_the_task_folder(tmp_path, server, tnews_files, folder):
+    server.files[PATH] = zip_bytes(tnews_files, folder)
+    cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files))
+    fetch(cfg)
+    assert_installed(tmp_path / "clue", tnews_files)  # the __MACOSX junk is gone too
+    assert server.log == [(PATH, None)]
+
+
+def test_a_cut_connection_is_resumed_with_range(tmp_path, server, tnews_files, archives):
+    server.files[PATH] = body = zip_bytes(tnews_files)
+    server.cut_after = half = len(body) // 2
+    fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    assert server.log == [(PATH, None), (PATH, f"bytes={half}-")]
+    assert_installed(tmp_path / "clue", tnews_files)
+    assert archives == [body]
+
+
+def test_an_interrupted_download_resumes_on_the_next_run(tmp_path, server, tnews_files, archives):
+    server.files[PATH] = body = zip_bytes(tnews_files)
+    server.cut_after = half = len(body) // 2
+    cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files), **{"download.retries": 0})
+    with pytest.raises(UserError, match=rf"^download of {re.escape(server.url)}tnews_public\.zip broke off after {half} bytes "
+                                        r"\(.*\); run the command again to resume it, or download it elsewhere"):
+        fetch(cfg)
+    clue = tmp_path / "clue"
+    assert listing(clue) == [".tnews_public.zip.part"]  # the start, kept; no task folder
+    assert (clue / ".tnews_public.zip.part").read_bytes() == body[:half]
+    fetch(cfg)
+    assert server.log == [(PATH, None), (PATH, f"bytes={half}-")]
+    assert_installed(clue, tnews_files)
+    assert archives == [body]
+
+
+def test_a_server_without_range_support_sends_everything_again(tmp_path, server, tnews_files, archives):
+    server.files[PATH] = body = zip_bytes(tnews_files)
+    server.ranges = False
+    clue = tmp_path / "clue"
+    clue.mkdir()
+    (clue / ".tnews_public.zip.part").write_bytes(body[:100])  # left by an interrupted run
+    fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    assert server.log == [(PATH, "bytes=100-")]  # asked for the rest, got a 200 with everything
+    assert_installed(clue, tnews_files)
+    assert archives == [body]
+
+
+def test_a_complete_part_is_not_downloaded_again(tmp_path, server, tnews_files, archives):
+    server.files[PATH] = body = zip_bytes(tnews_files)
+    clue = tmp_path / "clue"
+    clue.mkdir()
+    (clue / ".tnews_public.zip.part").write_bytes(body)  # a run stopped before unpacking
+    fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    assert server.log == [(PATH, f"bytes={len(body)}-")]  # answered 416: nothing after the end
+    assert_installed(clue, tnews_files)
+    assert archives == [body]
+
+
+def test_a_sum_mismatch_is_an_error_and_leaves_nothing(tmp_path, server, tnews_files):
+    bad = {**tnews_files, "dev.json": tnews_files["dev.json"].replace("足球".encode(), "篮球".encode(), 1)}
+    server.files[PATH] = zip_bytes(bad)
+    url, dest = server.url + "tnews_public.zip", tmp_path / "clue" / "tnews_public"
+    with pytest.raises(UserError) as err:
+        fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    lines = tnews_files["dev.json"].count(b"\n")
+    assert str(err.value) == (
+        f"{url}: tnews_public/dev.json: sha256 {sha(bad['dev.json'])} ({lines} lines), expected "
+        f"{sha(tnews_files['dev.json'])} ({lines} lines) as in checksums.yaml; the download is corrupt or "
+        f"changed upstream; nothing was placed in {dest}/")
+    assert listing(tmp_path / "clue") == []  # no task folder, no manifest, no .part, no .unpack
+
+
+def test_a_known_file_missing_from_the_zip_is_an_error(tmp_path, server, tnews_files):
+    server.files[PATH] = zip_bytes({n: d for n, d in tnews_files.items() if n != "labels.json"})
+    with pytest.raises(UserError, match=r"tnews_public.zip: tnews_public/labels.json: missing; the download"):
+        fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    assert listing(tmp_path / "clue") == []
+
+
+def test_sums_recorded_by_the_first_download_are_checked_from_then_on(tmp_path, server, tnews_files):
+    server.files[PATH] = zip_bytes(tnews_files)
+    checksums = checksums_file(tmp_path, tnews_files)  # train.json has no known sum
+    cfg = config(tmp_path, server.url, checksums)
+    fetch(cfg)
+    clue = tmp_path / "clue"
+    manifest = (clue / "SHA256SUMS").read_text()
+    assert f"{sha(tnews_files['train.json'])}  tnews_public/train.json\n" in manifest
+
+    # The folder in place: verified with no request; a changed file is named with both sums.
+    fetch(cfg)
+    assert len(server.log) == 1
+    train, changed = clue / "tnews_public" / "train.json", tnews_files["train.json"] + b"\n"
+    train.write_bytes(changed)
+    with pytest.raises(UserError) as err:
+        fetch(cfg)
+    assert str(err.value) == (
+        f"{train}: sha256 {sha(changed)}, expected {sha(tnews_files['train.json'])} "
+        f"as recorded in {clue / 'SHA256SUMS'} by the first download; delete {clue / 'tnews_public'}/ and run "
+        "this again to download it afresh")
+
+    # Downloaded again after the folder was deleted: a different train.json is refused.
+    for path in (clue / "tnews_public").iterdir():
+        path.unlink()
+    (clue / "tnews_public").rmdir()
+    server.files[PATH] = zip_bytes({**tnews_files, "train.json": tnews_files["train.json"][:-1]})
+    with pytest.raises(UserError, match=rf"tnews_public/train.json: sha256 \w+, expected "
+                                        rf"{sha(tnews_files['train.json'])} as recorded in"):
+        fetch(cfg)
+    assert listing(clue) == ["SHA256SUMS"]
+    assert (clue / "SHA256SUMS").read_text() == manifest
+
+
+@pytest.mark.parametrize("damage", ["not a zip", "flipped byte"])
+def test_a_corrupt_archive_is_an_error_and_leaves_nothing(tmp_path, server, tnews_files, damage):
+    body = bytearray(zip_bytes(tnews_files))
+    if damage == "not a zip":
+        body = bytearray(b"<html>captive portal</html>")
+    else:
+        body[200] ^= 0xFF  # inside the first member's compressed data
+    server.files[PATH] = bytes(body)
+    with pytest.raises(UserError, match=rf"^{re.escape(server.url)}tnews_public\.zip: not a valid zip archive \(.+\); nothing "
+                                        rf"was placed in {re.escape(str(tmp_path))}/clue/tnews_public/; run this again"):
+        fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    assert listing(tmp_path / "clue") == []
+
+
+def test_404_names_the_url_the_folder_and_the_alternative(tmp_path, server, tnews_files):
+    with pytest.raises(UserError) as err:
+        fetch(config(tmp_path, server.url + "mirror", checksums_file(tmp_path, tnews_files)))
+    dest = tmp_path / "clue" / "tnews_public"
+    assert str(err.value) == (
+        f"cannot download {server.url}mirror/tnews_public.zip (HTTP 404 Not Found) to fill {dest}/: download it "
+        f"elsewhere and unpack it into {dest}/, or set paths.clue_dir to a folder that already holds tnews_public/")
+    assert server.log == [("/mirror/tnews_public.zip", None)]
+    assert listing(tmp_path / "clue") == []
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"  # nothing listens there any more
+
+
+def test_no_server_fails_at_once_with_the_url_and_the_folder(tmp_path, tnews_files):
+    url = closed_port_url()
+    start = time.monotonic()
+    with pytest.raises(UserError) as err:
+        fetch(config(tmp_path, url, checksums_file(tmp_path, tnews_files)))
+    assert time.monotonic() - start < 5
+    dest = tmp_path / "clue" / "tnews_public"
+    assert str(err.value).startswith(f"cannot download {url}tnews_public.zip (connection refused: no server at "
+                                     f"that address) to fill {dest}/: download it elsewhere")
+    assert listing(tmp_path / "clue") == []
+
+
+def test_parallel_runs_download_once(tmp_path, server, tnews_files):
+    server.files[PATH] = zip_bytes(tnews_files)
+    cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files))
+    target = download.task_target(cfg.paths.clue_dir, cfg.task, cfg.download)
+    errors = []
+
+    def install():
+        try:
+            download.install(target, cfg.download)
+        except Exception as err:  # surfaced by the assert below
+            errors.append(err)
+
+    threads = [threading.Thread(target=install) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and server.log == [(PATH, None)]
+    assert_installed(tmp_path / "clue", tnews_files)
+
+
+def test_fetch_missing_puts_the_checkpoint_where_the_model_config_points(tmp_path, server, tnews_files):
+    ckpt = {name: f"{name} bytes".encode() for name in [*CHECKPOINT_FILES, "bert_model.ckpt.meta"]}
+    server.files[PATH] = zip_bytes(tnews_files)
+    server.files["/bert.zip"] = zip_bytes(ckpt, "chinese_L-12_H-768_A-12")
+    cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files),
+                 **{"model": "bert_base", "download.bert_url": server.url + "bert.zip"})
+    download.fetch_missing(cfg)
+    assert Path(cfg.model.checkpoint_dir) == tmp_path / "models" / "chinese_L-12_H-768_A-12"
+    assert {p.name: p.read_bytes() for p in Path(cfg.model.checkpoint_dir).iterdir()} == ckpt
+    assert listing(tmp_path / "models") == ["SHA256SUMS", "chinese_L-12_H-768_A-12"]
+    assert_installed(tmp_path / "clue", tnews_files)
+    download.fetch_missing(cfg)  # both present: no request at all
+    assert server.log == [(PATH, None), ("/bert.zip", None)]
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.download", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_command_line_downloads_and_fails_in_one_line(tmp_path, server, tnews_files):
+    server.files[PATH] = zip_bytes(tnews_files, "tnews_public")
+    common = [f"paths.clue_dir={tmp_path / 'clue'}", f"download.checksums={checksums_file(tmp_path, tnews_files)}"]
+    done = cli("data", "--tasks", "tnews", *common, f"download.clue_base_url={server.url}")
+    assert done.returncode == 0, done.stderr
+    assert_installed(tmp_path / "clue", tnews_files)
+
+    url = closed_port_url()
+    failed = cli("data", "--tasks", "iflytek", *common, f"download.clue_base_url={url}")
+    dest = tmp_path / "clue" / "iflytek_public"
+    assert failed.returncode == 2
+    assert failed.stderr.startswith(f"error: cannot download {url}iflytek_public.zip (connection refused")
+    assert failed.stderr.count("\n") == 1 and f"to fill {dest}/: " in failed.stderr  # one line, no traceback
+
+    unknown = cli("data", "--tasks", "tnews,cmnli", *common)
+    assert (unknown.returncode, unknown.stderr) == (2, "error: unknown task 'cmnli' in TASKS; choose from "
+                                                       "iflytek, tnews\n")
+
+
+@requires_shared(SHARED_CLUE / "tnews_public")
+def test_real_tnews_zip_passes_the_shipped_checksums(tmp_path, server):
+    files = {p.name: p.read_bytes() for p in sorted((SHARED_CLUE / "tnews_public").iterdir())}
+    server.files[PATH] = zip_bytes(files, "tnews_public")
+    cfg = compose(["task=tnews", "model=tiny", f"paths.clue_dir={tmp_path / 'clue'}",
+                   f"download.clue_base_url={server.url}", "download.progress=false"])
+    fetch(cfg)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "clue" / "tnews_public").iterdir()} == files
+
+
+@requires_shared(SHARED_CLUE)
+def test_shipped_checksums_match_the_reference_copies():
+    known = download._known_sums(compose().download, "clue", "iflytek")
+    assert sorted(known) == ["dev.json", "labels.json", "test.json"]
+    for folder, task in ((SHARED_CLUE / "tnews_public", "tnews"), (SHARED_CLUE / "iflytek_public", "iflytek"),
+                         (SHARED_BERT, "bert_base")):
+        section = "models" if task == "bert_base" else "clue"
+        for name, want in download._known_sums(compose().download, section, task).items():
+            assert download.digest(folder / name) == (want["sha256"], want["lines"]), folder / name
