@@ -30,7 +30,7 @@ def validate(cfg: DictConfig) -> None:
         (cfg.trainer.epochs > 0, "trainer.epochs", "a positive integer"),
         (cfg.task.max_length > 2, "task.max_length", "at least 3 ([CLS], one token, [SEP])"),
         (cfg.trainer.precision in PRECISIONS, "trainer.precision", " or ".join(PRECISIONS)),
-        (cfg.method.get("epsilon", 0) >= 0, "method.epsilon", "zero or positive"),
+        ((cfg.method.get("epsilon") or 0) >= 0, "method.epsilon", "zero or positive"),
     ]
     for key in ("max_train_samples", "max_dev_samples"):
         value = cfg.task[key]

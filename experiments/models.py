@@ -97,6 +97,16 @@ def build_classifier(model_cfg, config: dict, num_labels: int, seed: int):
     return keras.Model(bert.model.inputs, logits)
 
 
+def load_classifier(cfg, train_texts: list[str], num_labels: int):
+    """The tokenizer and the classifier a run config asks for, after checking they fit."""
+    tokenizer, vocab = load_tokenizer(cfg.model, train_texts)
+    config = bert_config(cfg.model, len(vocab))
+    if cfg.task.max_length > config["max_position_embeddings"]:
+        raise UserError(f"task.max_length={cfg.task.max_length} is above the model's "
+                        f"max_position_embeddings={config['max_position_embeddings']}; lower it")
+    return tokenizer, build_classifier(cfg.model, config, num_labels, cfg.seed)
+
+
 def _random_init(model, seed: int) -> None:
     """Seeded BERT initialisation (truncated normal, std 0.02) of every matrix.
 

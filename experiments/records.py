@@ -24,8 +24,15 @@ NOT_SETTINGS = {
     ("paths",), ("hydra",), ("download",), ("launcher",),
     ("model", "checkpoint_dir"),
     ("trainer", "resume"), ("trainer", "progress"), ("trainer", "skip_completed"),
-    ("trainer", "eval_batch_size"), ("trainer", "predict"),
+    ("trainer", "eval_batch_size"), ("trainer", "save_best"),
 }
+
+
+def method_options(method: dict) -> dict:
+    """A method config's keyword arguments: all keys but ``_target_``, ``name`` and the ones it
+    lists under ``unused`` (accepted only so that one sweep can set e.g. method.epsilon for all)."""
+    skip = {"_target_", "name", "unused", *(method.get("unused") or [])}
+    return {k: v for k, v in method.items() if k not in skip}
 
 
 def settings(config: dict) -> dict:
@@ -36,7 +43,10 @@ def settings(config: dict) -> dict:
             return node
         return {k: keep(v, prefix + (k,)) for k, v in node.items() if prefix + (k,) not in NOT_SETTINGS}
 
-    return keep(config)
+    kept = keep(config)
+    if isinstance(kept.get("method"), dict):  # an unused option must not split a method's runs
+        kept["method"] = {"name": kept["method"].get("name"), **method_options(kept["method"])}
+    return kept
 
 
 def settings_id(config: dict) -> str:

@@ -27,19 +27,20 @@ def run(cfg: DictConfig) -> dict:
         log.info("complete record exists, skipping: %s", record_file)
         return done
     config.validate(cfg)
+    # A fresh machine: fetch missing data / checkpoint first, before TensorFlow's slow import,
+    # so that offline it fails in a second.
+    if OmegaConf.select(cfg, "download.auto", default=False):
+        from experiments import download
 
-    from experiments import data, environment, models, training
-    import hydra.utils
-    import tf_keras as keras
+        download.fetch_missing(cfg)
+
+    from experiments import checkpoints, data, environment, models, training
 
     started = time.time()
     environment.seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)
     label_ids, train_split, dev_split = data.load_task(cfg.paths.clue_dir, cfg.task)
-    tokenizer, vocab = models.load_tokenizer(cfg.model, train_split.texts)
-    bert_config = models.bert_config(cfg.model, len(vocab))
-    if cfg.task.max_length > bert_config["max_position_embeddings"]:
-        raise UserError(f"task.max_length={cfg.task.max_length} is above the model's "
-                        f"max_position_embeddings={bert_config['max_position_embeddings']}; lower it")
+    training.set_precision(cfg.trainer.precision)
+    tokenizer, model = models.load_classifier(cfg, train_split.texts, len(label_ids))
     log.info("%s: %d train / %d dev examples, %d classes; tokenizing", cfg.task.name,
              len(train_split.texts), len(dev_split.texts), len(label_ids))
     train = training.Dataset(data.encode(tokenizer, train_split.texts, cfg.task.max_length, cfg.trainer.progress),
@@ -47,16 +48,24 @@ def run(cfg: DictConfig) -> dict:
     dev = training.Dataset(data.encode(tokenizer, dev_split.texts, cfg.task.max_length, cfg.trainer.progress),
                            dev_split.labels)
 
-    training.set_precision(cfg.trainer.precision)
-    model = models.build_classifier(cfg.model, bert_config, len(label_ids), cfg.seed)
     optimizer = training.make_optimizer(cfg.trainer.learning_rate, cfg.trainer.precision)
-    method_kwargs = {k: v for k, v in cfg.method.items() if k not in ("_target_", "name")}
-    method = hydra.utils.get_class(cfg.method._target_)(model, optimizer, **method_kwargs)
+    method_options = records.method_options(OmegaConf.to_container(cfg.method, resolve=True))
+    method = hydra.utils.get_class(cfg.method._target_)(model, optimizer, **method_options)
     trainer = training.Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
                                cfg.trainer.jit_compile, cfg.trainer.progress)
+    state = checkpoints.RunState(checkpoint_dir(cfg.paths.results_dir, record_file), model, optimizer)
+    if cfg.trainer.resume and (history := state.restore()):
+        trainer.history = history
+        log.info("resuming after epoch %d of %d from %s", len(history), cfg.trainer.epochs, state.state_dir)
+
+    def on_epoch_end(history, improved):
+        if improved and cfg.trainer.save_best:
+            state.save_best()
+        state.save_epoch(history)
+
     log.info("training %s / %s / %s, seed %d, %d epochs", cfg.task.name, cfg.model.name, cfg.method.name,
              cfg.seed, cfg.trainer.epochs)
-    history = trainer.fit(train, dev, cfg.trainer.epochs, cfg.seed)
+    history = trainer.fit(train, dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
 
     best = max(history, key=lambda h: h["dev_acc"])
     record = {
@@ -70,6 +79,7 @@ def run(cfg: DictConfig) -> dict:
             "total_seconds": time.time() - started,
             "train_samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
         },
+        "best_weights": str(state.best_weights) if cfg.trainer.save_best else None,
         "settings": records.settings(resolved),
         "config": resolved,
         "environment": environment.describe(),
@@ -77,9 +87,14 @@ def run(cfg: DictConfig) -> dict:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     records.write_json_atomic(record_file, record)
+    state.discard_state()
     log.info("best dev acc %.4f (epoch %d), final %.4f; record: %s", record["best_dev_acc"], best["epoch"],
              record["final_dev_acc"], record_file)
     return record
+
+
+def checkpoint_dir(results_dir, record_file: Path) -> Path:
+    return Path(results_dir) / "checkpoints" / record_file.stem
 
 
 def _hydra_output_dir() -> str | None:
@@ -96,6 +111,10 @@ def main(cfg: DictConfig) -> float:
         # An expected mistake: one line naming the file/key and the fix, no traceback.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: no record written; epochs already finished are kept, "
+              "rerun the same command with trainer.resume=true to continue", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

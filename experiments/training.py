@@ -55,16 +55,23 @@ class Trainer:
     history: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
+        def logits_step(inputs):
+            return self.model(inputs, training=False)
+
+        self.logits_step = tf.function(logits_step, input_signature=BATCH_SIGNATURE[:1], jit_compile=self.jit_compile)
+        self.train_step = self.make_train_step()
+
+    def make_train_step(self):
+        """A freshly traced train step. Dropout draws from TF's stateful random ops, whose
+        seeds are fixed when the step is traced and whose streams start when it is: so a
+        step traced right after ``tf.random.set_seed(s)`` draws a stream that depends on s only."""
+
         def train_step(inputs, labels):
             loss, grads = self.method(inputs, labels)
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
             return loss
 
-        def logits_step(inputs):
-            return self.model(inputs, training=False)
-
-        self.train_step = tf.function(train_step, input_signature=BATCH_SIGNATURE, jit_compile=self.jit_compile)
-        self.logits_step = tf.function(logits_step, input_signature=BATCH_SIGNATURE[:1], jit_compile=self.jit_compile)
+        return tf.function(train_step, input_signature=BATCH_SIGNATURE, jit_compile=self.jit_compile)
 
     def train_epoch(self, train: Dataset, rng: np.random.Generator, desc: str) -> dict:
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
@@ -90,25 +97,28 @@ class Trainer:
     def evaluate(self, dev: Dataset) -> float:
         return float(np.mean(self.predict(dev.token_ids) == dev.labels))
 
-    def fit(self, train: Dataset, dev: Dataset, epochs: int, seed: int, on_epoch_end=None, start_epoch: int = 0):
-        """Train ``epochs`` epochs (from ``start_epoch`` when resuming); returns the history.
+    def fit(self, train: Dataset, dev: Dataset, epochs: int, seed: int, on_epoch_end=None):
+        """Train up to ``epochs`` epochs, continuing after ``self.history`` when resuming.
 
-        The shuffle order of epoch e depends only on (seed, e), so a resumed run sees the
-        same batches as an uninterrupted one.
+        Everything random in epoch e (shuffle order, dropout) depends only on (seed, e), so
+        a run resumed from a saved epoch computes what an uninterrupted one would.
         """
-        for epoch in range(start_epoch, epochs):
-            rng = np.random.default_rng([seed, epoch])
-            stats = self.train_epoch(train, rng, desc=f"epoch {epoch + 1}/{epochs}")
+        for epoch in range(len(self.history), epochs):
+            epoch_seed = np.random.SeedSequence([seed, epoch])
+            tf.random.set_seed(int(epoch_seed.generate_state(1)[0]))
+            self.train_step = self.make_train_step()
+            stats = self.train_epoch(train, np.random.default_rng(epoch_seed), desc=f"epoch {epoch + 1}/{epochs}")
             eval_start = time.perf_counter()
             dev_acc = self.evaluate(dev)
             entry = {"epoch": epoch + 1, "dev_acc": dev_acc, **stats,
                      "eval_seconds": time.perf_counter() - eval_start}
             entry["seconds"] = entry["train_seconds"] + entry["eval_seconds"]
+            improved = all(dev_acc > h["dev_acc"] for h in self.history)
             self.history.append(entry)
             best = max(h["dev_acc"] for h in self.history)
             log.info("epoch %d/%d  loss %.4f  dev_acc %.4f  best %.4f  %.0f samples/s  %.1fs",
                      epoch + 1, epochs, stats["train_loss"], dev_acc, best, stats["samples_per_second"],
                      entry["seconds"])
             if on_epoch_end is not None:
-                on_epoch_end(entry, improved=dev_acc >= best)
+                on_epoch_end(self.history, improved)
         return self.history

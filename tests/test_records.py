@@ -1,0 +1,52 @@
+"""Run identity: which config keys make two runs different, and atomic record files."""
+
+import json
+
+from omegaconf import OmegaConf
+
+from experiments import records
+from experiments.config import compose
+
+
+def resolved(*overrides):
+    return OmegaConf.to_container(compose(list(overrides)), resolve=True)
+
+
+def test_paths_and_display_keys_do_not_change_a_run():
+    a = resolved("model=tiny", "paths.results_dir=/x", "trainer.progress=true", "trainer.resume=true")
+    b = resolved("model=tiny", "paths.results_dir=/y", "paths.clue_dir=/z")
+    assert records.settings(a) == records.settings(b)
+    assert records.record_path("/r", a).name == records.record_path("/r", b).name
+
+
+def test_seed_changes_the_file_but_not_the_settings_id():
+    a, b = resolved("seed=1"), resolved("seed=2")
+    assert records.settings_id(a) == records.settings_id(b)
+    assert records.record_path("/r", a) != records.record_path("/r", b)
+    assert records.record_path("/r", a).name.startswith("tnews_bert_base_baseline_seed1_")
+
+
+def test_results_changing_keys_change_the_settings_id():
+    base = records.settings_id(resolved("method=fgm"))
+    for override in ("method.epsilon=0.1", "trainer.learning_rate=3e-5", "trainer.epochs=2",
+                     "task.max_train_samples=100", "model=tiny"):
+        assert records.settings_id(resolved("method=fgm", override)) != base, override
+
+
+def test_an_unused_method_option_does_not_split_runs():
+    # One sweep sets method.epsilon for every method: the baseline ignores it.
+    plain = resolved("method=baseline")
+    with_eps = resolved("method=baseline", "method.epsilon=0.05")
+    assert records.settings(with_eps) == records.settings(plain)
+    assert records.method_options(with_eps["method"]) == {}
+    assert records.method_options(resolved("method=fgm", "method.epsilon=0.05")["method"]) == {
+        "epsilon": 0.05, "accumulate_clean": False}
+
+
+def test_only_complete_records_are_loaded(tmp_path):
+    runs = tmp_path / "runs"
+    records.write_json_atomic(runs / "a.json", {"status": "complete", "seed": 0})
+    (runs / "b.json").write_text('{"status": "comp')  # cut off mid-write by a crash
+    (runs / "c.json").write_text(json.dumps({"status": "running"}))
+    assert records.load_records(tmp_path) == [{"status": "complete", "seed": 0}]
+    assert sorted(p.name for p in runs.iterdir()) == ["a.json", "b.json", "c.json"]  # no temp files left
