@@ -1,5 +1,7 @@
 # The front door. Every target sets up the locked environment first (uv, from uv.lock).
 #   make run TASK=iflytek METHOD=fgm            one run (fetches data and checkpoint if missing)
+#   make sweep SEEDS=0,1,2                      every TASKS x METHODS x SEEDS run not yet complete
+#   make table                                  table.md, summary.csv, seeds.csv, accuracy.png of RESULTS
 #   make test                                   the test suite
 SHELL := bash
 .DEFAULT_GOAL := help
@@ -9,13 +11,17 @@ METHOD ?= baseline
 MODEL ?= bert_base
 SEED ?= 0
 ARGS ?=
+TASKS ?= iflytek,tnews
+METHODS ?= baseline,fgm,gp
+SEEDS ?= 0,1,2,3,4
+RESULTS ?= results
 
 # uv from PATH, else the copy pip installs on first use.
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 ENV_STAMP := .venv/.synced
 
-.PHONY: help env run test
+.PHONY: help env data model run sweep table test
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
@@ -26,8 +32,21 @@ $(ENV_STAMP): pyproject.toml uv.lock
 
 env: $(ENV_STAMP)  ## create .venv from uv.lock
 
+data: $(ENV_STAMP)  ## download + verify CLUE data (or verify it if present): TASKS=iflytek,tnews ARGS=
+	$(PY) -m experiments.download data --tasks $(TASKS) $(ARGS)
+
+model: $(ENV_STAMP)  ## download + verify the checkpoint of MODEL (or verify it if present): ARGS=
+	$(PY) -m experiments.download model model=$(MODEL) $(ARGS)
+
 run: $(ENV_STAMP)  ## train one run: TASK= METHOD= MODEL= SEED= ARGS="hydra overrides"
 	$(PY) -m experiments.run task=$(TASK) method=$(METHOD) model=$(MODEL) seed=$(SEED) $(ARGS)
+
+sweep: $(ENV_STAMP)  ## Hydra multirun over TASKS= METHODS= SEEDS= (comma lists), MODEL=, ARGS=; skips complete runs
+	$(PY) -m experiments.run -m task=$(TASKS) method=$(METHODS) model=$(MODEL) seed=$(SEEDS) \
+		trainer.skip_completed=true $(ARGS)
+
+table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy.png from the run records in RESULTS=
+	$(PY) -m experiments.table $(RESULTS)
 
 test: $(ENV_STAMP)  ## run the test suite
 	$(PY) -m pytest
