@@ -36,6 +36,35 @@ class Method:
         grads = self.loss_scaler.get_unscaled_gradients([grads] if single else list(grads))
         return grads[0] if single else grads
 
+    def embedding_gradient(self, grads):
+        """The entry of ``grads`` (aligned with ``model.trainable_variables``) for the embedding matrix."""
+        refs = [v.ref() for v in self.model.trainable_variables]
+        return grads[refs.index(self.embeddings.ref())]
+
     def __call__(self, inputs, labels):
         """Return ``(loss, gradients of model.trainable_variables)`` for one batch."""
         raise NotImplementedError
+
+
+def add_gradients(a, b):
+    """Sum two gradient lists (as from ``Method.gradient``) entry by entry.
+
+    Two IndexedSlices are concatenated rather than densified: the optimizer sums duplicate
+    rows anyway, and no vocab x hidden tensor is formed."""
+    def add(x, y):
+        if x is None or y is None:
+            return y if x is None else x
+        if isinstance(x, tf.IndexedSlices) and isinstance(y, tf.IndexedSlices):
+            return tf.IndexedSlices(tf.concat([x.values, y.values], 0), tf.concat([x.indices, y.indices], 0),
+                                    x.dense_shape)
+        return tf.convert_to_tensor(x) + tf.convert_to_tensor(y)
+    return [add(x, y) for x, y in zip(a, b)]
+
+
+def scale_gradients(grads, factor):
+    """``factor * g`` for every entry, keeping IndexedSlices sparse."""
+    def scale(g):
+        if isinstance(g, tf.IndexedSlices):
+            return tf.IndexedSlices(g.values * tf.cast(factor, g.values.dtype), g.indices, g.dense_shape)
+        return None if g is None else g * tf.cast(factor, g.dtype)
+    return [scale(g) for g in grads]

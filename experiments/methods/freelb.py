@@ -1,0 +1,105 @@
+"""FreeLB (Zhu et al., ICLR 2020, "FreeLB: Enhanced Adversarial Training for Natural
+Language Understanding"), as in the official code (github.com/zhuchen03/FreeLB,
+huggingface-transformers/examples/run_glue_freelb.py), l2 norm.
+
+The perturbation delta (batch x seq x hidden) is added to the looked-up token embeddings,
+the output of 'Embedding-Token' before the segment/position embeddings and the LayerNorm,
+as the official code adds it to ``word_embeddings(input_ids)``. Per training step:
+  delta_0 = 0, or if adv_init_mag > 0: U(-1, 1) on real tokens times
+            adv_init_mag / sqrt(real tokens * hidden), per example;
+  for t = 1..K: loss_t and all gradients at lookup + delta_{t-1}; g += grad_t / K;
+      if t < K: d = dL/ddelta on real tokens, delta_t = delta_{t-1} + adv_lr * d / ||d||
+                (norm per example), then if adv_max_norm > 0 each example's delta is scaled
+                back to norm adv_max_norm when it is longer (0: unbounded, no projection);
+  the update uses g, the average of the K steps' gradients (the embedding matrix included,
+  through the lookup); the loss reported is the mean of the K losses. K passes in all.
+
+The hook: a functional Keras model calls each layer's ``call`` afresh on every forward
+pass, eagerly or while a tf.function traces. ``token_embeddings_plus`` shadows ``call`` on
+the one 'Embedding-Token' layer instance with "original lookup + delta" for the duration
+of a forward pass, so delta enters the graph as an ordinary input of one add: the padding
+mask (computed from the ids), the weights and the rest of the bert4keras model are untouched.
+
+Defaults (configs/method/freelb.yaml): the paper tunes these per task and gives no single
+default; the official code's argparse defaults (adv_lr 0, K 1, init 0) are a no-op. The
+official launch scripts use K = 2-3, adv_lr 0.04-0.2 (mostly 0.1), adv_init_mag 0.08-1 and
+adv_max_norm 0 or 0.2-0.7; we take K=3, adv_lr=0.1, adv_init_mag=0.1, adv_max_norm=0.
+
+Not reproduced: the official code patches the model to reuse the same dropout masks in the
+K passes; here each pass draws its own, as in the FGM/PGD recipes. No linf variant.
+"""
+
+import contextlib
+
+import tensorflow as tf
+
+from experiments.errors import UserError
+from experiments.methods.base import Method, add_gradients, scale_gradients
+from experiments.models import EMBEDDING_LAYER
+
+
+@contextlib.contextmanager
+def token_embeddings_plus(model, delta):
+    """Within the block, the model's token-embedding layer returns ``lookup + delta``."""
+    layer = model.get_layer(EMBEDDING_LAYER)
+    original = layer.call
+
+    def call(inputs, mode="embedding"):  # bert4keras's signature; 'dense' is its MLM-head use
+        out = original(inputs, mode)
+        return out + tf.cast(delta, out.dtype) if mode == "embedding" else out
+
+    layer.call = call
+    try:
+        yield
+    finally:
+        del layer.call  # the class's method is visible again
+
+
+def per_example_norm(x):
+    return tf.sqrt(tf.reduce_sum(tf.square(x), axis=[1, 2], keepdims=True))
+
+
+class FreeLB(Method):
+    name = "freelb"
+
+    def __init__(self, model, optimizer=None, adv_steps: int = 3, adv_lr: float = 0.1,
+                 adv_init_mag: float = 0.1, adv_max_norm: float = 0.0):
+        super().__init__(model, optimizer)
+        if adv_steps < 1 or min(adv_lr, adv_init_mag, adv_max_norm) < 0:
+            raise UserError(f"method.adv_steps={adv_steps} must be >= 1 and method.adv_lr={adv_lr}, "
+                            f"adv_init_mag={adv_init_mag}, adv_max_norm={adv_max_norm} >= 0")
+        self.adv_steps, self.adv_lr = adv_steps, adv_lr
+        self.adv_init_mag, self.adv_max_norm = adv_init_mag, adv_max_norm
+
+    def _noise(self, shape):
+        return tf.random.uniform(shape, -1.0, 1.0)
+
+    def initial_delta(self, real):
+        """delta_0 for the mask ``real`` (batch x seq x 1, 1.0 on real tokens)."""
+        shape = tf.concat([tf.shape(real)[:2], [self.embeddings.shape[-1]]], 0)
+        if self.adv_init_mag <= 0:
+            return tf.zeros(shape)
+        size = tf.reduce_sum(real, axis=[1, 2], keepdims=True) * float(self.embeddings.shape[-1])
+        return self._noise(shape) * real * (self.adv_init_mag / tf.sqrt(size))
+
+    def __call__(self, inputs, labels):
+        real = tf.cast(tf.not_equal(inputs[0], 0), tf.float32)[..., None]  # id 0 is [PAD]
+        delta = self.initial_delta(real)
+        variables = self.model.trainable_variables
+        grads, total_loss = None, 0.0
+        for step in range(self.adv_steps):
+            with tf.GradientTape() as tape:
+                tape.watch(delta)
+                with token_embeddings_plus(self.model, delta):
+                    loss = self.loss(inputs, labels)
+            *step_grads, delta_grad = self.gradient(tape, loss, [*variables, delta])
+            step_grads = scale_gradients(step_grads, 1.0 / self.adv_steps)
+            grads = step_grads if grads is None else add_gradients(grads, step_grads)
+            total_loss += loss / self.adv_steps
+            if step == self.adv_steps - 1:
+                break
+            ascent = tf.cast(delta_grad, tf.float32) * real
+            delta = delta + self.adv_lr * ascent / tf.maximum(per_example_norm(ascent), 1e-8)
+            if self.adv_max_norm > 0:
+                delta *= tf.minimum(1.0, self.adv_max_norm / tf.maximum(per_example_norm(delta), 1e-12))
+        return total_loss, grads
