@@ -21,7 +21,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 ENV_STAMP := .venv/.synced
 
-.PHONY: help env data model run sweep table test
+.PHONY: help env data model run sweep predict table test
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
@@ -44,6 +44,10 @@ run: $(ENV_STAMP)  ## train one run: TASK= METHOD= MODEL= SEED= ARGS="hydra over
 sweep: $(ENV_STAMP)  ## Hydra multirun over TASKS= METHODS= SEEDS= (comma lists), MODEL=, ARGS=; skips complete runs
 	$(PY) -m experiments.run -m task=$(TASKS) method=$(METHODS) model=$(MODEL) seed=$(SEEDS) \
 		trainer.skip_completed=true $(ARGS)
+
+predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weights: RUN=<record or run folder> [TASK=]
+	@test -n "$(RUN)" || { echo "error: say which run: make predict RUN=results/runs/<record>.json" >&2; exit 2; }
+	$(PY) -m experiments.predict $(RUN) $(if $(filter command line,$(origin TASK)),--task $(TASK))
 
 table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy.png from the run records in RESULTS=
 	$(PY) -m experiments.table $(RESULTS)

@@ -24,7 +24,7 @@ NOT_SETTINGS = {
     ("paths",), ("hydra",), ("download",), ("launcher",),
     ("model", "checkpoint_dir"),
     ("trainer", "resume"), ("trainer", "progress"), ("trainer", "skip_completed"),
-    ("trainer", "eval_batch_size"), ("trainer", "save_best"),
+    ("trainer", "eval_batch_size"), ("trainer", "save_best"), ("task", "predict_files"),
 }
 
 
@@ -63,12 +63,17 @@ def record_path(results_dir: str | Path, config: dict) -> Path:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Write ``data`` so that readers see the old file or the whole new one, never a part."""
+    """Write ``data`` as JSON so that readers see the old file or the whole new one, never a part."""
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2, default=str)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

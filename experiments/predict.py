@@ -1,0 +1,92 @@
+"""CLUE test-set predictions from a finished run's best-dev weights.
+
+    python -m experiments.predict RUN [--task TASK] [--out DIR]
+
+RUN is a run record (results/runs/*.json) or a run's Hydra folder (results/logs/...).
+Writes the task's submission files (configs/task/*.yaml: predict_files), one
+``{"id": ..., "label": "<original label id>"}`` per line, into
+``<results_dir>/predictions/<run>/`` unless --out says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from experiments import config as _config  # noqa: F401  (registers the project_root resolver)
+from experiments import records
+from experiments.errors import UserError
+
+
+def find_record(run: str | Path) -> tuple[Path, dict]:
+    """The complete record named by ``run``: its file, or the Hydra folder of the run."""
+    run = Path(run)
+    if run.is_dir():
+        saved = run / ".hydra" / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"{run}: neither a run record (.json) nor a run folder with .hydra/config.yaml")
+        cfg = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        run = records.record_path(cfg["paths"]["results_dir"], cfg)
+    record = records.read_record(run)
+    if record is None:
+        raise UserError(f"{run}: no complete run record there; the run did not finish (see `make sweep` to resume)")
+    return run, record
+
+
+def load_run(record: dict):
+    """Rebuild a run's tokenizer and model with its best-dev weights."""
+    from experiments import data, models, training
+
+    cfg = OmegaConf.create(record["config"])
+    weights = record.get("best_weights")
+    if not weights or not Path(weights).is_file():
+        raise UserError(f"{weights}: best-dev weights not found; the run was made with trainer.save_best=false "
+                        "or its checkpoints folder was removed: rerun it")
+    label_ids, train, _ = data.load_task(cfg.paths.clue_dir, cfg.task)  # train texts: the tiny model's vocab
+    training.set_precision(cfg.trainer.precision)
+    tokenizer, model = models.load_classifier(cfg, train.texts, len(label_ids))
+    model.load_weights(weights)
+    trainer = training.Trainer(model, None, None, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
+    return cfg, label_ids, tokenizer, trainer
+
+
+def predict(run: str | Path, task: str | None = None, out: str | Path | None = None) -> list[Path]:
+    from experiments import data
+
+    record_file, record = find_record(run)
+    if task is not None and task != record["task"]:
+        raise UserError(f"{record_file}: a {record['task']} run, not {task}; pick a {task} run or drop TASK=")
+    cfg, label_ids, tokenizer, trainer = load_run(record)
+    out = Path(out) if out else Path(cfg.paths.results_dir) / "predictions" / record_file.stem
+    folder = data.task_dir(cfg.paths.clue_dir, cfg.task)
+    written = []
+    for test_name, predict_name in cfg.task.predict_files.items():
+        split = data.read_split(folder / test_name, label_ids, labelled=False)
+        classes = trainer.predict(data.encode(tokenizer, split.texts, cfg.task.max_length))
+        lines = [json.dumps({"id": i, "label": label_ids[c]}, ensure_ascii=False) for i, c in zip(split.ids, classes)]
+        path = out / predict_name
+        records.write_text_atomic(path, "\n".join(lines) + "\n")
+        written.append(path)
+        print(f"{path}: {len(lines)} predictions from {record_file.name} (best dev epoch {record['best_epoch']})")
+    return written
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a run record (results/runs/*.json) or a run's Hydra folder")
+    parser.add_argument("--task", default=None, help="check that the run is of this task")
+    parser.add_argument("--out", default=None, help="output folder (default: results/predictions/<run>/)")
+    args = parser.parse_args(argv)
+    try:
+        predict(args.run, args.task, args.out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
