@@ -4,34 +4,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
-from omegaconf import OmegaConf
 
 from experiments import models, training
 from experiments.methods import cross_entropy
 from experiments.methods.fgm import FGM, fgm_delta
 from experiments.methods.gp import GradientPenalty
+from tests.tiny_bert import VOCAB, dense, repeated_token_batch, tiny_model
 
-TINY = OmegaConf.create({"name": "tiny", "checkpoint_dir": None, "hidden_size": 16, "num_hidden_layers": 2,
-                         "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 32,
-                         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
-VOCAB = 40
-
-
-def tiny_model(seed=0):
-    return models.build_classifier(TINY, models.bert_config(TINY, VOCAB), 4, seed=seed)
 
 
 @pytest.fixture
 def batch():
-    rng = np.random.default_rng(7)
-    ids = rng.integers(5, 12, size=(3, 9)).astype(np.int32)  # few distinct tokens: many repeats
-    ids[:, 0], ids[:, -1] = 2, 3
-    ids[2, 6:] = 0  # padding in one row
-    return (tf.constant(ids), tf.zeros_like(ids)), tf.constant([0, 3, 1], tf.int32)
-
-
-def dense(grads):
-    return [tf.convert_to_tensor(g).numpy() for g in grads]
+    return repeated_token_batch()
 
 
 def loss_of(model, inputs, labels):
