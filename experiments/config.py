@@ -21,6 +21,20 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> D
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
 
 
+def check_choices(overrides: list[str]) -> None:
+    """Name an unknown config-group option (task=, method=, model=, ... also in comma lists)
+    in one line; Hydra's own message ends with a hint about stack traces instead."""
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        folder = CONFIG_DIR / key
+        if not sep or "." in key or "/" in key or not folder.is_dir():
+            continue
+        choices = sorted(p.stem for p in folder.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice and choice not in choices:
+                raise UserError(f"unknown {key} {choice!r} in {override!r}; choose from {', '.join(choices)}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject settings that would fail late or silently, naming the key and the fix."""
     checks = [

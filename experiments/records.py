@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 COMPLETE = "complete"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 # Config keys that change where things are read or written, or how a run is displayed,
 # but not what it computes: they are left out of a run's settings.
@@ -72,6 +74,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared results folder needs the usual mode
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

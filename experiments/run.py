@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import CONFIG_DIR, config, records
+from experiments import CONFIG_DIR, config, devices, records  # devices: the ${gpu_count:} resolver
 from experiments.errors import UserError
 
 log = logging.getLogger("experiments.run")
@@ -105,6 +105,7 @@ def _hydra_output_dir() -> str | None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    devices.pin_job()  # hydra/launcher=joblib: this process's GPU and threads, before TensorFlow starts
     try:
         return run(cfg)["best_dev_acc"]
     except UserError as err:
@@ -118,4 +119,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    try:
+        config.check_choices(sys.argv[1:])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

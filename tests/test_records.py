@@ -50,3 +50,4 @@ def test_only_complete_records_are_loaded(tmp_path):
     (runs / "c.json").write_text(json.dumps({"status": "running"}))
     assert records.load_records(tmp_path) == [{"status": "complete", "seed": 0}]
     assert sorted(p.name for p in runs.iterdir()) == ["a.json", "b.json", "c.json"]  # no temp files left
+    assert (runs / "a.json").stat().st_mode & 0o777 == 0o666 & ~records._UMASK  # readable by others too

@@ -66,6 +66,7 @@ def test_command_line_run_writes_record(clue_dir, tmp_path):
     ("trainer.learning_rate=-1", "trainer.learning_rate=-1 is invalid: it must be a positive number"),
     ("method=fgm method.epsilon=-0.5", "method.epsilon=-0.5 is invalid"),
     ("task.max_length=100 model.max_position_embeddings=64", "task.max_length=100 is above the model's"),
+    ("method=baseline,nosuch", "unknown method 'nosuch' in 'method=baseline,nosuch'; choose from baseline, fgm,"),
 ])
 def test_bad_settings_fail_with_one_line(clue_dir, tmp_path, override, message):
     out = cli(*tiny_overrides(clue_dir, tmp_path / "results"), *override.split())
