@@ -15,6 +15,7 @@ TASKS ?= iflytek,tnews
 METHODS ?= baseline,fgm,gp
 SEEDS ?= 0,1,2,3,4
 RESULTS ?= results
+LAUNCHER ?=
 
 # uv from PATH, else the copy pip installs on first use.
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
@@ -41,9 +42,9 @@ model: $(ENV_STAMP)  ## download + verify the checkpoint of MODEL (or verify it 
 run: $(ENV_STAMP)  ## train one run: TASK= METHOD= MODEL= SEED= ARGS="hydra overrides"
 	$(PY) -m experiments.run task=$(TASK) method=$(METHOD) model=$(MODEL) seed=$(SEED) $(ARGS)
 
-sweep: $(ENV_STAMP)  ## Hydra multirun over TASKS= METHODS= SEEDS= (comma lists), MODEL=, ARGS=; skips complete runs
+sweep: $(ENV_STAMP)  ## Hydra multirun over TASKS= METHODS= SEEDS= (comma lists), MODEL=, ARGS=, LAUNCHER=joblib|slurm|submitit_local; skips complete runs, resumes interrupted ones
 	$(PY) -m experiments.run -m task=$(TASKS) method=$(METHODS) model=$(MODEL) seed=$(SEEDS) \
-		trainer.skip_completed=true $(ARGS)
+		trainer.skip_completed=true trainer.resume=true $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
 
 predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weights: RUN=<record or run folder> [TASK=]
 	@test -n "$(RUN)" || { echo "error: say which run: make predict RUN=results/runs/<record>.json" >&2; exit 2; }
