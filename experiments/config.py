@@ -42,6 +42,7 @@ def validate(cfg: DictConfig) -> None:
         (cfg.trainer.eval_batch_size > 0, "trainer.eval_batch_size", "a positive integer"),
         (cfg.trainer.learning_rate > 0, "trainer.learning_rate", "a positive number"),
         (cfg.trainer.epochs > 0, "trainer.epochs", "a positive integer"),
+        (cfg.trainer.pad_to_multiple_of > 0, "trainer.pad_to_multiple_of", "a positive integer (1: no rounding)"),
         (cfg.task.max_length > 2, "task.max_length", "at least 3 ([CLS], one token, [SEP])"),
         (cfg.trainer.precision in PRECISIONS, "trainer.precision", " or ".join(PRECISIONS)),
         ((cfg.method.get("epsilon") or 0) >= 0, "method.epsilon", "zero or positive"),

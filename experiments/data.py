@@ -116,24 +116,69 @@ def encode(tokenizer, texts: list[str], max_length: int, progress: bool = False)
     ]
 
 
-def pad(sequences: list[np.ndarray]) -> np.ndarray:
-    """Right-pad with 0 ([PAD]) to the longest sequence of the batch."""
-    out = np.zeros((len(sequences), max(len(s) for s in sequences)), dtype=np.int32)
+def pad(sequences: list[np.ndarray], multiple: int = 1) -> np.ndarray:
+    """Right-pad with 0 ([PAD]) to the longest sequence of the batch, rounded up to a
+    multiple of ``multiple`` (few distinct shapes, so XLA compiles a few programs, not one per length)."""
+    length = -(-max(len(s) for s in sequences) // multiple) * multiple
+    out = np.zeros((len(sequences), length), dtype=np.int32)
     for row, seq in zip(out, sequences):
         row[: len(seq)] = seq
     return out
 
 
-def batches(token_ids: list[np.ndarray], labels: np.ndarray, batch_size: int, rng: np.random.Generator | None = None):
-    """Yield ``((token_ids, segment_ids), labels)`` batches padded per batch.
+@dataclass
+class PaddingStats:
+    """Real and padded token counts of the batches ``batches`` yielded."""
 
-    With ``rng`` the order is shuffled (a fresh permutation per call, so per epoch); the
-    last batch may be smaller, as in the blog's data generator.
+    real: int = 0
+    padded: int = 0
+
+    @property
+    def efficiency(self) -> float:
+        """Real tokens / padded tokens (1.0: no padding)."""
+        return self.real / self.padded if self.padded else 1.0
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
+                bucket_by_length: bool = False, chunk_batches: int = 100) -> list[np.ndarray]:
+    """The example indices of each batch.
+
+    Plain: a permutation (``rng``) or file order, cut into batches; the last may be smaller.
+    ``bucket_by_length`` (with ``rng``): the permutation is cut into chunks of
+    ``chunk_batches`` batches, each chunk is sorted by length and cut into batches, and the
+    batches are shuffled, so a batch holds similar lengths but is still a random draw. All of
+    it comes from ``rng`` alone: the order depends only on (seed, epoch), as resume needs.
+    Without ``rng`` bucketing sorts everything by length (for prediction; the caller reorders).
     """
-    order = np.arange(len(token_ids)) if rng is None else rng.permutation(len(token_ids))
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        ids = pad([token_ids[i] for i in chosen])
+    if rng is None:
+        order = np.argsort(lengths, kind="stable") if bucket_by_length else np.arange(len(lengths))
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    order = rng.permutation(len(lengths))
+    if not bucket_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    chunk = batch_size * chunk_batches
+    out = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        out += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def batches(token_ids: list[np.ndarray], labels: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
+            bucket_by_length: bool = False, pad_to_multiple_of: int = 1, stats: PaddingStats | None = None):
+    """Yield ``((token_ids, segment_ids), labels)`` batches padded per batch, in
+    ``batch_order``'s order; ``stats`` (if given) counts real and padded tokens.
+
+    With ``rng`` the order is shuffled (a fresh permutation per call, so per epoch), as in
+    the blog's data generator.
+    """
+    lengths = np.fromiter((len(s) for s in token_ids), dtype=np.int64, count=len(token_ids))
+    for chosen in batch_order(lengths, batch_size, rng, bucket_by_length):
+        ids = pad([token_ids[i] for i in chosen], pad_to_multiple_of)
+        if stats is not None:
+            stats.real += int(lengths[chosen].sum())
+            stats.padded += ids.size
         yield (ids, np.zeros_like(ids)), labels[chosen]
 
 

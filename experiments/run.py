@@ -34,25 +34,32 @@ def run(cfg: DictConfig) -> dict:
 
         download.fetch_missing(cfg)
 
-    from experiments import checkpoints, data, environment, models, training
+    from experiments import cache, checkpoints, data, environment, models, training
 
     started = time.time()
     environment.seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)
     label_ids, train_split, dev_split = data.load_task(cfg.paths.clue_dir, cfg.task)
     training.set_precision(cfg.trainer.precision)
     tokenizer, model = models.load_classifier(cfg, train_split.texts, len(label_ids))
-    log.info("%s: %d train / %d dev examples, %d classes; tokenizing", cfg.task.name,
+    training.prepare_model(model, cfg.trainer.precision)
+    log.info("%s: %d train / %d dev examples, %d classes", cfg.task.name,
              len(train_split.texts), len(dev_split.texts), len(label_ids))
-    train = training.Dataset(data.encode(tokenizer, train_split.texts, cfg.task.max_length, cfg.trainer.progress),
-                             train_split.labels)
-    dev = training.Dataset(data.encode(tokenizer, dev_split.texts, cfg.task.max_length, cfg.trainer.progress),
-                           dev_split.labels)
+    # Tokenized splits come from data/cache/ when this file, vocab and max length were seen before.
+    folder, cache_dir = data.task_dir(cfg.paths.clue_dir, cfg.task), OmegaConf.select(cfg, "paths.cache_dir")
+    tokenize_start = time.perf_counter()
+    (train_ids, train_hit), (dev_ids, dev_hit) = [
+        cache.encode(tokenizer, split.texts, cfg.task.max_length, folder / f"{name}.json", cache_dir, cfg.trainer.progress)
+        for name, split in (("train", train_split), ("dev", dev_split))]
+    tokenize_seconds = time.perf_counter() - tokenize_start
+    train, dev = training.Dataset(train_ids, train_split.labels), training.Dataset(dev_ids, dev_split.labels)
 
     optimizer = training.make_optimizer(cfg.trainer.learning_rate, cfg.trainer.precision)
     method_options = records.method_options(OmegaConf.to_container(cfg.method, resolve=True))
     method = hydra.utils.get_class(cfg.method._target_)(model, optimizer, **method_options)
     trainer = training.Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
-                               cfg.trainer.jit_compile, cfg.trainer.progress)
+                               cfg.trainer.jit_compile, cfg.trainer.progress,
+                               bucket_by_length=cfg.trainer.bucket_by_length,
+                               pad_to_multiple_of=cfg.trainer.pad_to_multiple_of)
     state = checkpoints.RunState(checkpoint_dir(cfg.paths.results_dir, record_file), model, optimizer)
     if cfg.trainer.resume and (history := state.restore()):
         trainer.history = history
@@ -78,6 +85,10 @@ def run(cfg: DictConfig) -> dict:
         "timings": {
             "total_seconds": time.time() - started,
             "train_samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
+            # real / padded tokens of the training batches (1.0: no padding); see trainer.bucket_by_length
+            "padding_efficiency": sum(h.get("padding_efficiency", float("nan")) for h in history) / len(history),
+            "tokenize_seconds": tokenize_seconds,
+            "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss",
         },
         "best_weights": str(state.best_weights) if cfg.trainer.save_best else None,
         "settings": records.settings(resolved),

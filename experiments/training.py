@@ -27,6 +27,96 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
+SQRT_2 = float(np.sqrt(2.0))
+INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
+
+
+@tf.custom_gradient
+def gelu(x):
+    """bert4keras's erf GELU x Phi(x), bit for bit, with its first and second derivatives
+    in closed form (Phi + x phi, and phi (2 - x^2)): autodiff through erf builds several
+    times the elementwise ops, and gradient penalty differentiates the backward pass again."""
+    cdf = 0.5 * (1.0 + tf.math.erf(x / SQRT_2))
+    return x * cdf, lambda dy: _gelu_backward(dy, x, cdf)
+
+
+@tf.custom_gradient
+def _gelu_backward(dy, x, cdf):
+    pdf = INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x))
+    slope = cdf + x * pdf
+
+    def grad(ddx):  # cdf gets None: its dependence on x is in the second-derivative term
+        return ddx * slope, ddx * dy * pdf * (2.0 - tf.square(x)), None
+
+    return dy * slope, grad
+
+
+def layer_norm_call(layer):
+    """bert4keras's LayerNormalization.call with ``x * rsqrt(var + eps)`` for its
+    ``divide_no_nan(x, sqrt(var + eps))``: the same function (eps > 0, so no division by
+    zero), but the gradient w.r.t. the scale is one product instead of three divisions."""
+    from bert4keras.layers import ScaleOffset
+
+    def call(inputs):
+        x = inputs - tf.reduce_mean(inputs, axis=-1, keepdims=True)
+        x = x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True) + layer.epsilon)
+        return ScaleOffset.call(layer, x)  # gamma, beta
+
+    return call
+
+
+def attention_call(layer):
+    """bert4keras's MultiHeadAttention.pay_attention_to for plain BERT attention (no
+    biases, softmax), computing the same function more cheaply to differentiate twice:
+    batched matmuls in (batch, head, position, dim) layout instead of einsums that
+    transpose their operands on every call; the 1/sqrt(d) scale applied to the queries
+    (half the elements of the scores; a power of two for BERT's d = 64, so exact); and
+    padded keys masked by adding -inf instead of ``where(mask, a, -inf)``, whose gradient
+    (and GP's gradient of that) is a select and a broadcast per call rather than nothing."""
+    from tf_keras.layers import Dropout
+
+    original = type(layer).pay_attention_to
+
+    def pay_attention_to(inputs, mask=None, **kwargs):
+        if kwargs.get("a_bias") or kwargs.get("p_bias") or layer.normalization != "softmax":
+            return original(layer, inputs, mask, **kwargs)
+        q, k, v = (tf.transpose(t, [0, 2, 1, 3]) for t in inputs[:3])  # b, h, j, d
+        if layer.attention_scale:
+            q = q * tf.cast(layer.key_size**-0.5, q.dtype)
+        a = tf.matmul(q, k, transpose_b=True)
+        keys = mask[1] if mask else None  # (b, k): the keys' padding
+        if keys is not None:  # a constant of the batch: no gradient flows into it
+            a = a + tf.cast(tf.where(tf.cast(keys, tf.bool), 0.0, -np.inf), a.dtype)[:, None, None, :]
+        probs = tf.nn.softmax(a, axis=-1)
+        if layer.attention_dropout:
+            probs = Dropout(layer.attention_dropout)(probs)
+        return tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), a
+
+    return pay_attention_to
+
+
+def prepare_model(model, precision: str = "float32") -> None:
+    """Adjust a built bert4keras classifier in place, before training (run.py, bench.py):
+
+    - its GELUs, LayerNorms and attentions become the equivalent, cheaper-to-differentiate
+      ``gelu``, ``layer_norm_call`` and ``attention_call`` above: gradient penalty's double
+      backward spends its time beyond 2x a baseline step in exactly such ops (README, Speed);
+    - under a mixed policy its LayerNorms compute in float32, as Keras's own does: in
+      float16 bert4keras's epsilon 1e-12 rounds to 0 and x**2 overflows above |x| = 256.
+    """
+    from bert4keras.layers import FeedForward, LayerNormalization, MultiHeadAttention
+
+    for layer in model.layers:
+        if isinstance(layer, MultiHeadAttention):
+            layer.pay_attention_to = attention_call(layer)
+        elif isinstance(layer, LayerNormalization) and layer.zero_mean and layer.unit_variance and not layer.conditional:
+            layer.call = layer_norm_call(layer)
+            if precision != "float32":
+                layer._set_dtype_policy(keras.mixed_precision.Policy("float32"))  # read at every call
+        elif isinstance(layer, FeedForward) and layer.i0_dense.activation.__name__ == "gelu_erf":
+            layer.i0_dense.activation = gelu
+
+
 def make_optimizer(learning_rate: float, precision: str):
     optimizer = keras.optimizers.Adam(learning_rate)
     if precision == "mixed_float16":  # float16 gradients underflow without dynamic loss scaling
@@ -52,6 +142,8 @@ class Trainer:
     eval_batch_size: int = 128
     jit_compile: bool = False
     progress: bool | None = None  # None: a bar only when writing to a terminal
+    bucket_by_length: bool = False  # batches of similar lengths (see data.batch_order)
+    pad_to_multiple_of: int = 1  # pad lengths up to a multiple of this: few shapes for XLA
     history: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
@@ -77,22 +169,29 @@ class Trainer:
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
         steps = data.num_batches(len(train), self.batch_size)
         disable = None if self.progress is None else not self.progress  # None: only on a terminal
+        padding = data.PaddingStats()
         with tqdm(total=steps, desc=desc, unit="batch", disable=disable, leave=False) as bar:
-            for inputs, labels in data.batches(train.token_ids, train.labels, self.batch_size, rng):
+            for inputs, labels in data.batches(train.token_ids, train.labels, self.batch_size, rng,
+                                               self.bucket_by_length, self.pad_to_multiple_of, padding):
                 loss = float(self.train_step(inputs, labels))
                 seen += len(labels)
                 loss_sum += loss * len(labels)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
         seconds = time.perf_counter() - start
-        return {"train_loss": loss_sum / seen, "train_seconds": seconds, "samples_per_second": seen / seconds}
+        return {"train_loss": loss_sum / seen, "train_seconds": seconds, "samples_per_second": seen / seconds,
+                "padding_efficiency": padding.efficiency}
 
     def predict(self, token_ids: list[np.ndarray]) -> np.ndarray:
         """Class index of each sequence (argmax of the logits)."""
-        dummy = np.zeros(len(token_ids), dtype=np.int32)
-        out = [np.argmax(self.logits_step(inputs).numpy(), axis=-1)
-               for inputs, _ in data.batches(token_ids, dummy, self.eval_batch_size)]
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        out = np.zeros(len(token_ids), dtype=np.int64)
+        # The positions ride along as the "labels": bucketing may batch them out of order.
+        positions = np.arange(len(token_ids))
+        for inputs, chosen in data.batches(token_ids, positions, self.eval_batch_size,
+                                           bucket_by_length=self.bucket_by_length,
+                                           pad_to_multiple_of=self.pad_to_multiple_of):
+            out[chosen] = np.argmax(self.logits_step(inputs).numpy(), axis=-1)
+        return out
 
     def evaluate(self, dev: Dataset) -> float:
         return float(np.mean(self.predict(dev.token_ids) == dev.labels))
@@ -116,9 +215,9 @@ class Trainer:
             improved = all(dev_acc > h["dev_acc"] for h in self.history)
             self.history.append(entry)
             best = max(h["dev_acc"] for h in self.history)
-            log.info("epoch %d/%d  loss %.4f  dev_acc %.4f  best %.4f  %.0f samples/s  %.1fs",
+            log.info("epoch %d/%d  loss %.4f  dev_acc %.4f  best %.4f  %.0f samples/s  padding eff. %.2f  %.1fs",
                      epoch + 1, epochs, stats["train_loss"], dev_acc, best, stats["samples_per_second"],
-                     entry["seconds"])
+                     stats["padding_efficiency"], entry["seconds"])
             if on_epoch_end is not None:
                 on_epoch_end(self.history, improved)
         return self.history
