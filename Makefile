@@ -22,7 +22,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 ENV_STAMP := .venv/.synced
 
-.PHONY: help env data model run sweep predict table test
+.PHONY: help env data model run sweep predict table test bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
@@ -52,6 +52,9 @@ predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weigh
 
 table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy.png from the run records in RESULTS=
 	$(PY) -m experiments.table $(RESULTS)
+
+bench: $(ENV_STAMP)  ## seconds per train step of each method, BERT-base shape, one process: ARGS="--layers 2 --rounds 3"
+	$(PY) -m experiments.bench $(ARGS)
 
 test: $(ENV_STAMP)  ## run the test suite
 	$(PY) -m pytest

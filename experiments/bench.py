@@ -1,0 +1,228 @@
+"""`make bench`: seconds per warmed-up train step of every method on a BERT-base-shaped
+model (vocab 21128, hidden 768, seq 128, batch 32, random weights and tokens), measured
+in one process, and the data pipeline's share of a step.
+
+    python -m experiments.bench --layers 2 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
+
+Methods are timed in interleaved rounds (each round runs every method for ``--steps``
+steps), so a load spike from another process hits all of them alike; the figure kept
+per method is the median step. CPU seconds of this process are kept too: unlike wall
+time they barely move when other processes share the cores, and the share of the
+machine those used meanwhile is recorded (``machine.others_cpu_share``). Writes
+``results/bench/latest.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from experiments import CONFIG_DIR, PROJECT_ROOT, records
+
+# name -> (config file under configs/method/, overrides of its keys)
+METHODS = {
+    "baseline": ("baseline", {}),
+    "fgm": ("fgm", {}),
+    "fgm_clean": ("fgm", {"accumulate_clean": True}),
+    "gp": ("gp", {}),
+    "pgd": ("pgd", {}),
+    "freelb": ("freelb", {}),
+}
+
+# issue 5's targets on a 2-core CPU, in baseline steps (the floors: FGM 5/3, GP 2 in matmul work)
+TARGETS = {"fgm": 1.8, "gp": 2.0}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--layers", type=int, default=2, help="transformer layers (BERT-base has 12)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds (the first one traces)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
+    p.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"])
+    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench" / "latest.json")
+    return p.parse_args(argv)
+
+
+def build_model(args):
+    from experiments import models
+
+    cfg = OmegaConf.create({"name": "bench", "checkpoint_dir": None, "hidden_size": 768,
+                            "num_hidden_layers": args.layers, "num_attention_heads": 12, "intermediate_size": 3072,
+                            "max_position_embeddings": 512, "hidden_dropout_prob": 0.1,
+                            "attention_probs_dropout_prob": 0.1})
+    return models.build_classifier(cfg, models.bert_config(cfg, 21128), 15, seed=0)
+
+
+def make_method(name, model, optimizer):
+    import hydra
+
+    file, overrides = METHODS[name]
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "method" / f"{file}.yaml"))
+    return hydra.utils.get_class(cfg["_target_"])(model, optimizer, **{**records.method_options(cfg), **overrides})
+
+
+def time_data_pipeline(args, rng, bucket: bool) -> tuple[float, float]:
+    """(seconds per padded batch, padding efficiency) of an epoch of ``data.batches`` over
+    synthetic TNEWS-like lengths (normal, mean 24 tokens, sd 8: TNEWS train has mean 23.4
+    and per-batch padding efficiency 0.63 at batch 32: README, Speed)."""
+    from experiments import data
+
+    n = args.batch * 200
+    lengths = np.clip(np.rint(rng.normal(24, 8, n)), 3, args.seq).astype(int)
+    token_ids = [rng.integers(5, 21128, size=k).astype(np.int32) for k in lengths]
+    labels = np.zeros(n, np.int32)
+    start = time.perf_counter()
+    stats = data.PaddingStats()
+    for _ in data.batches(token_ids, labels, args.batch, np.random.default_rng(0), bucket_by_length=bucket,
+                          stats=stats):
+        pass
+    return (time.perf_counter() - start) / data.num_batches(n, args.batch), stats.efficiency
+
+
+def busy_jiffies() -> int | None:
+    """CPU time all processes have used so far (Linux /proc/stat, in clock ticks)."""
+    try:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, open("/proc/stat").readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    return user + nice + system + irq + softirq + steal
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    from experiments import environment
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"device": environment.device_name(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "tensorflow": tf.__version__, "host": platform.node()}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    names = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or "baseline" not in names:
+        sys.exit(f"error: --methods must include baseline and name only {', '.join(METHODS)}; got {args.methods}")
+    load_before = os.getloadavg()
+
+    import tensorflow as tf
+
+    from experiments import environment, training
+
+    tf.get_logger().setLevel("ERROR")  # one retracing warning per method otherwise
+    environment.seed_everything(0)  # as a run does (op determinism included)
+    training.set_precision(args.precision)
+    model = build_model(args)
+    training.prepare_model(model, args.precision)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 21128, size=(args.batch, args.seq)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP], no padding: the full seq-long batch
+    inputs = (tf.constant(ids), tf.zeros_like(ids))
+    labels = tf.constant(rng.integers(0, 15, size=args.batch).astype(np.int32))
+
+    steps = {}
+    for name in names:
+        optimizer = training.make_optimizer(2e-5, args.precision)
+        trainer = training.Trainer(model, make_method(name, model, optimizer), optimizer, args.batch,
+                                   jit_compile=args.jit_compile)
+        steps[name] = trainer.train_step
+    # Warm-up in the timed order too: a method's first step after all the others have run
+    # (and allocated their buffers) is slow once, and would otherwise be a timed one.
+    for r in range(args.warmup):
+        for name in names:
+            float(steps[name](inputs, labels))
+        print(f"warm-up round {r + 1}/{args.warmup} done", file=sys.stderr, flush=True)
+    times, cpu = {name: [] for name in names}, {name: [] for name in names}
+    wall0, cpu0, busy0 = time.perf_counter(), time.process_time(), busy_jiffies()
+    for r in range(args.rounds):
+        for name in names:
+            for _ in range(args.steps):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                float(steps[name](inputs, labels))  # float(): waits for the step to finish
+                times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    others = None
+    if busy0 is not None:  # the machine's CPU time minus ours, over what the cores could give
+        others_seconds = (busy_jiffies() - busy0) / os.sysconf("SC_CLK_TCK") - (time.process_time() - cpu0)
+        others = max(0.0, others_seconds / ((time.perf_counter() - wall0) * os.cpu_count()))
+
+    per_step = {name: statistics.median(t) for name, t in times.items()}
+    cpu_per_step = {name: statistics.median(t) for name, t in cpu.items()}
+    base = per_step["baseline"]
+    batch_seconds, efficiency = time_data_pipeline(args, rng, bucket=False)
+    bucket_seconds, bucket_efficiency = time_data_pipeline(args, rng, bucket=True)
+    result = {
+        "command": " ".join(["python -m experiments.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "shape": {"vocab": 21128, "hidden": 768, "layers": args.layers, "heads": 12, "intermediate": 3072,
+                  "seq": args.seq, "batch": args.batch},
+        "precision": args.precision, "jit_compile": args.jit_compile,
+        "steps": {name: len(t) for name, t in times.items()},
+        "seconds_per_step": per_step,
+        "seconds_per_step_all": times,
+        "spread": {name: [min(t), max(t)] for name, t in times.items()},
+        **{f"{name}_over_baseline": per_step[name] / base for name in names if name != "baseline"},
+        "cpu_seconds_per_step": cpu_per_step,
+        "cpu_over_baseline": {name: t / cpu_per_step["baseline"] for name, t in cpu_per_step.items()},
+        "data_pipeline": {
+            "seconds_per_batch": batch_seconds, "share_of_baseline_step": batch_seconds / (batch_seconds + base),
+            "padding_efficiency": efficiency, "bucketed_seconds_per_batch": bucket_seconds,
+            "bucketed_padding_efficiency": bucket_efficiency,
+        },
+        "machine": {**machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                    "others_cpu_share": others},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    records.write_json_atomic(args.out, result)
+    print(table(result))
+    print(f"written: {args.out}")
+    return result
+
+
+def table(result: dict) -> str:
+    shape, m = result["shape"], result["machine"]
+    others = m["others_cpu_share"]
+    lines = [f"{shape['layers']} layers x hidden {shape['hidden']}, vocab {shape['vocab']}, "
+             f"batch {shape['batch']} x seq {shape['seq']}, {result['precision']}"
+             f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']}, {m['cpu_count']} cores, "
+             f"TF {m['tensorflow']}; other processes used "
+             f"{'?' if others is None else f'{100 * others:.0f}%'} of the CPUs meanwhile",
+             "| method | steps | s/step (median) | min..max | x baseline | CPU s/step | CPU x baseline |",
+             "|---|---|---|---|---|---|---|"]
+    for name, sec in result["seconds_per_step"].items():
+        lo, hi = result["spread"][name]
+        ratio = 1.0 if name == "baseline" else result[f"{name}_over_baseline"]
+        lines.append(f"| {name} | {result['steps'][name]} | {sec:.3f} | {lo:.3f}..{hi:.3f} | {ratio:.2f} | "
+                     f"{result['cpu_seconds_per_step'][name]:.3f} | {result['cpu_over_baseline'][name]:.2f} |")
+    d = result["data_pipeline"]
+    lines.append(f"data pipeline: {d['seconds_per_batch'] * 1e3:.2f} ms per padded batch = "
+                 f"{100 * d['share_of_baseline_step']:.2f}% of a baseline step; padding efficiency "
+                 f"{d['padding_efficiency']:.2f} per batch, {d['bucketed_padding_efficiency']:.2f} bucketed by length "
+                 "(synthetic TNEWS-like lengths)")
+    for name, target in TARGETS.items():
+        if f"{name}_over_baseline" in result:
+            ratio = result[f"{name}_over_baseline"]
+            lines.append(f"target {name} <= {target}x baseline: {ratio:.2f}x, {'met' if ratio <= target else 'NOT met'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
