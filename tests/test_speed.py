@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
-from omegaconf import OmegaConf
 
 from experiments import bench, models, training
 from experiments.config import compose
@@ -16,11 +15,8 @@ from experiments.methods.gp import GradientPenalty
 from experiments.methods.pgd import PGD
 from experiments.run import run
 from tests.conftest import CLASS_WORDS, tiny_overrides
+from tests.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch
 
-TINY = OmegaConf.create({"name": "tiny", "checkpoint_dir": None, "hidden_size": 16, "num_hidden_layers": 2,
-                         "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 32,
-                         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
-VOCAB = 40
 METHODS = {"fgm": lambda m, o: FGM(m, o, epsilon=0.5), "gp": lambda m, o: GradientPenalty(m, o, epsilon=1.0),
            "pgd": lambda m, o: PGD(m, o)}
 
@@ -33,16 +29,12 @@ def float32_afterwards():
 
 @pytest.fixture
 def batch():
-    rng = np.random.default_rng(7)
-    ids = rng.integers(5, 12, size=(3, 9)).astype(np.int32)  # few distinct tokens: many repeats
-    ids[:, 0], ids[:, -1] = 2, 3
-    ids[2, 6:] = 0  # padding in one row
-    return (tf.constant(ids), tf.zeros_like(ids)), tf.constant([0, 3, 1], tf.int32)
+    return repeated_token_batch()
 
 
 def build(precision="float32", prepared=True, weights=None):
     training.set_precision(precision)
-    model = models.build_classifier(TINY, models.bert_config(TINY, VOCAB), 4, seed=0)
+    model = models.build_classifier(TINY, models.bert_config(TINY, VOCAB), LABELS, seed=0)
     if weights is not None:
         model.set_weights(weights)
     if prepared:
