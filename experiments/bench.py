@@ -67,11 +67,11 @@ def build_model(args):
 
 
 def make_method(name, model, optimizer):
-    import hydra
+    from experiments import methods
 
     file, overrides = METHODS[name]
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "method" / f"{file}.yaml"))
-    return hydra.utils.get_class(cfg["_target_"])(model, optimizer, **{**records.method_options(cfg), **overrides})
+    return methods.build({**cfg, **overrides}, model, optimizer)
 
 
 def time_data_pipeline(args, rng, bucket: bool) -> tuple[float, float]:

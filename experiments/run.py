@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> dict:
 
         download.fetch_missing(cfg)
 
-    from experiments import cache, checkpoints, data, environment, models, training
+    from experiments import cache, checkpoints, data, environment, methods, models, training
 
     started = time.time()
     environment.seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)
@@ -54,8 +54,7 @@ def run(cfg: DictConfig) -> dict:
     train, dev = training.Dataset(train_ids, train_split.labels), training.Dataset(dev_ids, dev_split.labels)
 
     optimizer = training.make_optimizer(cfg.trainer.learning_rate, cfg.trainer.precision)
-    method_options = records.method_options(OmegaConf.to_container(cfg.method, resolve=True))
-    method = hydra.utils.get_class(cfg.method._target_)(model, optimizer, **method_options)
+    method = methods.build(OmegaConf.to_container(cfg.method, resolve=True), model, optimizer)
     trainer = training.Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
                                cfg.trainer.jit_compile, cfg.trainer.progress,
                                bucket_by_length=cfg.trainer.bucket_by_length,

@@ -46,6 +46,13 @@ class Method:
         raise NotImplementedError
 
 
+def summed_rows(grad: tf.IndexedSlices):
+    """(unique rows, float32 gradient per row) of an embedding gradient, duplicate rows
+    summed: the nonzero rows of the dense gradient, without forming it."""
+    rows, position_row = tf.unique(grad.indices)
+    return rows, tf.math.unsorted_segment_sum(tf.cast(grad.values, tf.float32), position_row, tf.shape(rows)[0])
+
+
 def add_gradients(a, b):
     """Sum two gradient lists (as from ``Method.gradient``) entry by entry.
 

@@ -15,13 +15,12 @@ clean plus the perturbed gradients, and the loss returned is the sum it minimise
 
 import tensorflow as tf
 
-from experiments.methods.base import Method, add_gradients
+from experiments.methods.base import Method, add_gradients, summed_rows
 
 
 def fgm_delta(grad: tf.IndexedSlices, epsilon: float) -> tf.IndexedSlices:
     """eps * g / (||g||_F + 1e-8) as rows of the embedding matrix."""
-    rows, position_row = tf.unique(grad.indices)
-    summed = tf.math.unsorted_segment_sum(tf.cast(grad.values, tf.float32), position_row, tf.shape(rows)[0])
+    rows, summed = summed_rows(grad)
     delta = epsilon * summed / (tf.norm(summed) + 1e-8)
     return tf.IndexedSlices(delta, rows, grad.dense_shape)
 

@@ -19,13 +19,7 @@ and subtracting deltas would not) and the ball is measured around the true E0.
 import tensorflow as tf
 
 from experiments.errors import UserError
-from experiments.methods.base import Method, add_gradients
-
-
-def summed_rows(grad: tf.IndexedSlices):
-    """(unique rows, float32 gradient per row) of an embedding gradient: duplicates summed."""
-    rows, position_row = tf.unique(grad.indices)
-    return rows, tf.math.unsorted_segment_sum(tf.cast(grad.values, tf.float32), position_row, tf.shape(rows)[0])
+from experiments.methods.base import Method, add_gradients, summed_rows
 
 
 class PGD(Method):
