@@ -68,7 +68,7 @@ def tiny_overrides(clue: Path, results: Path, task: str = "tnews", method: str =
         "paths.results_dir": str(results), "task.num_labels": len(CLASS_WORDS), "trainer.epochs": 3,
         "trainer.batch_size": 16, "trainer.learning_rate": 2e-3, "model.hidden_size": 64, "model.intermediate_size": 128,
         "model.max_position_embeddings": 64, "task.max_length": 64, "trainer.progress": False,
-        "download.auto": False,
+        "download.auto": False, "paths.cache_dir": str(results / "token-cache"),  # not the repo's data/cache
     }
     base.update(extra or {})
     return [f"{k}={v}" for k, v in base.items()]

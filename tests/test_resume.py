@@ -56,8 +56,11 @@ def test_killed_run_resumes_to_the_uninterrupted_record(clue_dir, tmp_path):
 
 def test_ctrl_c_says_how_to_resume(clue_dir, tmp_path):
     overrides = tiny_overrides(clue_dir, tmp_path / "r", extra={"trainer.epochs": 50})
+    # As from a terminal: a shell starts background jobs with SIGINT ignored, and a child
+    # inherits that (CI may run the tests so), so the run would never see the Ctrl-C.
     proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *overrides], cwd=PROJECT_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "r").glob("checkpoints/*/state/latest.json")):
         time.sleep(0.05)
