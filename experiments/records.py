@@ -85,17 +85,17 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def read_record(path: Path) -> dict | None:
-    """The record at ``path`` if it is a complete one, else None."""
+def read_record(path: Path, statuses=(COMPLETE,)) -> dict | None:
+    """The record at ``path`` if its status is one of ``statuses`` (a complete one by default), else None."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("status") == COMPLETE else None
+    return record if isinstance(record, dict) and record.get("status") in statuses else None
 
 
-def load_records(results_dir: str | Path) -> list[dict]:
-    """Every complete record under ``<results_dir>/runs/``, in file-name order."""
+def load_records(results_dir: str | Path, statuses=(COMPLETE,)) -> list[dict]:
+    """Every record under ``<results_dir>/runs/`` whose status is one of ``statuses``, in file-name order."""
     folder = Path(results_dir) / "runs"
-    records = (read_record(p) for p in sorted(folder.glob("*.json")))
+    records = (read_record(p, statuses) for p in sorted(folder.glob("*.json")))
     return [r for r in records if r is not None]

@@ -124,7 +124,7 @@ def test_a_worked_example(results):
 def test_different_settings_are_kept_apart_and_labelled(results):
     summary = pd.read_csv(results / "summary.csv")
     # Only the keys that vary within a task and model (or within a method) label rows.
-    assert list(summary.columns[10:]) == ["n_paired", "method.epsilon", "task.max_train_samples",
+    assert list(summary.columns[10:]) == ["n_paired", "n_diverged", "method.epsilon", "task.max_train_samples",
                                           "trainer.learning_rate", "settings_id"]
     fgm_iflytek = summary[(summary.task == "iflytek") & (summary.method == "fgm")]
     assert sorted(fgm_iflytek["method.epsilon"]) == [0.05, 0.5] and sorted(fgm_iflytek.n) == [2, 3]
@@ -147,8 +147,8 @@ def test_methods_in_order_and_incomplete_records_ignored(results):
     seeds = pd.read_csv(results / "seeds.csv")
     assert len(seeds) == sum(len(accs) for accs in GRID.values())
     assert 9 not in set(seeds.seed) and seeds.best_dev_acc.max() < 99
-    assert list(seeds.columns) == ["task", "model", "method", "seed", "best_dev_acc", "final_dev_acc",
-                                   "method.epsilon", "task.max_train_samples", "trainer.learning_rate",
+    assert list(seeds.columns) == ["task", "model", "method", "seed", "status", "best_dev_acc", "final_dev_acc",
+                                   "diverged_at_epoch", "diverged_at_step", "stopped_at_epoch", "method.epsilon", "task.max_train_samples", "trainer.learning_rate",
                                    "settings_id"]
     assert (results / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -160,16 +160,18 @@ def test_exact_files_for_a_small_sweep(tmp_path):
     table.write_all(tmp_path)
     sid = {m: records.settings_id(settings("tnews", m, 0)) for m in ("baseline", "fgm")}
     assert (tmp_path / "seeds.csv").read_text() == (
-        "task,model,method,seed,best_dev_acc,final_dev_acc,settings_id\n"
-        f"tnews,bert_base,baseline,0,50.0,50.0,{sid['baseline']}\n"
-        f"tnews,bert_base,baseline,1,52.0,52.0,{sid['baseline']}\n"
-        f"tnews,bert_base,fgm,0,53.0,53.0,{sid['fgm']}\n"
-        f"tnews,bert_base,fgm,1,56.0,56.0,{sid['fgm']}\n")
+        "task,model,method,seed,status,best_dev_acc,final_dev_acc,diverged_at_epoch,diverged_at_step,"
+        "stopped_at_epoch,settings_id\n"
+        f"tnews,bert_base,baseline,0,complete,50.0,50.0,,,,{sid['baseline']}\n"
+        f"tnews,bert_base,baseline,1,complete,52.0,52.0,,,,{sid['baseline']}\n"
+        f"tnews,bert_base,fgm,0,complete,53.0,53.0,,,,{sid['fgm']}\n"
+        f"tnews,bert_base,fgm,1,complete,56.0,56.0,,,,{sid['fgm']}\n")
     # fgm - baseline = 3, 4: mean 3.5, sd 0.7071, t(1) 12.7062 * 0.5 = 6.3531
     assert (tmp_path / "summary.csv").read_text() == (
-        "task,model,method,n,mean,std,delta_vs_baseline,delta_ci_low,delta_ci_high,blog,n_paired,settings_id\n"
-        f"tnews,bert_base,baseline,2,51.0,1.4142,,,,56.58,0,{sid['baseline']}\n"
-        f"tnews,bert_base,fgm,2,54.5,2.1213,3.5,-2.8531,9.8531,57.66,2,{sid['fgm']}\n")
+        "task,model,method,n,mean,std,delta_vs_baseline,delta_ci_low,delta_ci_high,blog,n_paired,n_diverged,"
+        "settings_id\n"
+        f"tnews,bert_base,baseline,2,51.0,1.4142,,,,56.58,0,0,{sid['baseline']}\n"
+        f"tnews,bert_base,fgm,2,54.5,2.1213,3.5,-2.8531,9.8531,57.66,2,0,{sid['fgm']}\n")
     md = (tmp_path / "table.md").read_text()
     assert md.startswith("# Results: baseline vs adversarial training\n\nMetric: **best dev accuracy over epochs**")
     assert "CLUE **test-set** numbers" in md and "from 4 complete run records" in md
@@ -196,8 +198,8 @@ def test_table_never_imports_tensorflow(results):
     done = subprocess.run([sys.executable, "-c", code, str(results)], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(results / n) for n in ("table.md", "summary.csv", "seeds.csv",
-                                                               "accuracy.png")]
+    assert done.stdout.split() == [str(results / n) for n in ("table.md", "summary.csv", "seeds.csv", "accuracy.png",
+                                                               "accuracy.csv", "curves.png", "curves.csv")]
 
 
 def test_no_records_is_a_one_line_error(tmp_path):
