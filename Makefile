@@ -1,7 +1,7 @@
 # The front door. Every target sets up the locked environment first (uv, from uv.lock).
 #   make run TASK=iflytek METHOD=fgm            one run (fetches data and checkpoint if missing)
 #   make sweep SEEDS=0,1,2                      every TASKS x METHODS x SEEDS run not yet complete
-#   make table                                  table.md, summary.csv, seeds.csv, accuracy.png of RESULTS
+#   make table                                  table.md, summary.csv, seeds.csv, pictures (+ CSVs) of RESULTS
 #   make test                                   the test suite
 SHELL := bash
 .DEFAULT_GOAL := help
@@ -50,7 +50,7 @@ predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weigh
 	@test -n "$(RUN)" || { echo "error: say which run: make predict RUN=results/runs/<record>.json" >&2; exit 2; }
 	$(PY) -m experiments.predict $(RUN) $(if $(filter command line,$(origin TASK)),--task $(TASK))
 
-table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy.png from the run records in RESULTS=
+table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy/curves/sweep_<key>.png (+ CSVs) from the run records in RESULTS=
 	$(PY) -m experiments.table $(RESULTS)
 
 bench: $(ENV_STAMP)  ## seconds per train step of each method, BERT-base shape, one process: ARGS="--layers 2 --rounds 3"
