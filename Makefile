@@ -22,16 +22,32 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 ENV_STAMP := .venv/.synced
 
-.PHONY: help env data model run sweep predict table test bench
+# The `gpu` extra (pyproject.toml: TensorFlow's CUDA 12 wheels, about 3 GB) when this machine has
+# an NVIDIA GPU, i.e. `nvidia-smi -L` lists one; GPU=1 / GPU=0 (command line or environment)
+# decides instead. A Slurm sweep runs on the GPU nodes, not on the login node that calls make.
+ifeq ($(filter command line environment,$(origin GPU)),)
+  GPU := $(if $(filter slurm,$(LAUNCHER)),1,$(if $(shell nvidia-smi -L 2>/dev/null | grep '^GPU '),1,0))
+endif
+ifeq ($(filter 0 1,$(GPU)),)
+  $(error GPU=$(GPU): use GPU=1 (with the CUDA wheels) or GPU=0 (CPU only))
+endif
+ENV_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)
+# The stamp holds the extra it was synced with: a different one now re-syncs (uv sync removes
+# what the other one installed).
+ENV_SWITCH := $(if $(filter $(ENV_EXTRA),$(shell cat $(ENV_STAMP) 2>/dev/null)),,env-switch)
+
+.PHONY: help env env-switch doctor data model run sweep predict table test bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
-$(ENV_STAMP): pyproject.toml uv.lock
+$(ENV_STAMP): pyproject.toml uv.lock $(ENV_SWITCH)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
-	@touch $@
+	$(UV) sync --frozen$(if $(filter gpu,$(ENV_EXTRA)), --extra gpu)
+	@echo $(ENV_EXTRA) > $@
 
-env: $(ENV_STAMP)  ## create .venv from uv.lock
+env-switch:
+
+env: $(ENV_STAMP)  ## create .venv from uv.lock (with the CUDA wheels if nvidia-smi lists a GPU; GPU=1/0 decides)
 
 data: $(ENV_STAMP)  ## download + verify CLUE data (or verify it if present): TASKS=iflytek,tnews ARGS=
 	$(PY) -m experiments.download data --tasks $(TASKS) $(ARGS)
