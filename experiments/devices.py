@@ -10,8 +10,12 @@ worker process claims a free slot (0 .. n_jobs-1, a file lock in the sweep folde
 the process exits) and slot k gets GPU k mod n_gpus. With n_jobs = number of GPUs, the default,
 no two runs ever share a GPU, whichever worker picks up which job.
 
-Nothing here imports TensorFlow. Importing this module registers the ``${gpu_count:}`` resolver
-that configs/hydra/launcher/joblib.yaml uses.
+The device guard, :func:`check_device`, runs before a run downloads or builds anything: it
+stops a run that would silently train on the CPU (a GPU TensorFlow cannot use; a big model
+on a machine without a GPU) with one line naming the cause and the fix.
+
+Nothing here imports TensorFlow unless ``nvidia-smi`` lists a GPU. Importing this module
+registers the ``${gpu_count:}`` resolver that configs/hydra/launcher/joblib.yaml uses.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from experiments.errors import UserError
+
 log = logging.getLogger("experiments.devices")
 
 
@@ -41,14 +47,30 @@ def visible_gpus(environ: Mapping[str, str] = os.environ) -> list[str]:
                 break  # CUDA ignores everything from the first invalid id on ("-1" hides all)
             ids.append(part.strip())
         return ids
+    return [str(i) for i in range(len(nvidia_smi_gpus(environ)))]
+
+
+def nvidia_smi(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> str:
+    """What ``nvidia-smi <args>`` prints, or "" without nvidia-smi (no NVIDIA driver) or if it fails."""
     smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
     if smi is None:
-        return []
+        return ""
     try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60).stdout
+        done = subprocess.run([smi, *args], capture_output=True, text=True, timeout=60, env=dict(environ))
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i in range(sum(line.startswith("GPU ") for line in out.splitlines()))]
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
+def nvidia_smi_gpus(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The GPUs the NVIDIA driver sees, as ``nvidia-smi -L`` lists them ("GPU 0: NVIDIA A100 ...")."""
+    return [line.strip() for line in nvidia_smi(["-L"], environ).splitlines() if line.startswith("GPU ")]
+
+
+def driver_version(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The NVIDIA driver's version (e.g. "550.54.15"), None without nvidia-smi."""
+    out = nvidia_smi(["--query-gpu=driver_version", "--format=csv,noheader"], environ).split()
+    return out[0] if out else None
 
 
 def gpu_count(minimum: int | str = 0) -> int:
@@ -131,6 +153,94 @@ def _pin(hc) -> dict:
     env = assign(slot, visible_gpus(), n_jobs, cpu_count())
     os.environ.update(env)
     return {"slot": slot, "n_jobs": n_jobs, "env": env, "lock": lock}
+
+
+# --- the device guard ---------------------------------------------------------------------------
+
+DEVICES = ("auto", "gpu", "cpu")
+# NVIDIA: CUDA 12.x applications run on drivers from R525 on, through minor version compatibility
+# (docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html, table 1).
+MIN_DRIVER = 525
+
+
+def check_device(cfg, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the run of ``cfg`` will train, "gpu" or "cpu", or a UserError if that is not what
+    ``trainer.device`` (auto | gpu | cpu) and the model allow. Called before any download."""
+    device = OmegaConf.select(cfg, "trainer.device", default="auto")
+    if device not in DEVICES:
+        raise UserError(f"trainer.device={device} is invalid: it must be {', '.join(DEVICES)}")
+    listed = nvidia_smi_gpus(environ)
+    gpus = listed if listed and visible_gpus(environ) else []  # CUDA_VISIBLE_DEVICES="" / -1 hides them
+    if device == "cpu":
+        if gpus:
+            _hide_gpus()
+        return "cpu"
+    if gpus:
+        import tensorflow as tf  # only now: nvidia-smi says there is a GPU for it to find
+
+        if not tf.config.list_physical_devices("GPU"):
+            raise UserError(_unusable_gpu_message(gpus, tf.__version__, environ))
+        return "gpu"
+    hidden = " (CUDA_VISIBLE_DEVICES hides them)" if listed else ""
+    if device == "gpu":
+        raise UserError(f"trainer.device=gpu but this machine has no GPU{hidden or ' (nvidia-smi lists none)'}; "
+                        "run on a GPU machine, or set trainer.device=cpu to train on the CPU")
+    if not OmegaConf.select(cfg, "model.cpu_friendly", default=False):
+        raise UserError(f"no GPU{hidden}: {cpu_estimate(cfg)}; run it on a GPU machine (`make doctor` checks one), "
+                        "or add trainer.device=cpu to train on this CPU anyway")
+    return "cpu"
+
+
+def cpu_estimate(cfg) -> str:
+    """One phrase: how long the run of ``cfg`` would take on this CPU, and how that was estimated."""
+    from experiments import estimate
+
+    shape = estimate.model_shape(cfg.model)
+    batch, seq = int(cfg.trainer.batch_size), int(cfg.task.max_length)
+    flops = estimate.train_flops(shape, batch, seq)
+    rate = estimate.cpu_flops_per_second()
+    step = flops / rate
+    run = estimate.run_seconds(cfg, step)
+    how = (f"{flops / 1e12:.2f} TFLOP per baseline step of {shape['num_hidden_layers']} layers x "
+           f"{shape['hidden_size']} at batch {batch} x length {seq} over this CPU's measured "
+           f"{rate / 1e9:.0f} GFLOP/s = {step:.1f} s, x {estimate.method_cost(cfg.method):.2f} for {cfg.method.name}")
+    what = f"model={cfg.model.name} method={cfg.method.name} on {cfg.task.name}"
+    if run is None:
+        return f"{what} would take about {estimate.duration(step * estimate.method_cost(cfg.method))} per step ({how})"
+    seconds, steps = run
+    return (f"{what} would take up to {estimate.duration(seconds)} on this CPU ({steps} steps; {how}; "
+            f"batches padded to task.max_length, so shorter texts take less)")
+
+
+def _hide_gpus() -> None:
+    """trainer.device=cpu on a GPU machine: TensorFlow must not place anything on the GPU."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # an earlier run of this process (a sweep) already started the GPU
+        log.warning("trainer.device=cpu, but TensorFlow already uses the GPU in this process")
+
+
+def _unusable_gpu_message(gpus: list[str], tf_version: str, environ: Mapping[str, str]) -> str:
+    """Why TensorFlow sees no GPU although nvidia-smi lists one: no CUDA libraries, or the driver."""
+    from importlib import metadata
+
+    seen = f"nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0].split(' (UUID')[0]}) but TensorFlow {tf_version} sees none"
+    try:
+        metadata.version("nvidia-cudnn-cu12")
+    except metadata.PackageNotFoundError:
+        return (f"{seen}: the CUDA 12 libraries are not installed in this environment (no nvidia-cudnn-cu12); "
+                "run `make env GPU=1` to add the `gpu` extra, or set trainer.device=cpu to train on the CPU")
+    driver = driver_version(environ)
+    major = int(driver.split(".")[0]) if driver and driver.split(".")[0].isdigit() else None
+    if major is not None and major < MIN_DRIVER:
+        why = f"the NVIDIA driver {driver} is too old for CUDA 12 (it needs {MIN_DRIVER} or newer)"
+    else:
+        why = (f"the CUDA 12 libraries are installed, so the driver ({driver or 'version unknown'}) could not run "
+               "them (TF_CPP_MIN_LOG_LEVEL=0 shows TensorFlow's reason; `nvidia-smi` must work in this shell)")
+    return (f"{seen}: {why}; install an NVIDIA driver {MIN_DRIVER} or newer that matches the loaded kernel module, "
+            "or set trainer.device=cpu to train on the CPU")
 
 
 OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)

@@ -22,6 +22,16 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def set_tf32(enabled: bool) -> None:
+    """TensorFloat-32 for float32 matmuls and convolutions on Ampere and newer NVIDIA GPUs: on by
+    default in TensorFlow; off, they keep float32's 23 mantissa bits instead of rounding inputs
+    to 10 (tensorflow/python/framework/config.py, enable_tensor_float_32_execution). No effect
+    on CPUs and older GPUs."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(bool(enabled))
+
+
 def device_name() -> str:
     import tensorflow as tf
 
@@ -43,12 +53,35 @@ def git_commit() -> str | None:
         return None
 
 
-def describe() -> dict:
+def describe(trainer=None) -> dict:
+    """Software, device and numerics of this process; ``trainer`` (the run's trainer config) adds XLA.
+    Precision, determinism and TF32 are read back from TensorFlow, as they are in effect."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from experiments import devices
+
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    build = tf.sysconfig.get_build_info()
     return {"python": sys.version.split()[0], "packages": versions, "device": device_name(),
-            "git_commit": git_commit(), "host": platform.node()}
+            "git_commit": git_commit(), "host": platform.node(),
+            # the CUDA and cuDNN this TensorFlow was compiled against (the wheels in .venv may be newer)
+            "tf_build_cuda": build.get("cuda_version"), "tf_build_cudnn": build.get("cudnn_version"),
+            "nvidia_driver": devices.driver_version(),
+            "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
+            "xla": None if trainer is None else bool(trainer.jit_compile),
+            "precision": keras.mixed_precision.global_policy().name,
+            "deterministic": _op_determinism_enabled()}
+
+
+def _op_determinism_enabled() -> bool:
+    """Whether enable_op_determinism() is in effect (not exported as tf.config.experimental.*
+    in TF 2.21: tensorflow/python/framework/config.py, is_op_determinism_enabled)."""
+    from tensorflow.python.framework import config as tf_config
+
+    return bool(tf_config.is_op_determinism_enabled())

@@ -24,7 +24,7 @@ os.umask(_UMASK)
 # but not what it computes: they are left out of a run's settings.
 NOT_SETTINGS = {
     ("paths",), ("hydra",), ("download",), ("launcher",),
-    ("model", "checkpoint_dir"),
+    ("model", "checkpoint_dir"), ("model", "cpu_friendly"), ("trainer", "device"),
     ("trainer", "resume"), ("trainer", "progress"), ("trainer", "skip_completed"),
     ("trainer", "eval_batch_size"), ("trainer", "save_best"), ("task", "predict_files"),
 }

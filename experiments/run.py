@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import CONFIG_DIR, config, devices, records  # devices: the ${gpu_count:} resolver
+from experiments import CONFIG_DIR, config, devices, records
 from experiments.errors import UserError
 
 log = logging.getLogger("experiments.run")
@@ -27,6 +27,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("complete record exists, skipping: %s", record_file)
         return done
     config.validate(cfg)
+    devices.check_device(cfg)  # a GPU TensorFlow cannot use, or days on a CPU: stop now, in one line
     # A fresh machine: fetch missing data / checkpoint first, before TensorFlow's slow import,
     # so that offline it fails in a second.
     if OmegaConf.select(cfg, "download.auto", default=False):
@@ -38,6 +39,7 @@ def run(cfg: DictConfig) -> dict:
 
     started = time.time()
     environment.seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)
+    environment.set_tf32(cfg.trainer.tf32)
     label_ids, train_split, dev_split = data.load_task(cfg.paths.clue_dir, cfg.task)
     training.set_precision(cfg.trainer.precision)
     tokenizer, model = models.load_classifier(cfg, train_split.texts, len(label_ids))
@@ -92,7 +94,7 @@ def run(cfg: DictConfig) -> dict:
         "best_weights": str(state.best_weights) if cfg.trainer.save_best else None,
         "settings": records.settings(resolved),
         "config": resolved,
-        "environment": environment.describe(),
+        "environment": environment.describe(cfg.trainer),
         "hydra_dir": _hydra_output_dir(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
