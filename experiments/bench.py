@@ -70,8 +70,9 @@ def make_method(name, model, optimizer):
     from experiments import methods
 
     file, overrides = METHODS[name]
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "method" / f"{file}.yaml"))
-    return methods.build({**cfg, **overrides}, model, optimizer)
+    # Overrides first, then interpolations (fgm's attack_dropout follows accumulate_clean).
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "method" / f"{file}.yaml"), overrides)
+    return methods.build(OmegaConf.to_container(cfg, resolve=True), model, optimizer)
 
 
 def time_data_pipeline(args, rng, bucket: bool) -> tuple[float, float]:

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from experiments import models, training
+from experiments.errors import UserError
 from experiments.methods import cross_entropy
 from experiments.methods.fgm import FGM, fgm_delta
 from experiments.methods.gp import GradientPenalty
@@ -36,19 +37,28 @@ def test_fgm_delta_equals_the_dense_formula(batch):
     assert np.linalg.norm(got) == pytest.approx(0.5, rel=1e-5)
 
 
-def reference_fgm(model, batch, eps):
-    """The blog's recipe with dense tensors: (clean loss, perturbed loss, perturbed gradients)."""
+def reference_delta(model, batch, eps, training=True):
+    """(clean loss, dense FGM perturbation) from a pass with dropout on iff ``training``."""
+    inputs, labels = batch
+    emb = models.embedding_matrix(model)
+    with tf.GradientTape() as tape:
+        clean = cross_entropy(labels, model(inputs, training=training))
+    g = tf.convert_to_tensor(tape.gradient(clean, emb)).numpy()
+    return float(clean), eps * g / (np.sqrt((g ** 2).sum()) + 1e-8)
+
+
+def reference_fgm(model, batch, eps, attack_training=True):
+    """The blog's recipe with dense tensors: (clean loss, perturbed loss, perturbed gradients).
+    The attack gradient's pass has dropout on iff ``attack_training``; the update's always."""
     emb = models.embedding_matrix(model)
     e0 = emb.numpy()
-    with tf.GradientTape() as tape:
-        clean = loss_of(model, *batch)
-    g = tf.convert_to_tensor(tape.gradient(clean, emb)).numpy()
-    emb.assign(e0 + eps * g / (np.sqrt((g ** 2).sum()) + 1e-8))
+    clean, delta = reference_delta(model, batch, eps, attack_training)
+    emb.assign(e0 + delta)
     with tf.GradientTape() as tape:
         adv = loss_of(model, *batch)
     grads = tape.gradient(adv, model.trainable_variables)
     emb.assign(e0)
-    return float(clean), float(adv), grads
+    return clean, float(adv), grads
 
 
 def test_fgm_gradients_equal_the_dense_recipe(batch):
@@ -82,6 +92,58 @@ def test_fgm_train_step_equals_reference_update(batch):
     emb_index = [v.name for v in model.weights].index(models.embedding_matrix(model).name)
     absent = np.setdiff1d(np.arange(VOCAB), np.unique(batch[0][0].numpy()))
     np.testing.assert_array_equal(model.get_weights()[emb_index][absent], start[emb_index][absent])
+
+
+# --- FGM's attack pass: dropout off (the blog's Keras code) or on (attack_dropout=true) -------
+
+@pytest.fixture
+def fixed_dropout_masks(monkeypatch):
+    """Dropout that draws the same mask at every call on a tensor of a given shape (a stateless
+    draw from one seed), so that a training-mode pass inside the method and one in the
+    reference drop the same units (TF's stateful dropout draws differently in each)."""
+    def call(self, inputs, training=None):
+        if not training:  # None only while the model is built; the modes must differ below
+            return tf.identity(inputs)
+        keep = tf.random.stateless_uniform(tf.shape(inputs), seed=[17, 4]) >= self.rate
+        return tf.where(keep, inputs / (1 - self.rate), tf.zeros_like(inputs))
+    monkeypatch.setattr(keras.layers.Dropout, "call", call)
+
+
+def test_fgm_attack_gradient_is_taken_with_dropout_off_by_default(batch):
+    # Real, random dropout: the default attack pass draws no mask, so it equals the
+    # inference-mode reference exactly, and a training-mode gradient points elsewhere.
+    eps = 0.5
+    model = tiny_model(dropout=0.3)
+    delta = tf.convert_to_tensor(tf.function(FGM(model, epsilon=eps).attack)(*batch)).numpy()
+    _, inference = reference_delta(model, batch, eps, training=False)
+    _, dropout_on = reference_delta(model, batch, eps, training=True)
+    np.testing.assert_allclose(delta, inference, rtol=1e-5, atol=1e-7)
+    assert np.linalg.norm(dropout_on - inference) > 0.05 * eps
+
+
+@pytest.mark.parametrize("attack_dropout", [False, True])
+def test_fgm_with_dropout_equals_the_reference_in_its_attack_mode(batch, fixed_dropout_masks, attack_dropout):
+    eps = 0.5
+    model = tiny_model(dropout=0.3)
+    e0 = models.embedding_matrix(model).numpy()
+    method = FGM(model, epsilon=eps, attack_dropout=attack_dropout)
+    delta = tf.convert_to_tensor(tf.function(method.attack)(*batch)).numpy()
+    _, same_mode = reference_delta(model, batch, eps, training=attack_dropout)
+    _, other_mode = reference_delta(model, batch, eps, training=not attack_dropout)
+    np.testing.assert_allclose(delta, same_mode, rtol=1e-5, atol=1e-7)
+    assert np.linalg.norm(other_mode - same_mode) > 0.05 * eps  # the modes are told apart
+    # The whole step: the update's pass (perturbed loss and gradients) has dropout on either way.
+    _, adv, ref_grads = reference_fgm(model, batch, eps, attack_training=attack_dropout)
+    loss, grads = tf.function(method)(*batch)
+    assert float(loss) == pytest.approx(adv, rel=1e-5)
+    for a, b in zip(dense(grads), dense(ref_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(models.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
+
+
+def test_fgm_refuses_an_inference_mode_attack_with_accumulate_clean():
+    with pytest.raises(UserError, match="method.attack_dropout=false contradicts method.accumulate_clean=true"):
+        FGM(None, accumulate_clean=True, attack_dropout=False)
 
 
 def per_position_reference(model, batch, eps):

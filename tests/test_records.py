@@ -29,7 +29,7 @@ def test_seed_changes_the_file_but_not_the_settings_id():
 def test_results_changing_keys_change_the_settings_id():
     base = records.settings_id(resolved("method=fgm"))
     for override in ("method.epsilon=0.1", "trainer.learning_rate=3e-5", "trainer.epochs=2",
-                     "task.max_train_samples=100", "model=tiny"):
+                     "task.max_train_samples=100", "model=tiny", "method.attack_dropout=true"):
         assert records.settings_id(resolved("method=fgm", override)) != base, override
 
 
@@ -40,7 +40,18 @@ def test_an_unused_method_option_does_not_split_runs():
     assert records.settings(with_eps) == records.settings(plain)
     assert records.method_options(with_eps["method"]) == {}
     assert records.method_options(resolved("method=fgm", "method.epsilon=0.05")["method"]) == {
-        "epsilon": 0.05, "accumulate_clean": False}
+        "epsilon": 0.05, "accumulate_clean": False, "attack_dropout": False}
+
+
+def test_fgm_attack_dropout_follows_accumulate_clean_unless_set():
+    # The blog's code takes the attack gradient with dropout off; with accumulate_clean the
+    # clean pass is the update's, so its attack runs with dropout on (configs/method/fgm.yaml).
+    def options(*overrides):
+        return records.settings(resolved("method=fgm", *overrides))["method"]
+    assert options()["attack_dropout"] is False
+    assert options("method.accumulate_clean=true")["attack_dropout"] is True
+    assert options("method.attack_dropout=true") == {"name": "fgm", "epsilon": 0.5, "accumulate_clean": False,
+                                                     "attack_dropout": True}
 
 
 def test_only_complete_records_are_loaded(tmp_path):

@@ -13,8 +13,11 @@ TINY = OmegaConf.create({"name": "tiny", "checkpoint_dir": None, "hidden_size": 
 VOCAB, LABELS = 40, 4
 
 
-def tiny_model(vocab=VOCAB, seed=0):
-    return models.build_classifier(TINY, models.bert_config(TINY, vocab), LABELS, seed=seed)
+def tiny_model(vocab=VOCAB, seed=0, dropout=0.0):
+    """The tiny BERT; ``dropout`` > 0 gives it Dropout layers (hidden and attention), to tell
+    training-mode passes from inference-mode ones."""
+    cfg = OmegaConf.merge(TINY, {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout})
+    return models.build_classifier(cfg, models.bert_config(cfg, vocab), LABELS, seed=seed)
 
 
 def repeated_token_batch():

@@ -23,8 +23,9 @@ class Method:
         # including a method's inner ones, is taken of the scaled loss and unscaled after.
         self.loss_scaler = optimizer if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer) else None
 
-    def loss(self, inputs, labels):
-        return cross_entropy(labels, self.model(inputs, training=True))
+    def loss(self, inputs, labels, training: bool = True):
+        """Mean cross-entropy of a forward pass, with dropout on unless ``training=False``."""
+        return cross_entropy(labels, self.model(inputs, training=training))
 
     def gradient(self, tape, loss, sources):
         """``tape.gradient`` with loss scaling when the optimizer does it."""
