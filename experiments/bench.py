@@ -31,6 +31,7 @@ from experiments import CONFIG_DIR, PROJECT_ROOT, records
 METHODS = {
     "baseline": ("baseline", {}),
     "fgm": ("fgm", {}),
+    "fgm_dropout": ("fgm", {"attack_dropout": True}),  # attack pass in training mode (PyTorch recipe)
     "fgm_clean": ("fgm", {"accumulate_clean": True}),
     "gp": ("gp", {}),
     "pgd": ("pgd", {}),
