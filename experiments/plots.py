@@ -38,6 +38,12 @@ def diverged_note(n: int) -> str:
     return f" ({n} diverged, not drawn)" if n else ""
 
 
+def clip_to_percent(ax) -> None:
+    """Keep the y axis within 0-100 %: a t-interval of 2 seeds can reach past either end (the CSV keeps it)."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0), min(high, 100))
+
+
 def save(fig, path: Path) -> None:
     fig.savefig(path, dpi=120)
     pyplot().close(fig)
@@ -102,6 +108,7 @@ def plot_accuracy(data: pd.DataFrame, path: Path) -> None:
         ax.set_xlim(-0.6, n - 0.4)
         ax.set_title(f"{task.upper()} ({', '.join(t.model.unique())})")
         ax.grid(axis="y", alpha=0.3)
+        clip_to_percent(ax)
     axes[0][0].set_ylabel("best dev accuracy (%)")
     figure_legend(fig, axes[0], {"one seed": plt.Line2D([], [], marker="o", ls="", color="grey", alpha=0.7)})
     fig.tight_layout(rect=(0, 0, 1, 0.94))
@@ -145,7 +152,7 @@ def plot_curves(data: pd.DataFrame, path: Path) -> None:
     plt = pyplot()
     tasks = list(data.task.unique()) or ["(no task)"]
     several = data.model.nunique() > 1
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(9.5 * len(tasks), 4.8), squeeze=False)
     if data.empty:
         axes[0][0].text(0.5, 0.5, "no per-epoch history in the records", ha="center", transform=axes[0][0].transAxes)
     for ax, task in zip(axes[0], tasks):
@@ -154,13 +161,14 @@ def plot_curves(data: pd.DataFrame, path: Path) -> None:
             label = column_name(c.iloc[0], several) + diverged_note(c.n_diverged.iloc[0])
             c = c.dropna(subset=["epoch"]).astype({"epoch": float})
             ax.plot(c.epoch, c["mean"], "o-", color=color, ms=3, label=label)
-            ax.fill_between(c.epoch, c.ci_low.astype(float), c.ci_high.astype(float), color=color, alpha=0.15, lw=0)
+            ax.fill_between(c.epoch, c.ci_low.astype(float), c.ci_high.astype(float), color=color, alpha=0.12, lw=0)
         ax.set_title(f"{task.upper()}: dev accuracy by epoch (mean over seeds, 95% band)", fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
+        clip_to_percent(ax)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     axes[0][0].set_ylabel("dev accuracy (%)")
     fig.tight_layout()
     save(fig, path)
@@ -223,6 +231,7 @@ def plot_sweep(data: pd.DataFrame, key: str, path: Path) -> None:
         ax.set_title(f"{task.upper()} ({model}): best dev accuracy, mean and 95% interval", fontsize=10)
         ax.set_xlabel(key)
         ax.grid(alpha=0.3)
+        clip_to_percent(ax)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("best dev accuracy (%)")
     fig.tight_layout()
