@@ -2,6 +2,7 @@
 #   make run TASK=iflytek METHOD=fgm            one run (fetches data and checkpoint if missing)
 #   make sweep SEEDS=0,1,2                      every TASKS x METHODS x SEEDS run not yet complete
 #   make table                                  table.md, summary.csv, seeds.csv, pictures (+ CSVs) of RESULTS
+#   make model MODEL=albert_tiny_zh             download + verify a model's checkpoint (configs/model/)
 #   make test                                   the test suite
 SHELL := bash
 .DEFAULT_GOAL := help
@@ -69,8 +70,8 @@ predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weigh
 table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy/curves/sweep_<key>.png (+ CSVs) from the run records in RESULTS=
 	$(PY) -m experiments.table $(RESULTS)
 
-bench: $(ENV_STAMP)  ## seconds per train step of each method, BERT-base shape, one process: ARGS="--layers 2 --rounds 3"
-	$(PY) -m experiments.bench $(ARGS)
+bench: $(ENV_STAMP)  ## seconds per train step of each method, MODEL='s shape (no weights), one process: ARGS="--layers 2 --rounds 3"
+	$(PY) -m experiments.bench --model $(MODEL) $(ARGS)
 
 test: $(ENV_STAMP)  ## run the test suite
 	$(PY) -m pytest

@@ -1,8 +1,9 @@
-"""`make bench`: seconds per warmed-up train step of every method on a BERT-base-shaped
-model (vocab 21128, hidden 768, seq 128, batch 32, random weights and tokens), measured
-in one process, and the data pipeline's share of a step.
+"""`make bench`: seconds per warmed-up train step of every method on a model of the shape of
+``--model`` (default bert_base: vocab 21128, hidden 768; its config's ``shape``, first
+``--layers`` layers), seq 128, batch 32, random weights and tokens (no checkpoint needed),
+measured in one process, and the data pipeline's share of a step.
 
-    python -m experiments.bench --layers 2 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
+    python -m experiments.bench --model albert_tiny_zh --layers 0 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
 
 Methods are timed in interleaved rounds (each round runs every method for ``--steps``
 steps), so a load spike from another process hits all of them alike; the figure kept
@@ -44,7 +45,8 @@ TARGETS = {"fgm": 1.8, "gp": 2.0}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--layers", type=int, default=2, help="transformer layers (BERT-base has 12)")
+    p.add_argument("--model", default="bert_base", help="a configs/model/ name: its family and shape (make bench MODEL=)")
+    p.add_argument("--layers", type=int, default=2, help="transformer layers (BERT-base has 12); 0: the model's own count")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
@@ -57,14 +59,22 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_model(args):
+def model_config(name: str):
+    """``configs/model/<name>.yaml``, as a run would compose it."""
+    from experiments import config
+
+    known = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+    if name not in known:
+        sys.exit(f"error: unknown model {name!r} in MODEL/--model; choose from {', '.join(known)}")
+    return config.compose([f"model={name}"]).model
+
+
+def build_model(args, model_cfg):
+    """The classifier of ``model_cfg``'s family and shape, random weights; and its encoder config."""
     from experiments import models
 
-    cfg = OmegaConf.create({"name": "bench", "checkpoint_dir": None, "hidden_size": 768,
-                            "num_hidden_layers": args.layers, "num_attention_heads": 12, "intermediate_size": 3072,
-                            "max_position_embeddings": 512, "hidden_dropout_prob": 0.1,
-                            "attention_probs_dropout_prob": 0.1})
-    return models.build_classifier(cfg, models.bert_config(cfg, 21128), 15, seed=0)
+    shape = models.shape_config(model_cfg, args.layers)
+    return models.build_classifier(model_cfg, shape, 15, seed=0, load_weights=False), shape
 
 
 def make_method(name, model, optimizer):
@@ -127,15 +137,17 @@ def main(argv=None) -> dict:
 
     import tensorflow as tf
 
-    from experiments import environment, training
+    from experiments import environment, models, training
 
     tf.get_logger().setLevel("ERROR")  # one retracing warning per method otherwise
     environment.seed_everything(0)  # as a run does (op determinism included)
     training.set_precision(args.precision)
-    model = build_model(args)
+    model_cfg = model_config(args.model)
+    model, shape = build_model(args, model_cfg)
     training.prepare_model(model, args.precision)
     rng = np.random.default_rng(0)
-    ids = rng.integers(5, 21128, size=(args.batch, args.seq)).astype(np.int32)
+    vocab = shape["vocab_size"]
+    ids = rng.integers(5, vocab, size=(args.batch, args.seq)).astype(np.int32)
     ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP], no padding: the full seq-long batch
     inputs = (tf.constant(ids), tf.zeros_like(ids))
     labels = tf.constant(rng.integers(0, 15, size=args.batch).astype(np.int32))
@@ -174,8 +186,11 @@ def main(argv=None) -> dict:
     bucket_seconds, bucket_efficiency = time_data_pipeline(args, rng, bucket=True)
     result = {
         "command": " ".join(["python -m experiments.bench", *(argv if argv is not None else sys.argv[1:])]),
-        "shape": {"vocab": 21128, "hidden": 768, "layers": args.layers, "heads": 12, "intermediate": 3072,
-                  "seq": args.seq, "batch": args.batch},
+        "model": {"name": model_cfg.name, "family": models.family(model_cfg), "parameters": model.count_params(),
+                  "layers_of": models.shape_config(model_cfg)["num_hidden_layers"]},
+        "shape": {"vocab": vocab, "hidden": shape["hidden_size"], "layers": shape["num_hidden_layers"],
+                  "heads": shape["num_attention_heads"], "intermediate": shape["intermediate_size"],
+                  "embedding": shape.get("embedding_size", shape["hidden_size"]), "seq": args.seq, "batch": args.batch},
         "precision": args.precision, "jit_compile": args.jit_compile,
         "steps": {name: len(t) for name, t in times.items()},
         "seconds_per_step": per_step,
@@ -202,7 +217,10 @@ def main(argv=None) -> dict:
 def table(result: dict) -> str:
     shape, m = result["shape"], result["machine"]
     others = m["others_cpu_share"]
-    lines = [f"{shape['layers']} layers x hidden {shape['hidden']}, vocab {shape['vocab']}, "
+    model = result.get("model", {"name": "bert_base", "family": "bert", "layers_of": 12})
+    embedding = f", embeddings {shape['embedding']}" if shape.get("embedding", shape["hidden"]) != shape["hidden"] else ""
+    lines = [f"{model['name']} ({model['family']}): {shape['layers']} of {model['layers_of']} layers x hidden "
+             f"{shape['hidden']}{embedding}, vocab {shape['vocab']}, "
              f"batch {shape['batch']} x seq {shape['seq']}, {result['precision']}"
              f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']}, {m['cpu_count']} cores, "
              f"TF {m['tensorflow']}; other processes used "

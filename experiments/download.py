@@ -1,4 +1,4 @@
-"""Fetch the CLUE task zips and Google's Chinese BERT checkpoint, verify them, unpack them.
+"""Fetch the CLUE task zips and the model checkpoints, verify them, unpack them.
 
     python -m experiments.download data [--tasks iflytek,tnews] [hydra overrides]   # make data
     python -m experiments.download model [hydra overrides]                           # make model
@@ -6,17 +6,20 @@
 The runner reads ``paths.clue_dir/<task>_public/`` and ``model.checkpoint_dir``, so those
 folders must appear whole or not at all. For each archive:
 
-1. download it to ``.<folder>.zip.part`` beside the folder; when the connection drops, ask
-   for the rest with an HTTP Range request (also when the command is run again after an
-   interruption); a server that ignores Range sends the whole file again;
-2. unpack it into ``.<folder>.unpack`` beside the folder (files at the top of the zip or
-   inside one folder);
+1. download it to ``.<folder>.zip.part`` (``.tar.gz.part``) beside the folder; when the
+   connection drops, ask for the rest with an HTTP Range request (also when the command is
+   run again after an interruption); a server that ignores Range sends the whole file again;
+2. unpack it into ``.<folder>.unpack`` beside the folder (files at the top of the archive or
+   inside one folder; no member may land outside it: zipfile drops ``..`` and leading ``/``,
+   tarfile's ``filter="data"`` refuses such members, links out of the folder and devices);
 3. check every file against ``checksums.yaml`` (known sums and line counts) or, for files
    with no known sum, against the ``SHA256SUMS`` manifest the first download wrote;
 4. only then rename the folder into place and add the new sums to the manifest.
 
 When the folder is already there, ``make data`` / ``make model`` only verify it and
-``make run`` (``download.auto``) does nothing. Network failures, corrupt archives and sum
+``make run`` (``download.auto``) does nothing. A model whose config has no ``url`` (releases
+on Baidu Disk or Google Drive only) is never downloaded: a missing folder is a one-line
+error saying where to get the release (``model.source``) and where to unpack it. Network failures, corrupt archives and sum
 mismatches are ``UserError``s: one line naming the URL or file, the folder and the fix.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gzip
 import hashlib
 import logging
 import os
@@ -31,6 +35,7 @@ import re
 import shutil
 import socket
 import sys
+import tarfile
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -55,7 +60,7 @@ CHUNK = 1 << 16
 class Target:
     """One archive and the folder it becomes."""
 
-    url: str
+    url: str | None            # None: no direct download (the folder is put there by hand)
     dest: Path                 # the folder the runner reads
     alternative: str           # what to do by hand, for the error messages
     known: dict = field(default_factory=dict)    # file -> {"sha256", "lines"} from checksums.yaml
@@ -83,19 +88,23 @@ def task_target(clue_dir, task_cfg, dl) -> Target:
 
 
 def model_target(model_cfg, dl) -> Target:
-    from experiments.models import CHECKPOINT_FILES
+    from experiments.models import checkpoint_files
 
     if model_cfg.checkpoint_dir is None:
         raise UserError(f"model={model_cfg.name} has no checkpoint to download (model.checkpoint_dir is null)")
     dest = Path(model_cfg.checkpoint_dir)
-    return Target(
-        url=dl.bert_url,
-        dest=dest,
-        alternative=f"download it elsewhere and unpack it into {dest}/, or set paths.models_dir "
-                    f"(or model.checkpoint_dir) to where a copy of {dest.name}/ already is",
-        known=_known_sums(dl, "models", model_cfg.name),
-        required=CHECKPOINT_FILES,
-    )
+    required = checkpoint_files(model_cfg)
+    url = OmegaConf.select(model_cfg, "url")
+    if url is None:
+        source = OmegaConf.select(model_cfg, "source") or "the model's release"
+        alternative = (f"model={model_cfg.name} has no direct download URL: get it from {source} and unpack it "
+                       f"into {dest}/ so that it holds {', '.join(required)}; or set model.checkpoint_dir to a "
+                       "folder that already does")
+    else:
+        alternative = (f"download it elsewhere and unpack it into {dest}/, or set paths.models_dir "
+                       f"(or model.checkpoint_dir) to where a copy of {dest.name}/ already is")
+    return Target(url=url, dest=dest, alternative=alternative, known=_known_sums(dl, "models", model_cfg.name),
+                  required=required)
 
 
 # --- what make run / make data / make model call --------------------------------------------
@@ -120,8 +129,8 @@ def fetch_or_verify(t: Target, dl) -> None:
         install(t, dl)
         return
     recorded = _recorded(t.dest)
-    sums = check_folder(t.dest, t, recorded, where=str(t.dest),
-                        fix=f"delete {t.dest}/ and run this again to download it afresh")
+    fix = f"delete {t.dest}/ and run this again to download it afresh" if t.url else t.alternative
+    sums = check_folder(t.dest, t, recorded, where=str(t.dest), fix=fix)
     checked = len(set(t.known) | set(recorded))
     log.info("%s: present; %d of %d files match their recorded sha256", t.dest, checked, len(sums))
 
@@ -130,9 +139,11 @@ def fetch_or_verify(t: Target, dl) -> None:
 
 
 def install(t: Target, dl) -> None:
+    if t.url is None:
+        raise UserError(f"{t.dest}: not found; {t.alternative}")
     parent = t.dest.parent
     parent.mkdir(parents=True, exist_ok=True)
-    part = parent / f".{t.dest.name}.zip.part"
+    part = parent / f".{t.dest.name}{_archive_suffix(t.url)}.part"
     unpack_dir = parent / f".{t.dest.name}.unpack"
     with _locked(parent):
         if t.dest.exists():  # another run (a parallel sweep) installed it while we waited
@@ -256,13 +267,27 @@ def _reason(err: BaseException, timeout) -> str:
     return str(err) or type(err).__name__
 
 
+def _archive_suffix(url: str) -> str:
+    """``.tar.gz`` for gzipped tars (Google's ALBERT releases), else ``.zip``."""
+    return ".tar.gz" if url.split("?")[0].endswith((".tar.gz", ".tgz")) else ".zip"
+
+
 def _unpack(t: Target, part: Path, into: Path) -> Path:
     """Unpack into ``into``; the folder holding the files (``into`` or its only subfolder)."""
+    kind = _archive_suffix(t.url)
     try:
-        with zipfile.ZipFile(part) as archive:
-            archive.extractall(into)  # zipfile drops ".." and leading "/" from member names
-    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise UserError(f"{t.url}: not a valid zip archive ({err}); nothing was placed in {t.dest}/; "
+        if kind == ".tar.gz":
+            with tarfile.open(part, "r:gz") as archive:
+                # "data": no absolute paths, no "..", no links leaving `into`, no devices (PEP 706)
+                archive.extractall(into, filter="data")
+        else:
+            with zipfile.ZipFile(part) as archive:
+                archive.extractall(into)  # zipfile drops ".." and leading "/" from member names
+    except tarfile.FilterError as err:
+        raise UserError(f"{t.url}: refused to unpack member {err.tarinfo.name!r} ({err}); nothing was placed in "
+                        f"{t.dest}/; the archive is not the release: {t.alternative}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as err:
+        raise UserError(f"{t.url}: not a valid {kind[1:]} archive ({err}); nothing was placed in {t.dest}/; "
                         f"run this again to download it afresh, or {t.alternative}") from None
     for junk in JUNK:
         path = into / junk
@@ -348,7 +373,7 @@ def _compose(overrides: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.download",
-                                     description="Download and verify CLUE task data or the BERT checkpoint.")
+                                     description="Download and verify CLUE task data or a model checkpoint.")
     parser.add_argument("what", choices=["data", "model"])
     parser.add_argument("--tasks", default="iflytek,tnews", help="comma-separated tasks for `data`")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.run")

@@ -1,6 +1,17 @@
-"""Classifiers: a BERT encoder from bert4keras with the blog's head ([CLS] vector -> Dense).
+"""Classifiers: a pretrained encoder from bert4keras with the blog's head ([CLS] vector -> Dense).
 
-``bert_base`` loads Google's checkpoint (bert_config.json, bert_model.ckpt.*, vocab.txt).
+A model config (``configs/model/*.yaml``) names the bert4keras family (bert, albert, nezha,
+electra) and the files of its release in ``checkpoint_dir``: the JSON config, the TF1
+checkpoint prefix and the vocabulary (``model.files``). bert4keras's
+``build_transformer_model(config, checkpoint, model=family)`` maps each release's variable
+names (``bert/...``, ALBERT's ``bert/encoder/transformer/group_0/inner_group_0/...``,
+ELECTRA's ``electra/...``) onto one set of layer names: in every family the token-embedding
+matrix is the layer ``Embedding-Token``, which the adversarial methods perturb. Where a family
+factorises the embeddings (ALBERT, ELECTRA-small: ``embedding_size`` < ``hidden_size``),
+``Embedding-Token`` is the small vocab x embedding_size matrix and a dense layer
+(``Embedding-Mapping``) projects its output up; FGM and gradient penalty act on the token
+embeddings themselves, as the blog defines them, not on the projection.
+
 ``tiny`` is a small randomly initialised BERT on a character vocabulary built from the
 training texts: it runs the whole pipeline on a CPU with nothing to download, for smoke
 runs and CI only, never for reported results.
@@ -14,13 +25,37 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 import experiments  # noqa: F401  (sets TF_KERAS before TensorFlow is imported)
 from experiments.errors import UserError
 
-EMBEDDING_LAYER = "Embedding-Token"  # bert4keras's name for the token-embedding layer
+EMBEDDING_LAYER = "Embedding-Token"  # bert4keras's name for the token-embedding layer, in every family
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-CHECKPOINT_FILES = ["bert_config.json", "vocab.txt", "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001"]
+FAMILIES = ("bert", "albert", "nezha", "electra")  # bert4keras's `model=` names this project tests
+# Google's BERT release, the default of model.files
+GOOGLE_FILES = {"config": "bert_config.json", "checkpoint": "bert_model.ckpt", "vocab": "vocab.txt"}
+# The shape keys `make bench` needs (configs/model/*.yaml: shape), as in the releases' JSON configs
+SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings")
+
+
+def family(model_cfg) -> str:
+    name = OmegaConf.select(model_cfg, "family", default="bert")
+    if name not in FAMILIES:
+        raise UserError(f"model.family={name} is not one of {', '.join(FAMILIES)} (bert4keras's model= names)")
+    return name
+
+
+def files(model_cfg) -> dict[str, str]:
+    """The release's file names in ``checkpoint_dir``: config, checkpoint (prefix), vocab."""
+    return {**GOOGLE_FILES, **(OmegaConf.to_container(model_cfg.files) if model_cfg.get("files") else {})}
+
+
+def checkpoint_files(model_cfg) -> list[str]:
+    """The files a run reads from ``checkpoint_dir`` (the TF1 checkpoint as its index and data)."""
+    f = files(model_cfg)
+    return [f["config"], f["vocab"], f"{f['checkpoint']}.index", f"{f['checkpoint']}.data-00000-of-00001"]
 
 
 def char_vocab(texts: list[str]) -> dict[str, int]:
@@ -38,12 +73,15 @@ def char_vocab(texts: list[str]) -> dict[str, int]:
     return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
 
 
-def check_checkpoint(folder: Path) -> None:
+def check_checkpoint(model_cfg) -> None:
+    folder = Path(model_cfg.checkpoint_dir)
     if not folder.is_dir():
-        raise UserError(f"{folder}: BERT checkpoint folder not found; run `make model` or set model.checkpoint_dir")
-    for name in CHECKPOINT_FILES:
+        raise UserError(f"{folder}: checkpoint folder of model={model_cfg.name} not found; run "
+                        f"`make model MODEL={model_cfg.name}` or set model.checkpoint_dir")
+    for name in checkpoint_files(model_cfg):
         if not (folder / name).is_file():
-            raise UserError(f"{folder / name}: missing from the checkpoint folder; run `make model` to fetch it again")
+            raise UserError(f"{folder / name}: missing from the checkpoint folder of model={model_cfg.name}; "
+                            f"run `make model MODEL={model_cfg.name}` to check the folder, or fetch it again")
 
 
 def load_tokenizer(model_cfg, train_texts: list[str]):
@@ -53,20 +91,23 @@ def load_tokenizer(model_cfg, train_texts: list[str]):
     if model_cfg.checkpoint_dir is None:
         vocab = char_vocab(train_texts)
     else:
-        folder = Path(model_cfg.checkpoint_dir)
-        check_checkpoint(folder)
-        vocab = load_vocab(str(folder / "vocab.txt"))
+        check_checkpoint(model_cfg)
+        vocab = load_vocab(str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["vocab"]))
     return Tokenizer(vocab, do_lower_case=True), vocab
 
 
 def bert_config(model_cfg, vocab_size: int) -> dict:
-    """The BERT config: the checkpoint's file, or the tiny model's settings."""
+    """The encoder's config: the checkpoint's JSON file, or the tiny model's settings."""
     if model_cfg.checkpoint_dir is not None:
-        path = Path(model_cfg.checkpoint_dir) / "bert_config.json"
-        config = json.loads(path.read_text())
-        if config["vocab_size"] != vocab_size:
+        names = files(model_cfg)
+        path = Path(model_cfg.checkpoint_dir) / names["config"]
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise UserError(f"{path}: not valid JSON ({err}); fetch the checkpoint folder again") from None
+        if config.get("vocab_size") != vocab_size:
             raise UserError(
-                f"{path}: vocab_size is {config['vocab_size']} but vocab.txt has {vocab_size} tokens; "
+                f"{path}: vocab_size is {config.get('vocab_size')} but {names['vocab']} has {vocab_size} tokens; "
                 "the config and vocab come from different checkpoints"
             )
         return config
@@ -76,25 +117,45 @@ def bert_config(model_cfg, vocab_size: int) -> dict:
             **{k: model_cfg[k] for k in keys}}
 
 
-def build_classifier(model_cfg, config: dict, num_labels: int, seed: int):
-    """BERT + the blog's head; the head returns logits (softmax lives in the loss)."""
+def shape_config(model_cfg, layers: int | None = None) -> dict:
+    """The encoder config of ``model_cfg``'s shape without its files (``make bench``): the
+    release's numbers from ``model.shape`` (the tiny model: its own keys, vocab 21128),
+    optionally cut to ``layers`` transformer layers."""
+    if model_cfg.get("shape"):
+        config = {"hidden_act": "gelu", "type_vocab_size": 2, "hidden_dropout_prob": 0.1,
+                  "attention_probs_dropout_prob": 0.1, **OmegaConf.to_container(model_cfg.shape)}
+    else:
+        config = bert_config(OmegaConf.merge(model_cfg, {"checkpoint_dir": None}), 21128)
+    if layers:
+        config["num_hidden_layers"] = layers
+    return config
+
+
+def build_classifier(model_cfg, config: dict, num_labels: int, seed: int, load_weights: bool = True):
+    """The encoder + the blog's head; the head returns logits (softmax lives in the loss).
+
+    Weights come from the checkpoint when ``model.checkpoint_dir`` is set and ``load_weights``;
+    otherwise every matrix is drawn at random (seeded)."""
     import tf_keras as keras
     from bert4keras.models import build_transformer_model
 
+    checkpoint = None
+    if model_cfg.checkpoint_dir is not None and load_weights:
+        checkpoint = str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["checkpoint"])
     with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp) / "bert_config.json"
+        config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps(config))
-        checkpoint = None if model_cfg.checkpoint_dir is None else str(Path(model_cfg.checkpoint_dir) / "bert_model.ckpt")
-        bert = build_transformer_model(str(config_path), checkpoint, model="bert", return_keras_model=False)
+        encoder = build_transformer_model(str(config_path), checkpoint, model=family(model_cfg),
+                                          return_keras_model=False)
     if checkpoint is None:
-        _random_init(bert.model, seed)
-    cls = keras.layers.Lambda(lambda x: x[:, 0], name="CLS-token")(bert.model.output)
+        _random_init(encoder.model, seed)
+    cls = keras.layers.Lambda(lambda x: x[:, 0], name="CLS-token")(encoder.model.output)
     # float32 head: under mixed precision the logits and the loss stay in full precision.
     logits = keras.layers.Dense(
         num_labels, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02, seed=seed),
         dtype="float32", name="classifier",
     )(cls)
-    return keras.Model(bert.model.inputs, logits)
+    return keras.Model(encoder.model.inputs, logits)
 
 
 def load_classifier(cfg, train_texts: list[str], num_labels: int):
@@ -115,7 +176,7 @@ def _random_init(model, seed: int) -> None:
     """
     rng = np.random.default_rng(seed)
     for weight in model.weights:
-        if len(weight.shape) >= 2:
+        if len(weight.shape) >= 2 and weight.trainable:  # NEZHA's sinusoidal relative positions stay
             values = rng.standard_normal(weight.shape)
             while (bad := np.abs(values) > 2).any():
                 values[bad] = rng.standard_normal(bad.sum())

@@ -25,6 +25,8 @@ os.umask(_UMASK)
 NOT_SETTINGS = {
     ("paths",), ("hydra",), ("download",), ("launcher",),
     ("model", "checkpoint_dir"), ("model", "cpu_friendly"), ("trainer", "device"),
+    ("model", "files"), ("model", "url"), ("model", "source"),
+    ("model", "shape"),  # the release's shape, for `make bench`; a run reads the checkpoint's own config
     ("trainer", "resume"), ("trainer", "progress"), ("trainer", "skip_completed"),
     ("trainer", "eval_batch_size"), ("trainer", "save_best"), ("task", "predict_files"),
 }

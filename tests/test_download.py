@@ -19,7 +19,6 @@ import pytest
 from experiments import PROJECT_ROOT, download
 from experiments.config import compose
 from experiments.errors import UserError
-from experiments.models import CHECKPOINT_FILES
 from tests.conftest import SHARED_BERT, SHARED_CLUE, make_clue, requires_shared
 
 PATH = "/tnews_public.zip"
@@ -317,11 +316,13 @@ def test_parallel_runs_download_once(tmp_path, server, tnews_files):
 
 
 def test_fetch_missing_puts_the_checkpoint_where_the_model_config_points(tmp_path, server, tnews_files):
-    ckpt = {name: f"{name} bytes".encode() for name in [*CHECKPOINT_FILES, "bert_model.ckpt.meta"]}
+    names = ["bert_config.json", "vocab.txt", "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001",
+             "bert_model.ckpt.meta"]  # Google's release
+    ckpt = {name: f"{name} bytes".encode() for name in names}
     server.files[PATH] = zip_bytes(tnews_files)
     server.files["/bert.zip"] = zip_bytes(ckpt, "chinese_L-12_H-768_A-12")
     cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files),
-                 **{"model": "bert_base", "download.bert_url": server.url + "bert.zip"})
+                 **{"model": "bert_base", "model.url": server.url + "bert.zip"})
     download.fetch_missing(cfg)
     assert Path(cfg.model.checkpoint_dir) == tmp_path / "models" / "chinese_L-12_H-768_A-12"
     assert {p.name: p.read_bytes() for p in Path(cfg.model.checkpoint_dir).iterdir()} == ckpt
@@ -374,3 +375,89 @@ def test_shipped_checksums_match_the_reference_copies():
         section = "models" if task == "bert_base" else "clue"
         for name, want in download._known_sums(compose().download, section, task).items():
             assert download.digest(folder / name) == (want["sha256"], want["lines"]), folder / name
+
+
+def tar_gz_bytes(files: dict[str, bytes], folder: str = "", extra: list | None = None) -> bytes:
+    """A .tar.gz of ``files`` (inside ``folder``), plus ``extra`` raw TarInfo members (name, type, link)."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{folder}/{name}" if folder else name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, kind, link in extra or []:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            archive.addfile(info)
+    return buf.getvalue()
+
+
+# Google's albert_base_zh.tar.gz unpacks to albert_base/ (users load albert_base/albert_config.json,
+# model.ckpt-best, vocab_chinese.txt); brightmart's albert_tiny_zh_google.zip holds albert_config_tiny_g.json,
+# albert_model.ckpt.*, vocab.txt.
+ALBERT_BASE = {name: f"{name} bytes".encode() for name in [
+    "albert_config.json", "vocab_chinese.txt", "model.ckpt-best.index", "model.ckpt-best.data-00000-of-00001",
+    "model.ckpt-best.meta"]}
+
+
+def model_config(tmp_path, model, url, **extra):
+    return config(tmp_path, "http://127.0.0.1:9/", tmp_path / "none.yaml",
+                  **{"model": model, "model.url": url, "download.checksums": PROJECT_ROOT / "experiments" /
+                     "checksums.yaml", **extra})
+
+
+def fetch_model(cfg):
+    download.fetch_or_verify(download.model_target(cfg.model, cfg.download), cfg.download)
+
+
+def test_a_tar_gz_release_unpacks_into_the_model_folder(tmp_path, server):
+    server.files["/albert_base_zh.tar.gz"] = tar_gz_bytes(ALBERT_BASE, "albert_base")
+    cfg = model_config(tmp_path, "albert_base_zh", server.url + "albert_base_zh.tar.gz")
+    fetch_model(cfg)
+    models = tmp_path / "models"
+    assert listing(models) == ["SHA256SUMS", "albert_base_zh"]  # no .tar.gz.part, no .unpack left
+    assert {p.name: p.read_bytes() for p in (models / "albert_base_zh").iterdir()} == ALBERT_BASE
+    assert (models / "SHA256SUMS").read_text() == "".join(
+        f"{sha(ALBERT_BASE[n])}  albert_base_zh/{n}\n" for n in sorted(ALBERT_BASE))
+    fetch_model(cfg)  # in place: verified, no request
+    assert server.log == [("/albert_base_zh.tar.gz", None)]
+
+
+@pytest.mark.parametrize("member", [("../escaped.txt", b"0", ""), ("albert_base/link", b"2", "/etc/passwd"),
+                                    ("albert_base/up", b"2", "../../escaped.txt")])
+def test_a_tar_member_outside_the_folder_is_refused(tmp_path, server, member):
+    server.files["/a.tar.gz"] = tar_gz_bytes(ALBERT_BASE, "albert_base", extra=[member])
+    cfg = model_config(tmp_path, "albert_base_zh", server.url + "a.tar.gz")
+    with pytest.raises(UserError, match=rf"^{re.escape(server.url)}a\.tar\.gz: refused to unpack member "
+                                        rf"'{re.escape(member[0])}' \(.+\); nothing was placed in "):
+        fetch_model(cfg)
+    assert listing(tmp_path / "models") == []
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_a_corrupt_tar_gz_is_an_error_and_leaves_nothing(tmp_path, server):
+    body = tar_gz_bytes(ALBERT_BASE, "albert_base")
+    server.files["/a.tar.gz"] = body[: len(body) // 2]  # complete as served, cut as made
+    cfg = model_config(tmp_path, "albert_base_zh", server.url + "a.tar.gz")
+    with pytest.raises(UserError, match=rf"^{re.escape(server.url)}a\.tar\.gz: not a valid tar\.gz archive \(.+\); "
+                                        "nothing was placed in"):
+        fetch_model(cfg)
+    assert listing(tmp_path / "models") == []
+
+
+def test_brightmart_albert_tiny_zip_installs_where_its_config_points(tmp_path, server):
+    files = {name: f"{name} bytes".encode() for name in [
+        "albert_config_tiny_g.json", "vocab.txt", "albert_model.ckpt.index", "albert_model.ckpt.data-00000-of-00001",
+        "albert_model.ckpt.meta", "checkpoint"]}
+    server.files["/albert_tiny_zh_google.zip"] = zip_bytes(files)
+    cfg = model_config(tmp_path, "albert_tiny_zh", server.url + "albert_tiny_zh_google.zip")
+    fetch_model(cfg)
+    assert Path(cfg.model.checkpoint_dir) == tmp_path / "models" / "albert_tiny_zh_google"
+    assert {p.name: p.read_bytes() for p in Path(cfg.model.checkpoint_dir).iterdir()} == files
+    # A release without the file the config names is refused before anything is placed.
+    server.files["/bad.zip"] = zip_bytes({n: d for n, d in files.items() if n != "albert_config_tiny_g.json"})
+    cfg = model_config(tmp_path / "b", "albert_tiny_zh", server.url + "bad.zip")
+    with pytest.raises(UserError, match=r"bad\.zip: albert_tiny_zh_google/albert_config_tiny_g\.json: missing; "):
+        fetch_model(cfg)
