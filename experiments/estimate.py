@@ -38,11 +38,13 @@ TF_OVER_NUMPY = 1.2
 
 
 def model_shape(model_cfg) -> dict:
-    """hidden/layers/intermediate sizes: the checkpoint's bert_config.json if it is there,
-    else the model config's own keys (the tiny model has them), else BERT-base's."""
+    """hidden/layers/intermediate sizes: the checkpoint's JSON config (model.files.config) if it
+    is there, else the model config's own keys (the tiny model has them) or its release's
+    ``shape``, else BERT-base's."""
     shape = dict(BERT_BASE)
     checkpoint = OmegaConf.select(model_cfg, "checkpoint_dir", default=None)
-    config_file = Path(checkpoint) / "bert_config.json" if checkpoint else None
+    name = OmegaConf.select(model_cfg, "files.config", default=None) or "bert_config.json"
+    config_file = Path(checkpoint) / name if checkpoint else None
     source = {}
     if config_file is not None and config_file.is_file():
         try:
@@ -50,7 +52,8 @@ def model_shape(model_cfg) -> dict:
         except (OSError, ValueError):
             source = {}
     for key in shape:
-        value = source.get(key, OmegaConf.select(model_cfg, key, default=None))
+        value = source.get(key, OmegaConf.select(model_cfg, key, default=None)
+                           or OmegaConf.select(model_cfg, f"shape.{key}", default=None))
         if value is not None:
             shape[key] = int(value)
     return shape
