@@ -115,7 +115,7 @@ def test_gpu_that_tensorflow_cannot_use_stops_the_run(clue_dir, tmp_path):
 @needs_no_gpu
 def test_big_model_without_gpu_stops_before_downloading_with_an_estimate(clue_dir, tmp_path):
     overrides = [f"paths.clue_dir={tmp_path / 'empty'}", f"paths.models_dir={tmp_path / 'models'}",
-                 f"paths.results_dir={tmp_path / 'r'}", "download.auto=true", "download.bert_url=http://127.0.0.1:9/b.zip",
+                 f"paths.results_dir={tmp_path / 'r'}", "download.auto=true", "model.url=http://127.0.0.1:9/b.zip",
                  "download.clue_base_url=http://127.0.0.1:9", "method=fgm", "task.max_train_samples=1000"]
     line = one_line_error(cli(overrides, fake_smi(tmp_path / "bin", [])))
     steps = 10 * math.ceil(1000 / 32)  # TNEWS's 10 epochs of 1000 examples in batches of 32
