@@ -1,9 +1,11 @@
 """Tokenized splits cached on disk, so a rerun on the same data skips tokenizing.
 
-An entry is one ``.npz`` file (all token ids end to end, and each text's length) named by
-a hash of everything the ids depend on: the data file's sha256, the vocabulary, the
-maximum length, how many of the file's texts were used (``task.max_*_samples``) and the
-tokenizer's settings. Any change gives a new name, so an entry is never stale; entries
+An entry is one ``.npz`` file (all token ids end to end, each example's length and, for
+pairs, the segment ids end to end) named by a hash of everything the ids depend on: the
+data file's sha256, the texts themselves as the task's loader made them (both fields of a
+pair, CSL's joined keywords, WSC's marked spans, so a change of task.text_fields, of the
+marking or of skipped lines is a new entry), the vocabulary, the maximum length, how many
+of the file's examples were used (``task.max_*_samples``) and the tokenizer's settings. Any change gives a new name, so an entry is never stale; entries
 are written atomically (temporary file + rename), so concurrent runs of a sweep can share
 the folder and a killed run leaves no half-written entry.
 """
@@ -23,7 +25,7 @@ from experiments import data
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the encoding itself changes (e.g. data.encode or bert4keras behaviour)
+FORMAT = 2  # bump when the encoding itself changes (e.g. data.encode or bert4keras behaviour)
 
 
 def file_sha256(path: Path) -> str:
@@ -40,39 +42,67 @@ def vocab_sha256(tokenizer) -> str:
     return hashlib.sha256(json.dumps(table, ensure_ascii=False).encode()).hexdigest()
 
 
-def cache_key(source: Path, tokenizer, max_length: int, count: int) -> str:
-    parts = {"format": FORMAT, "file": file_sha256(source), "vocab": vocab_sha256(tokenizer),
-             "max_length": max_length, "count": count,
+def texts_sha256(texts: list[str], texts_b: list[str] | None) -> str:
+    return hashlib.sha256(json.dumps([texts, texts_b], ensure_ascii=False).encode()).hexdigest()
+
+
+def cache_key(source: Path, tokenizer, max_length: int, texts: list[str], texts_b: list[str] | None = None) -> str:
+    parts = {"format": FORMAT, "file": file_sha256(source), "texts": texts_sha256(texts, texts_b),
+             "vocab": vocab_sha256(tokenizer), "max_length": max_length, "count": len(texts),
              "lower_case": bool(getattr(tokenizer, "_do_lower_case", True))}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def encode(tokenizer, texts: list[str], max_length: int, source: Path, cache_dir: str | Path | None,
-           progress: bool = False) -> tuple[list[np.ndarray], bool]:
-    """``data.encode(...)`` of ``texts`` (the first ``len(texts)`` texts of ``source``) and
-    whether it came from the cache; ``cache_dir=None`` turns the cache off."""
+           progress: bool = False, texts_b: list[str] | None = None):
+    """``(data.encode(...), hit)``: the token ids and segment ids of ``texts`` (with
+    ``texts_b``: pairs), read from ``source``, and whether they came from the cache;
+    ``cache_dir=None`` turns the cache off."""
     if cache_dir is None:
-        return data.encode(tokenizer, texts, max_length, progress), False
-    path = Path(cache_dir) / f"{Path(source).stem}-{cache_key(Path(source), tokenizer, max_length, len(texts))}.npz"
+        return data.encode(tokenizer, texts, max_length, progress, texts_b), False
+    key = cache_key(Path(source), tokenizer, max_length, texts, texts_b)
+    path = Path(cache_dir) / f"{Path(source).stem}-{key}.npz"
     try:
         with np.load(path) as entry:
             flat, lengths = entry["token_ids"], entry["lengths"]
+            segments = entry["segment_ids"] if texts_b is not None else None
         if len(lengths) == len(texts):
             log.info("%s: %d token sequences from the cache %s (not tokenized)", source, len(texts), path)
-            return np.split(flat, np.cumsum(lengths)[:-1]) if len(texts) else [], True
+            return (_split(flat, lengths), None if segments is None else _split(segments, lengths)), True
     except (OSError, ValueError, KeyError):  # missing or unreadable: tokenize again, overwrite
         pass
-    token_ids = data.encode(tokenizer, texts, max_length, progress)
+    token_ids, segment_ids = data.encode(tokenizer, texts, max_length, progress, texts_b)
     lengths = np.asarray([len(t) for t in token_ids], dtype=np.int64)
-    flat = np.concatenate(token_ids) if token_ids else np.zeros(0, np.int32)
+    arrays = {"token_ids": _flat(token_ids), "lengths": lengths}
+    if segment_ids is not None:
+        arrays["segment_ids"] = _flat(segment_ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, token_ids=flat, lengths=lengths)
+            np.savez(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     log.info("%s: tokenized %d texts, cached in %s", source, len(texts), path)
-    return token_ids, False
+    return (token_ids, segment_ids), False
+
+
+def dataset(cfg, tokenizer, split: data.Split, file_name: str):
+    """A run's split as a ``training.Dataset`` (token ids, labels, segment ids), through the
+    cache in ``paths.cache_dir``, and whether the cache had it."""
+    from experiments import training
+
+    source = data.task_dir(cfg.paths.clue_dir, cfg.task) / file_name
+    (token_ids, segment_ids), hit = encode(tokenizer, split.texts, cfg.task.max_length, source,
+                                           cfg.paths.get("cache_dir"), cfg.trainer.progress, split.texts_b)
+    return training.Dataset(token_ids, split.labels, segment_ids), hit
+
+
+def _flat(sequences: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(sequences) if sequences else np.zeros(0, np.int32)
+
+
+def _split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []

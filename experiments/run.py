@@ -42,18 +42,16 @@ def run(cfg: DictConfig) -> dict:
     environment.set_tf32(cfg.trainer.tf32)
     label_ids, train_split, dev_split = data.load_task(cfg.paths.clue_dir, cfg.task)
     training.set_precision(cfg.trainer.precision)
-    tokenizer, model = models.load_classifier(cfg, train_split.texts, len(label_ids))
+    tokenizer, model = models.load_classifier(cfg, train_split.all_texts(), len(label_ids))
     training.prepare_model(model, cfg.trainer.precision)
     log.info("%s: %d train / %d dev examples, %d classes", cfg.task.name,
              len(train_split.texts), len(dev_split.texts), len(label_ids))
-    # Tokenized splits come from data/cache/ when this file, vocab and max length were seen before.
-    folder, cache_dir = data.task_dir(cfg.paths.clue_dir, cfg.task), OmegaConf.select(cfg, "paths.cache_dir")
+    # Tokenized splits come from data/cache/ when these texts, vocab and max length were seen before.
     tokenize_start = time.perf_counter()
-    (train_ids, train_hit), (dev_ids, dev_hit) = [
-        cache.encode(tokenizer, split.texts, cfg.task.max_length, folder / f"{name}.json", cache_dir, cfg.trainer.progress)
-        for name, split in (("train", train_split), ("dev", dev_split))]
+    (train, train_hit), (dev, dev_hit) = [cache.dataset(cfg, tokenizer, split, file) for split, file in
+                                          ((train_split, cfg.task.train_file), (dev_split, cfg.task.dev_file))]
     tokenize_seconds = time.perf_counter() - tokenize_start
-    train, dev = training.Dataset(train_ids, train_split.labels), training.Dataset(dev_ids, dev_split.labels)
+    cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
 
     optimizer = training.make_optimizer(cfg.trainer.learning_rate, cfg.trainer.precision)
     method = methods.build(OmegaConf.to_container(cfg.method, resolve=True), model, optimizer)
@@ -83,6 +81,7 @@ def run(cfg: DictConfig) -> dict:
         "best_dev_acc": best["dev_acc"], "best_epoch": best["epoch"], "final_dev_acc": history[-1]["dev_acc"],
         "history": history,
         "num_labels": len(label_ids), "train_samples": len(train), "dev_samples": len(dev),
+        "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped},  # task.skip_labels
         "timings": {
             "total_seconds": time.time() - started,
             "train_samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),

@@ -128,6 +128,7 @@ def make_optimizer(learning_rate: float, precision: str):
 class Dataset:
     token_ids: list[np.ndarray]
     labels: np.ndarray
+    segment_ids: list[np.ndarray] | None = None  # None: all 0 (single texts); pairs: 0 then 1
 
     def __len__(self):
         return len(self.token_ids)
@@ -172,7 +173,8 @@ class Trainer:
         padding = data.PaddingStats()
         with tqdm(total=steps, desc=desc, unit="batch", disable=disable, leave=False) as bar:
             for inputs, labels in data.batches(train.token_ids, train.labels, self.batch_size, rng,
-                                               self.bucket_by_length, self.pad_to_multiple_of, padding):
+                                               self.bucket_by_length, self.pad_to_multiple_of, padding,
+                                               train.segment_ids):
                 loss = float(self.train_step(inputs, labels))
                 seen += len(labels)
                 loss_sum += loss * len(labels)
@@ -182,19 +184,19 @@ class Trainer:
         return {"train_loss": loss_sum / seen, "train_seconds": seconds, "samples_per_second": seen / seconds,
                 "padding_efficiency": padding.efficiency}
 
-    def predict(self, token_ids: list[np.ndarray]) -> np.ndarray:
+    def predict(self, token_ids: list[np.ndarray], segment_ids: list[np.ndarray] | None = None) -> np.ndarray:
         """Class index of each sequence (argmax of the logits)."""
         out = np.zeros(len(token_ids), dtype=np.int64)
         # The positions ride along as the "labels": bucketing may batch them out of order.
         positions = np.arange(len(token_ids))
         for inputs, chosen in data.batches(token_ids, positions, self.eval_batch_size,
                                            bucket_by_length=self.bucket_by_length,
-                                           pad_to_multiple_of=self.pad_to_multiple_of):
+                                           pad_to_multiple_of=self.pad_to_multiple_of, segment_ids=segment_ids):
             out[chosen] = np.argmax(self.logits_step(inputs).numpy(), axis=-1)
         return out
 
     def evaluate(self, dev: Dataset) -> float:
-        return float(np.mean(self.predict(dev.token_ids) == dev.labels))
+        return float(np.mean(self.predict(dev.token_ids, dev.segment_ids) == dev.labels))
 
     def fit(self, train: Dataset, dev: Dataset, epochs: int, seed: int, on_epoch_end=None):
         """Train up to ``epochs`` epochs, continuing after ``self.history`` when resuming.

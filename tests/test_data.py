@@ -113,7 +113,8 @@ def test_real_vocab_tokenizes_lower_cased_with_max_length():
     from bert4keras.tokenizers import Tokenizer
 
     tokenizer = Tokenizer(str(SHARED_BERT / "vocab.txt"), do_lower_case=True)
-    ids = data.encode(tokenizer, ["NBA球星" * 100, "足球"], max_length=128)
+    ids, segments = data.encode(tokenizer, ["NBA球星" * 100, "足球"], max_length=128)
+    assert segments is None  # single texts: segment ids all 0
     assert len(ids[0]) == 128 and ids[0][0] == 101 and ids[0][-1] == 102  # [CLS] ... [SEP]
     assert tokenizer.id_to_token(int(ids[0][1])) == "nba"
     assert len(ids[1]) == 4

@@ -30,13 +30,14 @@ def source(tmp_path):
 
 def test_second_encode_reads_the_cache(source, tmp_path, caplog):
     tok = tokenizer_for(TEXTS)
-    first, hit = cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
+    (first, segments), hit = cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
+    assert segments is None
     assert not hit and len(list((tmp_path / "cache").glob("*.npz"))) == 1
     assert not list((tmp_path / "cache").glob(".*"))  # no temporary file left behind
     with caplog.at_level(logging.INFO, logger="experiments.cache"):
-        second, hit = cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
+        (second, _), hit = cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
     assert hit and "from the cache" in caplog.text
-    expected = data.encode(tok, TEXTS, 16)
+    expected, _ = data.encode(tok, TEXTS, 16)
     for a, b, c in zip(first, second, expected):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, c)
@@ -61,8 +62,8 @@ def test_unreadable_entry_is_tokenized_again_and_null_turns_the_cache_off(source
     cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
     [entry] = (tmp_path / "cache").glob("*.npz")
     entry.write_bytes(b"truncated")
-    ids, hit = cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
-    assert not hit and [len(x) for x in ids] == [len(x) for x in data.encode(tok, TEXTS, 16)]
+    (ids, _), hit = cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
+    assert not hit and [len(x) for x in ids] == [len(x) for x in data.encode(tok, TEXTS, 16)[0]]
     assert cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")[1]  # repaired
     assert not cache.encode(tok, TEXTS, 16, source, None)[1]
     assert len(list((tmp_path / "cache").iterdir())) == 1
