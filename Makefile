@@ -3,6 +3,7 @@
 #   make sweep SEEDS=0,1,2                      every TASKS x METHODS x SEEDS run not yet complete
 #   make table                                  table.md, summary.csv, seeds.csv, pictures (+ CSVs) of RESULTS
 #   make model MODEL=albert_tiny_zh             download + verify a model's checkpoint (configs/model/)
+#   make submit MODEL=bert_base METHOD=fgm      CLUE's upload zip: each task's best-dev run in RESULTS
 #   make test                                   the test suite
 SHELL := bash
 .DEFAULT_GOAL := help
@@ -37,7 +38,7 @@ ENV_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)
 # what the other one installed).
 ENV_SWITCH := $(if $(filter $(ENV_EXTRA),$(shell cat $(ENV_STAMP) 2>/dev/null)),,env-switch)
 
-.PHONY: help env env-switch doctor data model run sweep predict table test bench
+.PHONY: help env env-switch doctor data model run sweep predict submit table test bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
@@ -66,6 +67,9 @@ sweep: $(ENV_STAMP)  ## Hydra multirun over TASKS= METHODS= SEEDS= (comma lists)
 predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weights: RUN=<record or run folder> [TASK=]
 	@test -n "$(RUN)" || { echo "error: say which run: make predict RUN=results/runs/<record>.json" >&2; exit 2; }
 	$(PY) -m experiments.predict $(RUN) $(if $(filter command line,$(origin TASK)),--task $(TASK))
+
+submit: $(ENV_STAMP)  ## CLUE upload zip of each task's best-dev run of METHOD= MODEL= in RESULTS=, or of RUNS="a.json b.json"
+	$(PY) -m experiments.submit $(RESULTS) --method $(METHOD) --model $(MODEL) $(if $(RUNS),--runs "$(RUNS)")
 
 table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy/curves/sweep_<key>.png (+ CSVs) from the run records in RESULTS=
 	$(PY) -m experiments.table $(RESULTS)

@@ -51,7 +51,6 @@ from experiments.errors import UserError
 log = logging.getLogger(__name__)
 
 MANIFEST = "SHA256SUMS"                          # sha256sum's format: `sha256sum -c SHA256SUMS` works too
-TASK_FILES = ["labels.json", "train.json", "dev.json"]  # what experiments.data reads
 JUNK = {"__MACOSX", ".DS_Store"}                # what zips made on a Mac carry besides the data
 CHUNK = 1 << 16
 
@@ -83,8 +82,15 @@ def task_target(clue_dir, task_cfg, dl) -> Target:
         alternative=f"download it elsewhere and unpack it into {dest}/, "
                     f"or set paths.clue_dir to a folder that already holds {task_cfg.dir}/",
         known=_known_sums(dl, "clue", task_cfg.name),
-        required=TASK_FILES,
+        required=task_files(task_cfg),
     )
+
+
+def task_files(task_cfg) -> list[str]:
+    """What experiments.data reads of a task: its labels file (if any), train and dev files."""
+    from experiments.data import labels_file
+
+    return [f for f in (labels_file(task_cfg), task_cfg.train_file, task_cfg.dev_file) if f]
 
 
 def model_target(model_cfg, dl) -> Target:

@@ -3,9 +3,10 @@
     python -m experiments.predict RUN [--task TASK] [--out DIR]
 
 RUN is a run record (results/runs/*.json) or a run's Hydra folder (results/logs/...).
-Writes the task's submission files (configs/task/*.yaml: predict_files), one
-``{"id": ..., "label": "<original label id>"}`` per line, into
-``<results_dir>/predictions/<run>/`` unless --out says otherwise.
+Writes the task's submission files (configs/task/*.yaml: predict_files, CLUE's names), one
+``{"id": ..., "label": "<label as in the data>"}`` per line in test-file order, into
+``<results_dir>/predictions/<run>/`` unless --out says otherwise. A test file other than
+the task's first one (TNEWS's and CLUEWSC's 1.0 test sets) is skipped where it is absent.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def load_run(record: dict):
                         "or its checkpoints folder was removed: rerun it")
     label_ids, train, _ = data.load_task(cfg.paths.clue_dir, cfg.task)  # train texts: the tiny model's vocab
     training.set_precision(cfg.trainer.precision)
-    tokenizer, model = models.load_classifier(cfg, train.texts, len(label_ids))
+    tokenizer, model = models.load_classifier(cfg, train.all_texts(), len(label_ids))
     model.load_weights(weights)
     trainer = training.Trainer(model, None, None, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     return cfg, label_ids, tokenizer, trainer
@@ -64,9 +65,12 @@ def predict(run: str | Path, task: str | None = None, out: str | Path | None = N
     out = Path(out) if out else Path(cfg.paths.results_dir) / "predictions" / record_file.stem
     folder = data.task_dir(cfg.paths.clue_dir, cfg.task)
     written = []
-    for test_name, predict_name in cfg.task.predict_files.items():
-        split = data.read_split(folder / test_name, label_ids, labelled=False)
-        classes = trainer.predict(data.encode(tokenizer, split.texts, cfg.task.max_length))
+    for k, (test_name, predict_name) in enumerate(cfg.task.predict_files.items()):
+        if k > 0 and not (folder / test_name).is_file():
+            print(f"{folder / test_name}: not there, so no {predict_name}")
+            continue
+        split = data.read_split(folder / test_name, label_ids, labelled=False, fmt=data.task_format(cfg.task))
+        classes = trainer.predict(*data.encode(tokenizer, split.texts, cfg.task.max_length, texts_b=split.texts_b))
         lines = [json.dumps({"id": i, "label": label_ids[c]}, ensure_ascii=False) for i, c in zip(split.ids, classes)]
         path = out / predict_name
         records.write_text_atomic(path, "\n".join(lines) + "\n")

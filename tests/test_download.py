@@ -351,9 +351,32 @@ def test_command_line_downloads_and_fails_in_one_line(tmp_path, server, tnews_fi
     assert failed.stderr.startswith(f"error: cannot download {url}iflytek_public.zip (connection refused")
     assert failed.stderr.count("\n") == 1 and f"to fill {dest}/: " in failed.stderr  # one line, no traceback
 
-    unknown = cli("data", "--tasks", "tnews,cmnli", *common)
-    assert (unknown.returncode, unknown.stderr) == (2, "error: unknown task 'cmnli' in TASKS; choose from "
-                                                       "iflytek, tnews\n")
+    unknown = cli("data", "--tasks", "tnews,wnli", *common)
+    assert (unknown.returncode, unknown.stderr) == (2, "error: unknown task 'wnli' in TASKS; choose from "
+                                                       "afqmc, cluewsc2020, cmnli, csl, iflytek, ocnli, tnews\n")
+
+
+def test_a_new_tasks_zip_is_checked_for_the_files_its_config_names(tmp_path, server):
+    """OCNLI has no labels.json and trains on train.50k.json: the config says what must be there;
+    its files' sums are recorded on first download and checked on the next `make data`."""
+    from tests.clue_tasks import make_clue_tasks
+
+    folder = make_clue_tasks(tmp_path / "fixture", 20, 10, 5) / "ocnli_public"
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    cfg = config(tmp_path, server.url, tmp_path / "checksums.yaml", task="ocnli")
+    (tmp_path / "checksums.yaml").write_text("clue: {}\n", encoding="utf-8")
+    server.files["/ocnli_public.zip"] = zip_bytes({k: v for k, v in files.items() if k != "train.50k.json"})
+    with pytest.raises(UserError, match=rf"^{re.escape(server.url)}ocnli_public\.zip: ocnli_public/train\.50k\.json: "
+                                        "missing; the download is corrupt"):
+        fetch(cfg)
+    server.files["/ocnli_public.zip"] = zip_bytes(files, "ocnli_public")
+    fetch(cfg)
+    clue = tmp_path / "clue"
+    assert {p.name: p.read_bytes() for p in (clue / "ocnli_public").iterdir()} == files
+    assert (clue / "SHA256SUMS").read_text() == "".join(f"{sha(files[n])}  ocnli_public/{n}\n" for n in sorted(files))
+    (clue / "ocnli_public" / "dev.json").write_bytes(b"changed\n")
+    with pytest.raises(UserError, match=r"ocnli_public/dev\.json: sha256 .* as recorded in .*SHA256SUMS"):
+        fetch(cfg)
 
 
 @requires_shared(SHARED_CLUE / "tnews_public")

@@ -45,7 +45,7 @@ def test_predictions_come_from_the_best_dev_weights(tnews_run):
     clue, record_file, record = tnews_run
     cfg, label_ids, tokenizer, trainer = predict.load_run(record)
     _, _, dev = data.load_task(cfg.paths.clue_dir, cfg.task)
-    classes = trainer.predict(data.encode(tokenizer, dev.texts, cfg.task.max_length))
+    classes = trainer.predict(*data.encode(tokenizer, dev.texts, cfg.task.max_length))
     assert float(np.mean(classes == dev.labels)) == record["best_dev_acc"]
 
 
