@@ -26,6 +26,8 @@ from experiments import PROJECT_ROOT, records
 from experiments.errors import UserError
 
 BLOG_CSV = PROJECT_ROOT / "results" / "reference" / "blog.csv"
+CLUE_CSV = PROJECT_ROOT / "results" / "reference" / "clue.csv"  # CLUE's own BERT-base figures, test and dev
+TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020", "csl")  # CLUE's order; others after, A-Z
 FIRST_METHODS = ("baseline", "fgm", "gp")  # shown first, in this order; any other method after them, A-Z
 GROUP = ["task", "model", "method", "settings_id"]
 DIVERGED = getattr(records, "DIVERGED", "diverged")  # a non-finite loss stopped the run (see experiments/run.py)
@@ -35,6 +37,8 @@ from {n} complete run records in `runs/`{diverged}.
 The blog's figures (kexue.fm/archives/7234, `results/reference/blog.csv`) are CLUE **test-set** numbers for \
 BERT-base (shown beside `bert_base` rows only), one run each; our runs report best **dev** accuracy, \
 so compare differences to the baseline, not levels.
+CLUE's own BERT-base figures (CLUEbenchmark/CLUE and /OCNLI READMEs, `results/reference/clue.csv`), "test (dev)", \
+stand beside `bert_base` baseline rows as a second reference.
 Δ vs baseline: the mean over shared seeds of (method − baseline), against the baseline runs whose settings \
 equal the method's outside `method`, with its 95% t-interval in brackets."""
 
@@ -57,7 +61,9 @@ def ci95(values) -> tuple[float, float]:
 
 
 def sort_key(column: pd.Series) -> pd.Series:
-    """For ``sort_values``: methods as baseline, fgm, gp, then the rest alphabetically."""
+    """For ``sort_values``: tasks in CLUE's order, methods as baseline, fgm, gp, then the rest alphabetically."""
+    if column.name == "task":
+        return column.map(lambda t: f"{TASKS.index(t):02d}" if t in TASKS else f"{len(TASKS)}{t}")
     if column.name != "method":
         return column
     return column.map(lambda m: f"{FIRST_METHODS.index(m)}" if m in FIRST_METHODS else f"{len(FIRST_METHODS)}{m}")
@@ -106,7 +112,7 @@ def load_runs(results_dir) -> tuple[pd.DataFrame, list[str]]:
     return runs.sort_values(["task", "model", "method", "label", "seed"], key=sort_key, ignore_index=True), keys
 
 
-def summarise(runs: pd.DataFrame, keys: list[str], blog_csv=BLOG_CSV) -> pd.DataFrame:
+def summarise(runs: pd.DataFrame, keys: list[str], blog_csv=BLOG_CSV, clue_csv=CLUE_CSV) -> pd.DataFrame:
     """One row per group: n, mean, std and the paired difference to its baseline group."""
     rows = []
     for (task, model, method, sid), g in runs.groupby(GROUP, sort=False):
@@ -123,10 +129,12 @@ def summarise(runs: pd.DataFrame, keys: list[str], blog_csv=BLOG_CSV) -> pd.Data
                      "n_diverged": int((g.status == DIVERGED).sum()),
                      "has_baseline": has_baseline, "label": g.label.iloc[0], "settings_id": sid})
     blog = pd.read_csv(blog_csv, comment="#").rename(columns={"accuracy": "blog"})
+    clue = pd.read_csv(clue_csv, comment="#").rename(columns={"test": "clue_test", "dev": "clue_dev"})
     summary = (pd.DataFrame(rows).merge(blog, on=["task", "model", "method"], how="left")
+               .merge(clue, on=["task", "model", "method"], how="left")
                .merge(runs.drop_duplicates("settings_id")[[*keys, "settings_id"]], on="settings_id"))
     first = ["task", "model", "method", "n", "mean", "std", "delta_vs_baseline", "delta_ci_low", "delta_ci_high",
-             "blog"]
+             "blog", "clue_test", "clue_dev"]
     return summary[first + ["n_paired", "n_diverged", *keys, "settings_id", "has_baseline", "label"]]
 
 
@@ -187,6 +195,10 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
         wide[task.upper()] = wide.method.map(cells[0]).fillna("")
         wide[f"{task.upper()} Δ vs baseline"] = wide.method.map(cells[1]).fillna("")
         wide[f"{task.upper()} blog"] = wide.method.map(t.set_index("row").blog.map(pct)).fillna("")
+        if t.clue_test.notna().any():  # CLUE's own figures, beside bert_base baseline rows
+            clue = t.set_index("row").dropna(subset="clue_test")
+            wide[f"{task.upper()} CLUE test (dev)"] = wide.method.map(
+                clue.clue_test.map(pct) + " (" + clue.clue_dev.map(pct) + ")").fillna("")
     parts.append("## Summary: mean ± std (n seeds), paired difference to the baseline, the blog's figure\n\n"
                  + md_table(wide))
     return "\n\n".join(parts) + "\n"

@@ -124,7 +124,7 @@ def test_a_worked_example(results):
 def test_different_settings_are_kept_apart_and_labelled(results):
     summary = pd.read_csv(results / "summary.csv")
     # Only the keys that vary within a task and model (or within a method) label rows.
-    assert list(summary.columns[10:]) == ["n_paired", "n_diverged", "method.epsilon", "task.max_train_samples",
+    assert list(summary.columns[12:]) == ["n_paired", "n_diverged", "method.epsilon", "task.max_train_samples",
                                           "trainer.learning_rate", "settings_id"]
     fgm_iflytek = summary[(summary.task == "iflytek") & (summary.method == "fgm")]
     assert sorted(fgm_iflytek["method.epsilon"]) == [0.05, 0.5] and sorted(fgm_iflytek.n) == [2, 3]
@@ -143,7 +143,7 @@ def test_methods_in_order_and_incomplete_records_ignored(results):
     summary = pd.read_csv(results / "summary.csv")
     tnews = summary[(summary.task == "tnews") & summary["task.max_train_samples"].isna()]
     assert list(tnews.method) == ["baseline", "fgm", "gp", "freelb", "pgd"]
-    assert list(summary.task.unique()) == ["iflytek", "tnews"]
+    assert list(summary.task.unique()) == ["tnews", "iflytek"]  # CLUE's order (table.TASKS)
     seeds = pd.read_csv(results / "seeds.csv")
     assert len(seeds) == sum(len(accs) for accs in GRID.values())
     assert 9 not in set(seeds.seed) and seeds.best_dev_acc.max() < 99
@@ -168,10 +168,10 @@ def test_exact_files_for_a_small_sweep(tmp_path):
         f"tnews,bert_base,fgm,1,complete,56.0,56.0,,,,{sid['fgm']}\n")
     # fgm - baseline = 3, 4: mean 3.5, sd 0.7071, t(1) 12.7062 * 0.5 = 6.3531
     assert (tmp_path / "summary.csv").read_text() == (
-        "task,model,method,n,mean,std,delta_vs_baseline,delta_ci_low,delta_ci_high,blog,n_paired,n_diverged,"
-        "settings_id\n"
-        f"tnews,bert_base,baseline,2,51.0,1.4142,,,,56.58,0,0,{sid['baseline']}\n"
-        f"tnews,bert_base,fgm,2,54.5,2.1213,3.5,-2.8531,9.8531,57.66,2,0,{sid['fgm']}\n")
+        "task,model,method,n,mean,std,delta_vs_baseline,delta_ci_low,delta_ci_high,blog,clue_test,clue_dev,n_paired,"
+        "n_diverged,settings_id\n"
+        f"tnews,bert_base,baseline,2,51.0,1.4142,,,,56.58,56.58,56.09,0,0,{sid['baseline']}\n"
+        f"tnews,bert_base,fgm,2,54.5,2.1213,3.5,-2.8531,9.8531,57.66,,,2,0,{sid['fgm']}\n")
     md = (tmp_path / "table.md").read_text()
     assert md.startswith("# Results: baseline vs adversarial training\n\nMetric: **best dev accuracy over epochs**")
     assert "CLUE **test-set** numbers" in md and "from 4 complete run records" in md
@@ -179,9 +179,9 @@ def test_exact_files_for_a_small_sweep(tmp_path):
         "## TNEWS: best dev accuracy per seed (bert_base)\n\n"
         "| seed | baseline | fgm |\n|---|---|---|\n| 0 | 50.00 | 53.00 |\n| 1 | 52.00 | 56.00 |\n\n"
         "## Summary: mean ± std (n seeds), paired difference to the baseline, the blog's figure\n\n"
-        "| method | TNEWS | TNEWS Δ vs baseline | TNEWS blog |\n|---|---|---|---|\n"
-        "| baseline | 51.00 ± 1.41 (n=2) |  | 56.58 |\n"
-        "| fgm | 54.50 ± 2.12 (n=2) | +3.50 [-2.85, +9.85] (2 seeds) | 57.66 |\n")
+        "| method | TNEWS | TNEWS Δ vs baseline | TNEWS blog | TNEWS CLUE test (dev) |\n|---|---|---|---|---|\n"
+        "| baseline | 51.00 ± 1.41 (n=2) |  | 56.58 | 56.58 (56.09) |\n"
+        "| fgm | 54.50 ± 2.12 (n=2) | +3.50 [-2.85, +9.85] (2 seeds) | 57.66 |  |\n")
 
 
 def test_blog_figures_are_data():
@@ -189,6 +189,25 @@ def test_blog_figures_are_data():
     assert {(r.task, r.model, r.method): r.accuracy for r in blog.itertuples()} == {
         (t, "bert_base", m): v for (t, m), v in BLOG.items()}
     assert "kexue.fm/archives/7234" in table.BLOG_CSV.read_text()
+
+
+def test_clue_figures_are_data_and_order_the_task_columns(tmp_path):
+    clue = pd.read_csv(table.CLUE_CSV, comment="#")
+    assert {r.task: (r.test, r.dev) for r in clue.itertuples()} == {
+        "afqmc": (73.70, 74.16), "tnews": (56.58, 56.09), "iflytek": (60.29, 60.37), "cmnli": (79.69, 79.47),
+        "ocnli": (72.2, 74.5), "cluewsc2020": (62.0, 59.6), "csl": (80.36, 79.63)}
+    assert tuple(clue.task) == table.TASKS and set(clue.model) == {"bert_base"} and set(clue.method) == {"baseline"}
+    text = table.CLUE_CSV.read_text()
+    assert "github.com/CLUEbenchmark/CLUE" in text and "github.com/CLUEbenchmark/OCNLI" in text
+    for task in ("csl", "ocnli", "tnews", "afqmc", "iflytek", "cluewsc2020", "cmnli"):  # written out of order
+        for seed in (0, 1):
+            write(tmp_path, task, "baseline", seed, 0.5 + seed / 100, final=0.5)
+    table.write_all(tmp_path)
+    header = [line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| method |")][0]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert [c for c in columns if " " not in c and c != "method"] == [t.upper() for t in table.TASKS]
+    assert columns[columns.index("OCNLI") + 3] == "OCNLI CLUE test (dev)"
+    assert "| baseline | 50.50 ± 0.71 (n=2) |  |  | 73.70 (74.16) |" in (tmp_path / "table.md").read_text()
 
 
 def test_table_never_imports_tensorflow(results):
