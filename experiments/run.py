@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import CONFIG_DIR, config, devices, records
+from experiments import CONFIG_DIR, config, devices, records, slurm
 from experiments.errors import UserError
 
 log = logging.getLogger("experiments.run")
@@ -135,4 +135,5 @@ if __name__ == "__main__":
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    slurm.fold_sacct_errors()  # hydra/launcher=slurm on a cluster without accounting: one line, not hundreds
     main()
