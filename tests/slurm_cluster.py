@@ -35,10 +35,6 @@ def missing() -> str | None:
     return None
 
 
-def slurm_version() -> str:
-    return subprocess.run(["sinfo", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
