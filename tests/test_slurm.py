@@ -8,6 +8,7 @@ skipped elsewhere, but never on CI (CI=true), where a missing piece fails the mo
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -28,13 +29,15 @@ THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NU
            "CUDA_VISIBLE_DEVICES": ""}
 CPU_JOBS = ["hydra.launcher.gpus_per_task=null", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 
-# The requeued run: Slurm's shortest limit (1 min) and the signal 1 s before it. slurmctld checks
-# time limits every 30 s and signals at the first check within signal_delay_s + 30 s of the limit:
-# 29-59 s after a job starts; a requeued job starts ~7 s after such a check, so it gets ~52 s (README,
-# A Slurm cluster, as measured). 26 epochs of 400 examples (~10 s start + ~75 s on an idle 2-core
-# machine) outlast the first allocation, and each allocation finishes epochs before its signal.
-REQUEUE_EPOCHS, REQUEUE_TRAIN = 26, 400
-REQUEUE = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=1", "hydra.launcher.max_num_timeout=5"]
+N_TRAIN = 200  # examples per epoch, in the two-run sweep and in the requeued run
+
+# The requeued run gets Slurm's shortest time limit that still lets it finish epochs between its
+# start and its signal, and enough epochs to outlast that limit; both are computed from the speed
+# of the two-run sweep on this machine (an idle 2-core machine: 1 minute and ~40 epochs). With
+# signal_delay_s=1, slurmctld (which checks time limits every 30 s) signals a job 60*timeout_min-31
+# to 60*timeout_min-1 s after it starts, and a requeued job at ~60*timeout_min-8 s (README, A Slurm
+# cluster, as measured).
+SIGNAL_DELAY_S = 1
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +88,21 @@ def job_logs(results) -> str:
                      for p in sorted(results.glob("logs/multirun/*/submitit/*/*_log.*")))
 
 
-def test_two_run_sweep_writes_one_complete_record_per_run(cluster, tmp_path):
-    clue, results = make_clue(tmp_path / "clue", n_train=200, n_dev=50), tmp_path / "results"
-    proc = start(sweep_command(clue, results, "0,1", {"trainer.epochs": 1}, []), cluster)
-    out = finish(proc, cluster, results, timeout=150)
+@pytest.fixture(scope="module")
+def two_run_sweep(cluster, tmp_path_factory):
+    """``make sweep LAUNCHER=slurm`` of two tiny two-epoch runs (seeds 0 and 1): results and output."""
+    root = tmp_path_factory.mktemp("sweep")
+    clue, results = make_clue(root / "clue", n_train=N_TRAIN, n_dev=50), root / "results"
+    out = finish(start(sweep_command(clue, results, "0,1", {"trainer.epochs": 2}, []), cluster), cluster, results, 300)
+    return results, out
+
+
+def test_two_run_sweep_writes_one_complete_record_per_run(two_run_sweep):
+    results, out = two_run_sweep
     assert "Submitit 'slurm' sweep output dir" in out
     found = records.load_records(results)
     assert sorted((r["task"], r["method"], r["seed"], len(r["history"])) for r in found) == \
-        [("tnews", "baseline", 0, 1), ("tnews", "baseline", 1, 1)]
+        [("tnews", "baseline", 0, 2), ("tnews", "baseline", 1, 2)]
     assert all(r["status"] == records.COMPLETE for r in found)
     assert len(list((results / "runs").glob("*.json"))) == 2
     # Both ran as tasks of one Slurm job array, one log pair per task.
@@ -103,33 +113,67 @@ def test_two_run_sweep_writes_one_complete_record_per_run(cluster, tmp_path):
     assert slurm.SACCT_NOTE in out
 
 
-def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(cluster, tmp_path):
-    clue, results = make_clue(tmp_path / "clue", n_train=REQUEUE_TRAIN, n_dev=50), tmp_path / "results"
-    extra = {"trainer.epochs": REQUEUE_EPOCHS}
-    proc = start(sweep_command(clue, results, "0", extra, REQUEUE), cluster)
+def stamp(line: str) -> float:
+    """The time of a submitit ("(2026-11-26 04:40:13,652)") or Hydra ("[2026-11-26 04:40:49,777]") log line."""
+    found = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})", line)
+    return time.mktime(time.strptime(found[1], "%Y-%m-%d %H:%M:%S")) + int(found[2]) / 1000
+
+
+def requeue_settings(results) -> dict:
+    """Time limit and epochs for the requeued run, from the two-run sweep: its jobs' start (job
+    start to training), first epoch (with tracing) and second epoch, the slowest of the two jobs."""
+    starts = []
+    for log in results.glob("logs/multirun/*/submitit/*/*_log.out"):
+        lines = log.read_text().splitlines()
+        begun = stamp(next(ln for ln in lines if "Starting with JobEnvironment" in ln))
+        training = stamp(next(ln for ln in lines if "experiments.run][INFO] - training " in ln))
+        starts.append(training - begun)
+    histories = [r["history"] for r in records.load_records(results)]
+    start_s = max(starts)
+    first, epoch = max(h[0]["seconds"] for h in histories), max(h[1]["seconds"] for h in histories)
+    # The earliest signal comes after a job's start and two epochs, with 20 % to spare.
+    timeout_min = 1
+    while 60 * timeout_min - SIGNAL_DELAY_S - 30 < 1.2 * (start_s + first + epoch):
+        timeout_min += 1
+    # The run outlasts the latest first signal by 30 % (epoch times vary).
+    epochs = max(6, 1 + math.ceil(1.3 * (60 * timeout_min - SIGNAL_DELAY_S - start_s - first) / epoch))
+    return {"timeout_min": timeout_min, "epochs": epochs,
+            "measured": f"start {start_s:.0f} s, first epoch {first:.1f} s, epoch {epoch:.1f} s"}
+
+
+def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(cluster, two_run_sweep, tmp_path):
+    plan = requeue_settings(two_run_sweep[0])
+    clue, results = make_clue(tmp_path / "clue", n_train=N_TRAIN, n_dev=50), tmp_path / "results"
+    extra = {"trainer.epochs": plan["epochs"]}
+    launcher = [f"hydra.launcher.timeout_min={plan['timeout_min']}", f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
+                "hydra.launcher.max_num_timeout=6"]
+    started = time.time()
+    proc = start(sweep_command(clue, results, "0", extra, launcher), cluster)
     # Meanwhile, on the other core: the same run outside Slurm, never interrupted.
     reference_dir = tmp_path / "reference"
     reference = subprocess.run(
         [sys.executable, "-m", "experiments.run", *tiny_overrides(clue, reference_dir, extra=extra),
          "trainer.skip_completed=true", "trainer.resume=true", f"hydra.run.dir={reference_dir}/hydra"],
-        cwd=PROJECT_ROOT, env={**os.environ, **THREADS}, capture_output=True, text=True, timeout=400)
+        cwd=PROJECT_ROOT, env={**os.environ, **THREADS}, capture_output=True, text=True, timeout=1200)
     assert reference.returncode == 0, reference.stderr[-3000:]
-    finish(proc, cluster, results, timeout=420)
+    finish(proc, cluster, results, timeout=7 * 60 * plan["timeout_min"] + 120)
 
     logs = job_logs(results)
-    # submitit's signal handler says this, then requeues the job (scontrol requeue), and Slurm says why it stops it.
-    requeues = logs.count("Caught signal SIGUSR2")
-    assert requeues >= 1 and logs.count("this job is timed-out") == requeues, logs[-4000:]
-    assert len(re.findall(r"\*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ DUE TO JOB REQUEUE", logs)) == requeues, logs[-4000:]
+    # Each requeue: Slurm's time-limit signal, caught by submitit, which requeues the job (scontrol
+    # requeue); Slurm then stops the allocation and says why. (submitit's lines appear once per log handler.)
+    requeues = len(re.findall(r"\*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ DUE TO JOB REQUEUE", logs))
+    caught = set(re.findall(r"\((\S+ \S+)\) - Caught signal SIGUSR2 on \S+: this job is timed-out", logs))
+    assert requeues >= 1 and len(caught) == requeues, logs[-4000:]
     resumed = [int(n) for n in re.findall(r"resuming after epoch (\d+) of", logs)]
     assert resumed and max(resumed) >= 1, logs[-4000:]  # an allocation started from a saved epoch
 
     [record] = records.load_records(results)
     [expected] = records.load_records(reference_dir)
     assert record["settings_id"] == expected["settings_id"]
-    assert len(record["history"]) == REQUEUE_EPOCHS
+    assert len(record["history"]) == plan["epochs"]
     assert numbers(record["history"]) == numbers(expected["history"])  # dev_acc, train_loss, ... per epoch
     assert record["best_dev_acc"] == expected["best_dev_acc"] > 0.5  # 10 classes: chance is 0.1
-    print(f"{requeues} requeue(s); allocations resumed after epochs {resumed}")
+    print(f"{plan}: {requeues} requeue(s), allocations resumed after epochs {resumed}, "
+          f"{time.time() - started:.0f} s under Slurm")
     print("\n".join(re.findall(r".*(?:Started JobId|Allocate JobId|Requeuing JobId|_job_complete).*",
                                 (cluster.root / "log" / "slurmctld.log").read_text())))
