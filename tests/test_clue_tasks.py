@@ -232,3 +232,19 @@ def test_submit_named_runs_and_wrong_choices(tiny_runs, tmp_path):
     [afqmc_run] = (results / "runs").glob("afqmc_*.json")
     with pytest.raises(UserError, match="a second afqmc run"):
         submit.submit(results, runs=[str(afqmc_run), str(afqmc_run)])
+
+
+def test_a_later_test_file_that_is_absent_is_skipped(clue, tiny_runs, tmp_path, capsys):
+    from experiments import predict
+
+    results, _ = tiny_runs
+    [wsc_run] = (results / "runs").glob("cluewsc2020_*.json")
+    extra = clue / "cluewsc2020_public" / "test1.0.json"
+    extra.rename(tmp_path / "test1.0.json")
+    try:
+        written = predict.predict(wsc_run, out=tmp_path / "out")
+    finally:
+        (tmp_path / "test1.0.json").rename(extra)
+    assert [p.name for p in written] == ["cluewsc11_predict.json"]
+    assert [r["id"] for r in lines(written[0])] == list(range(N_TEST))
+    assert "test1.0.json: not there, so no cluewsc10_predict.json" in capsys.readouterr().out
