@@ -11,6 +11,7 @@ from experiments.errors import UserError
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SCHEDULES = ("constant", "linear")  # experiments/schedule.py
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
@@ -46,6 +47,10 @@ def validate(cfg: DictConfig) -> None:
         (cfg.task.max_length > 2, "task.max_length", "at least 3 ([CLS], one token, [SEP])"),
         (cfg.trainer.precision in PRECISIONS, "trainer.precision", " or ".join(PRECISIONS)),
         ((cfg.method.get("epsilon") or 0) >= 0, "method.epsilon", "zero or positive"),
+        (cfg.trainer.schedule in SCHEDULES, "trainer.schedule", " or ".join(SCHEDULES)),
+        (0 <= cfg.trainer.warmup_ratio < 1, "trainer.warmup_ratio", "in [0, 1): the share of all steps spent warming up"),
+        (cfg.trainer.patience is None or cfg.trainer.patience > 0, "trainer.patience",
+         "null (no early stopping) or a positive number of epochs"),
     ]
     for key in ("max_train_samples", "max_dev_samples"):
         value = cfg.task[key]

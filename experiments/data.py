@@ -309,3 +309,37 @@ def batches(token_ids: list[np.ndarray], labels: np.ndarray, batch_size: int, rn
 
 def num_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
+
+
+def prefetch(items):
+    """Yield ``items`` in order while a background thread makes the next one: the next
+    batch is padded while the device (or TensorFlow's own threads) runs the current step.
+    The order is the iterator's own, so what a run computes does not change."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+    iterator = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        upcoming = pool.submit(next, iterator, done)
+        while (item := upcoming.result()) is not done:
+            upcoming = pool.submit(next, iterator, done)
+            yield item
+
+
+class Waiting:
+    """Iterate over ``items``, adding up in ``seconds`` the time spent waiting for each one."""
+
+    def __init__(self, items):
+        self.items, self.seconds = iter(items), 0.0
+
+    def __iter__(self):
+        import time
+
+        end = object()
+        while True:
+            start = time.perf_counter()
+            item = next(self.items, end)
+            self.seconds += time.perf_counter() - start
+            if item is end:
+                return
+            yield item

@@ -1,7 +1,9 @@
 """Run records: one JSON file per run, the only contract between training and the tables.
 
 A record is written atomically (temporary file + rename) when its run finishes, with
-``"status": "complete"``; nothing else in ``<results_dir>/runs/`` counts. Its file name
+``"status": "complete"``, or ``"diverged"`` when a non-finite loss stopped it (then it
+holds the history so far and ``diverged_at``); nothing else in ``<results_dir>/runs/``
+counts. Sweeps skip both; the tables average complete ones only. Its file name
 is fixed by the run's settings and seed, so a rerun of the same settings replaces its
 own record and runs of different settings never touch each other's files.
 
@@ -17,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 COMPLETE = "complete"
+DIVERGED = "diverged"  # a non-finite loss stopped the run: the record holds the history so far and diverged_at
+DONE = (COMPLETE, DIVERGED)  # a run with either record is not run again (trainer.skip_completed)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -28,7 +32,7 @@ NOT_SETTINGS = {
     ("model", "files"), ("model", "url"), ("model", "source"),
     ("model", "shape"),  # the release's shape, for `make bench`; a run reads the checkpoint's own config
     ("trainer", "resume"), ("trainer", "progress"), ("trainer", "skip_completed"),
-    ("trainer", "eval_batch_size"), ("trainer", "save_best"), ("task", "predict_files"),
+    ("trainer", "eval_batch_size"), ("trainer", "save_best"), ("trainer", "tensorboard"), ("task", "predict_files"),
 }
 
 

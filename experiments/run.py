@@ -23,8 +23,8 @@ def run(cfg: DictConfig) -> dict:
     """Train as ``cfg`` says and return the run record (also written under results_dir/runs/)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     record_file = records.record_path(cfg.paths.results_dir, resolved)
-    if cfg.trainer.skip_completed and (done := records.read_record(record_file)) is not None:
-        log.info("complete record exists, skipping: %s", record_file)
+    if cfg.trainer.skip_completed and (done := records.read_record(record_file, records.DONE)) is not None:
+        log.info("%s record exists, skipping: %s", done["status"], record_file)
         return done
     config.validate(cfg)
     devices.check_device(cfg)  # a GPU TensorFlow cannot use, or days on a CPU: stop now, in one line
@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> dict:
 
         download.fetch_missing(cfg)
 
-    from experiments import cache, checkpoints, data, environment, methods, models, training
+    from experiments import cache, checkpoints, data, environment, methods, models, monitor, schedule, training
 
     started = time.time()
     environment.seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)
@@ -53,16 +53,21 @@ def run(cfg: DictConfig) -> dict:
     tokenize_seconds = time.perf_counter() - tokenize_start
     cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
 
-    optimizer = training.make_optimizer(cfg.trainer.learning_rate, cfg.trainer.precision)
+    # The rate per step (constant, or BERT's warm-up and decay) follows the optimizer's step count.
+    steps_per_epoch = data.num_batches(len(train), cfg.trainer.batch_size)
+    optimizer = training.make_optimizer(schedule.learning_rate(cfg.trainer, steps_per_epoch), cfg.trainer.precision)
     method = methods.build(OmegaConf.to_container(cfg.method, resolve=True), model, optimizer)
     trainer = training.Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
                                cfg.trainer.jit_compile, cfg.trainer.progress,
                                bucket_by_length=cfg.trainer.bucket_by_length,
-                               pad_to_multiple_of=cfg.trainer.pad_to_multiple_of)
+                               pad_to_multiple_of=cfg.trainer.pad_to_multiple_of, patience=cfg.trainer.patience)
     state = checkpoints.RunState(checkpoint_dir(cfg.paths.results_dir, record_file), model, optimizer)
     if cfg.trainer.resume and (history := state.restore()):
         trainer.history = history
         log.info("resuming after epoch %d of %d from %s", len(history), cfg.trainer.epochs, state.state_dir)
+    if cfg.trainer.tensorboard:  # per-step loss, learning rate, the method's quantities; dev accuracy
+        trainer.board = monitor.TensorBoard(tensorboard_dir(cfg.paths.results_dir, record_file),
+                                            resume_step=len(trainer.history) * steps_per_epoch)
 
     def on_epoch_end(history, improved):
         if improved and cfg.trainer.save_best:
@@ -71,22 +76,30 @@ def run(cfg: DictConfig) -> dict:
 
     log.info("training %s / %s / %s, seed %d, %d epochs", cfg.task.name, cfg.model.name, cfg.method.name,
              cfg.seed, cfg.trainer.epochs)
-    history = trainer.fit(train, dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
+    try:
+        history = trainer.fit(train, dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
+    finally:
+        if trainer.board is not None:
+            trainer.board.close()
 
-    best = max(history, key=lambda h: h["dev_acc"])
+    # Complete, or diverged (a non-finite loss stopped it: the history so far, diverged_at,
+    # partial_epoch); early stopping adds stopped_at_epoch. Either way the run is done.
+    best = max(history, key=lambda h: h["dev_acc"], default={"dev_acc": None, "epoch": None})
     record = {
-        "status": records.COMPLETE,
+        "status": records.DIVERGED if "diverged_at" in trainer.ending else records.COMPLETE,
         "task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name, "seed": cfg.seed,
         "settings_id": records.settings_id(resolved),
-        "best_dev_acc": best["dev_acc"], "best_epoch": best["epoch"], "final_dev_acc": history[-1]["dev_acc"],
+        "best_dev_acc": best["dev_acc"], "best_epoch": best["epoch"],
+        "final_dev_acc": history[-1]["dev_acc"] if history else None,
+        **trainer.ending,
         "history": history,
         "num_labels": len(label_ids), "train_samples": len(train), "dev_samples": len(dev),
         "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped},  # task.skip_labels
         "timings": {
             "total_seconds": time.time() - started,
-            "train_samples_per_second": sum(h["samples_per_second"] for h in history) / len(history),
+            **mean_over_epochs(history, "train_samples_per_second", "samples_per_second"),
             # real / padded tokens of the training batches (1.0: no padding); see trainer.bucket_by_length
-            "padding_efficiency": sum(h.get("padding_efficiency", float("nan")) for h in history) / len(history),
+            **mean_over_epochs(history, "padding_efficiency"),
             "tokenize_seconds": tokenize_seconds,
             "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss",
         },
@@ -99,13 +112,27 @@ def run(cfg: DictConfig) -> dict:
     }
     records.write_json_atomic(record_file, record)
     state.discard_state()
-    log.info("best dev acc %.4f (epoch %d), final %.4f; record: %s", record["best_dev_acc"], best["epoch"],
-             record["final_dev_acc"], record_file)
+    if history:
+        log.info("%sbest dev acc %.4f (epoch %d), final %.4f; record: %s", "diverged; " * (
+            record["status"] == records.DIVERGED), record["best_dev_acc"], best["epoch"], record["final_dev_acc"],
+            record_file)
+    else:
+        log.info("diverged in epoch 1; record: %s", record_file)
     return record
+
+
+def mean_over_epochs(history: list[dict], name: str, key: str | None = None) -> dict:
+    """{name: the mean of each epoch's ``key``} (None without a finished epoch)."""
+    values = [h.get(key or name, float("nan")) for h in history]
+    return {name: sum(values) / len(values) if values else None}
 
 
 def checkpoint_dir(results_dir, record_file: Path) -> Path:
     return Path(results_dir) / "checkpoints" / record_file.stem
+
+
+def tensorboard_dir(results_dir, record_file: Path) -> Path:
+    return Path(results_dir) / "tensorboard" / record_file.stem
 
 
 def _hydra_output_dir() -> str | None:

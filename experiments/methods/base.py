@@ -22,6 +22,9 @@ class Method:
         # Under mixed_float16 the optimizer is a LossScaleOptimizer: every gradient,
         # including a method's inner ones, is taken of the scaled loss and unscaled after.
         self.loss_scaler = optimizer if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer) else None
+        # The method's own scalar tensors of its last call (e.g. FGM's perturbation norm):
+        # the train step returns them for the progress log and TensorBoard (monitor.py).
+        self.quantities: dict[str, tf.Tensor] = {}
 
     def loss(self, inputs, labels, training: bool = True):
         """Mean cross-entropy of a forward pass, with dropout on unless ``training=False``."""

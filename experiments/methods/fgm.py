@@ -88,14 +88,21 @@ class FGM(Method):
         """The perturbation from a clean pass of its own, dropout on iff ``attack_dropout``."""
         with tf.GradientTape() as tape:
             clean_loss = self.loss(inputs, labels, training=self.attack_dropout)
-        return fgm_delta(self.gradient(tape, clean_loss, self.embeddings), self.epsilon)
+        return self.delta(self.gradient(tape, clean_loss, self.embeddings))
+
+    def delta(self, grad: tf.IndexedSlices) -> tf.IndexedSlices:
+        """``fgm_delta``, noting the norms of the embedding gradient and of the perturbation
+        (the repeated tf.unique is one op after Grappler's or XLA's common-subexpression pass)."""
+        delta = fgm_delta(grad, self.epsilon)
+        self.quantities = {"embedding_grad_norm": tf.norm(summed_rows(grad)[1]), "perturbation_norm": tf.norm(delta.values)}
+        return delta
 
     def __call__(self, inputs, labels):
         if self.accumulate_clean:  # one backward gives the clean update and the attack direction
             with tf.GradientTape() as tape:
                 clean_loss = self.loss(inputs, labels)
             clean_grads = self.gradient(tape, clean_loss, self.model.trainable_variables)
-            delta = fgm_delta(self.embedding_gradient(clean_grads), self.epsilon)
+            delta = self.delta(self.embedding_gradient(clean_grads))
         else:
             delta = self.attack(inputs, labels)
         self.embeddings.scatter_add(delta)

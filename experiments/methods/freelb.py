@@ -102,4 +102,5 @@ class FreeLB(Method):
             delta = delta + self.adv_lr * ascent / tf.maximum(per_example_norm(ascent), 1e-8)
             if self.adv_max_norm > 0:
                 delta *= tf.minimum(1.0, self.adv_max_norm / tf.maximum(per_example_norm(delta), 1e-12))
+        self.quantities = {"perturbation_norm": tf.reduce_mean(per_example_norm(delta))}  # the last pass's delta
         return total_loss, grads

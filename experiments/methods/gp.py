@@ -25,5 +25,7 @@ class GradientPenalty(Method):
                 loss = self.loss(inputs, labels)
             per_position = self.gradient(inner, loss, self.embeddings).values
             penalty = tf.reduce_sum(tf.square(tf.cast(per_position, tf.float32)))
-            total = loss + 0.5 * self.epsilon * penalty
+            weighted = 0.5 * self.epsilon * penalty
+            total = loss + weighted
+        self.quantities = {"gradient_penalty": weighted, "penalty_share": weighted / total}
         return total, self.gradient(outer, total, self.model.trainable_variables)

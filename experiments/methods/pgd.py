@@ -38,6 +38,7 @@ class PGD(Method):
         rows, g = summed_rows(self.embedding_gradient(clean_grads))
         original = tf.gather(self.embeddings, rows)  # E0 on the batch's rows: the ball's centre
         r = tf.zeros_like(g)
+        grad_norm = tf.norm(g)
         for step in range(self.steps):
             r = r + self.alpha * g / (tf.norm(g) + 1e-8)
             r = r * tf.minimum(1.0, self.epsilon / (tf.norm(r) + 1e-12))  # back onto the eps-ball
@@ -50,5 +51,6 @@ class PGD(Method):
             else:
                 grads = self.gradient(tape, loss, self.model.trainable_variables)
         self.embeddings.scatter_update(tf.IndexedSlices(original, rows))
+        self.quantities = {"embedding_grad_norm": grad_norm, "perturbation_norm": tf.norm(r)}
         # The update minimises clean + adversarial loss; that sum is the loss reported.
         return clean_loss + loss, add_gradients(clean_grads, grads)
