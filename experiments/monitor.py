@@ -89,8 +89,10 @@ class StepLog:
 
     def summary(self) -> dict:
         """The epoch so far: ``train_loss`` (mean per sample, as always), the mean learning
-        rate and method quantities per step, and how many steps those cover."""
+        rate and method quantities per step, and how many steps those cover. A non-finite
+        mean (say an overflowing perturbation norm) is kept as text ("inf"): records stay JSON."""
         means = {k: v / self.steps for k, v in self.sums.items()}
+        means = {k: v if math.isfinite(v) else str(v) for k, v in means.items()}
         return {"train_loss": self.mean_loss if self.samples else None, "steps": self.steps, **means}
 
 

@@ -12,7 +12,7 @@ from experiments.config import compose
 from experiments.run import run
 from tests.conftest import tiny_overrides
 
-TIMING_KEYS = {"seconds", "train_seconds", "eval_seconds", "samples_per_second"}
+TIMING_KEYS = {"seconds", "train_seconds", "eval_seconds", "samples_per_second", "input_wait_seconds"}
 
 
 def numbers(history):
