@@ -4,6 +4,7 @@
 #   make table                                  table.md, summary.csv, seeds.csv, pictures (+ CSVs) of RESULTS
 #   make model MODEL=albert_tiny_zh             download + verify a model's checkpoint (configs/model/)
 #   make submit MODEL=bert_base METHOD=fgm      CLUE's upload zip: each task's best-dev run in RESULTS
+#   make tensorboard RESULTS=results            live curves of the runs (per-step loss, learning rate, method quantities)
 #   make test                                   the test suite
 SHELL := bash
 .DEFAULT_GOAL := help
@@ -38,7 +39,7 @@ ENV_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)
 # what the other one installed).
 ENV_SWITCH := $(if $(filter $(ENV_EXTRA),$(shell cat $(ENV_STAMP) 2>/dev/null)),,env-switch)
 
-.PHONY: help env env-switch doctor data model run sweep predict submit table test bench
+.PHONY: help env env-switch doctor data model run sweep predict submit table tensorboard test bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
@@ -73,6 +74,9 @@ submit: $(ENV_STAMP)  ## CLUE upload zip of each task's best-dev run of METHOD= 
 
 table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy/curves/sweep_<key>.png (+ CSVs) from the run records in RESULTS=
 	$(PY) -m experiments.table $(RESULTS)
+
+tensorboard: $(ENV_STAMP)  ## TensorBoard on the runs' event files in RESULTS=/tensorboard (http://localhost:6006; ARGS="--port 6007 --bind_all")
+	$(PY) -m tensorboard.main --logdir $(RESULTS)/tensorboard $(ARGS)
 
 bench: $(ENV_STAMP)  ## seconds per train step of each method, MODEL='s shape (no weights), one process: ARGS="--layers 2 --rounds 3"
 	$(PY) -m experiments.bench --model $(MODEL) $(ARGS)
