@@ -1,7 +1,9 @@
 """`make bench`: seconds per warmed-up train step of every method on a model of the shape of
 ``--model`` (default bert_base: vocab 21128, hidden 768; its config's ``shape``, first
 ``--layers`` layers), seq 128, batch 32, random weights and tokens (no checkpoint needed),
-measured in one process, and the data pipeline's share of a step.
+measured in one process; the data pipeline's share of a step and of a training epoch
+(padding in line before, prefetched now); and a dev evaluation in file order (before) and
+in length order (now).
 
     python -m experiments.bench --model albert_tiny_zh --layers 0 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
 
@@ -53,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds (the first one traces)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
+    p.add_argument("--dev", type=int, default=2048, help="synthetic TNEWS-like dev texts for the evaluation timing")
+    p.add_argument("--epoch-steps", type=int, default=12, help="baseline steps of the timed training epoch")
     p.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"])
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench" / "latest.json")
@@ -86,15 +90,20 @@ def make_method(name, model, optimizer):
     return methods.build(OmegaConf.to_container(cfg, resolve=True), model, optimizer)
 
 
+def tnews_like(rng, n: int, seq: int, vocab: int = 21128) -> list[np.ndarray]:
+    """``n`` random token-id sequences of TNEWS-like lengths (normal, mean 24 tokens, sd 8:
+    TNEWS train has mean 23.4 and per-batch padding efficiency 0.63 at batch 32: README, Speed)."""
+    lengths = np.clip(np.rint(rng.normal(24, 8, n)), 3, seq).astype(int)
+    return [rng.integers(5, vocab, size=k).astype(np.int32) for k in lengths]
+
+
 def time_data_pipeline(args, rng, bucket: bool) -> tuple[float, float]:
     """(seconds per padded batch, padding efficiency) of an epoch of ``data.batches`` over
-    synthetic TNEWS-like lengths (normal, mean 24 tokens, sd 8: TNEWS train has mean 23.4
-    and per-batch padding efficiency 0.63 at batch 32: README, Speed)."""
+    TNEWS-like lengths."""
     from experiments import data
 
     n = args.batch * 200
-    lengths = np.clip(np.rint(rng.normal(24, 8, n)), 3, args.seq).astype(int)
-    token_ids = [rng.integers(5, 21128, size=k).astype(np.int32) for k in lengths]
+    token_ids = tnews_like(rng, n, args.seq)
     labels = np.zeros(n, np.int32)
     start = time.perf_counter()
     stats = data.PaddingStats()
@@ -102,6 +111,51 @@ def time_data_pipeline(args, rng, bucket: bool) -> tuple[float, float]:
                           stats=stats):
         pass
     return (time.perf_counter() - start) / data.num_batches(n, args.batch), stats.efficiency
+
+
+def time_training_epoch(trainer, rng, steps: int, seq: int, vocab: int, batch_seconds: float) -> dict:
+    """A real ``Trainer.train_epoch`` of ``steps`` baseline steps on TNEWS-like batches: the
+    share of its time the loop waited for the next batch (prepared in a background thread),
+    against the share padding took when it was done in line before each step (before: the
+    padding time over that plus the step's own time)."""
+    from experiments import data, monitor, training
+
+    n = steps * trainer.batch_size
+    train = training.Dataset(tnews_like(rng, n, seq, vocab), rng.integers(0, 15, n).astype(np.int32))
+    stats = trainer.train_epoch(train, np.random.default_rng(0), "timed epoch", monitor.StepLog(1, 1))
+    step_seconds = (stats["train_seconds"] - stats["input_wait_seconds"]) / data.num_batches(n, trainer.batch_size)
+    return {"steps": steps, "seconds": stats["train_seconds"],
+            "waiting_share_prefetched": stats["input_wait_seconds"] / stats["train_seconds"],
+            "padding_share_in_line": batch_seconds / (batch_seconds + step_seconds)}
+
+
+def time_evaluation(trainer, rng, n: int, seq: int, vocab: int) -> dict:
+    """Dev evaluation of ``n`` TNEWS-like texts as before (file order, each batch's answers
+    read from the device before the next is padded) and as ``Trainer.predict`` does now
+    (length order, next batch prefetched, one read at the end); each timed after an untimed pass."""
+    from experiments import data
+
+    token_ids = tnews_like(rng, n, seq, vocab)
+    padding = {"file_order": data.PaddingStats(), "length_order": data.PaddingStats()}
+    for name, stats in padding.items():
+        for _ in data.batches(token_ids, np.zeros(n), trainer.eval_batch_size, bucket_by_length=name == "length_order",
+                              stats=stats):
+            pass
+
+    def file_order():
+        return np.concatenate([np.argmax(trainer.logits_step(inputs).numpy(), axis=-1)
+                               for inputs, _ in data.batches(token_ids, np.zeros(n), trainer.eval_batch_size)])
+
+    seconds, answers = {}, {}
+    for name, predict in (("file_order", file_order), ("length_order", lambda: trainer.predict(token_ids))):
+        predict()
+        start = time.perf_counter()
+        answers[name] = predict()
+        seconds[name] = time.perf_counter() - start
+    return {"texts": n, "batch": trainer.eval_batch_size, "seconds": seconds,
+            "ratio": seconds["length_order"] / seconds["file_order"],
+            "padding_efficiency": {name: stats.efficiency for name, stats in padding.items()},
+            "same_predictions": bool(np.array_equal(answers["file_order"], answers["length_order"]))}
 
 
 def busy_jiffies() -> int | None:
@@ -152,17 +206,17 @@ def main(argv=None) -> dict:
     inputs = (tf.constant(ids), tf.zeros_like(ids))
     labels = tf.constant(rng.integers(0, 15, size=args.batch).astype(np.int32))
 
-    steps = {}
+    trainers = {}
     for name in names:
         optimizer = training.make_optimizer(2e-5, args.precision)
-        trainer = training.Trainer(model, make_method(name, model, optimizer), optimizer, args.batch,
-                                   jit_compile=args.jit_compile)
-        steps[name] = trainer.train_step
+        trainers[name] = training.Trainer(model, make_method(name, model, optimizer), optimizer, args.batch,
+                                          jit_compile=args.jit_compile, progress=False)
+    steps = {name: trainer.train_step for name, trainer in trainers.items()}
     # Warm-up in the timed order too: a method's first step after all the others have run
     # (and allocated their buffers) is slow once, and would otherwise be a timed one.
     for r in range(args.warmup):
         for name in names:
-            float(steps[name](inputs, labels))
+            float(steps[name](inputs, labels)["loss"])
         print(f"warm-up round {r + 1}/{args.warmup} done", file=sys.stderr, flush=True)
     times, cpu = {name: [] for name in names}, {name: [] for name in names}
     wall0, cpu0, busy0 = time.perf_counter(), time.process_time(), busy_jiffies()
@@ -170,7 +224,7 @@ def main(argv=None) -> dict:
         for name in names:
             for _ in range(args.steps):
                 start, start_cpu = time.perf_counter(), time.process_time()
-                float(steps[name](inputs, labels))  # float(): waits for the step to finish
+                float(steps[name](inputs, labels)["loss"])  # float(): waits for the step to finish
                 times[name].append(time.perf_counter() - start)
                 cpu[name].append(time.process_time() - start_cpu)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
@@ -184,6 +238,9 @@ def main(argv=None) -> dict:
     base = per_step["baseline"]
     batch_seconds, efficiency = time_data_pipeline(args, rng, bucket=False)
     bucket_seconds, bucket_efficiency = time_data_pipeline(args, rng, bucket=True)
+    print("timing a training epoch and the dev evaluation", file=sys.stderr, flush=True)
+    epoch = time_training_epoch(trainers["baseline"], rng, args.epoch_steps, args.seq, vocab, batch_seconds)
+    evaluation = time_evaluation(trainers["baseline"], rng, args.dev, args.seq, vocab)
     result = {
         "command": " ".join(["python -m experiments.bench", *(argv if argv is not None else sys.argv[1:])]),
         "model": {"name": model_cfg.name, "family": models.family(model_cfg), "parameters": model.count_params(),
@@ -202,8 +259,9 @@ def main(argv=None) -> dict:
         "data_pipeline": {
             "seconds_per_batch": batch_seconds, "share_of_baseline_step": batch_seconds / (batch_seconds + base),
             "padding_efficiency": efficiency, "bucketed_seconds_per_batch": bucket_seconds,
-            "bucketed_padding_efficiency": bucket_efficiency,
+            "bucketed_padding_efficiency": bucket_efficiency, "training_epoch": epoch,
         },
+        "evaluation": evaluation,
         "machine": {**machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
                     "others_cpu_share": others},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -237,6 +295,16 @@ def table(result: dict) -> str:
                  f"{100 * d['share_of_baseline_step']:.2f}% of a baseline step; padding efficiency "
                  f"{d['padding_efficiency']:.2f} per batch, {d['bucketed_padding_efficiency']:.2f} bucketed by length "
                  "(synthetic TNEWS-like lengths)")
+    e = d["training_epoch"]
+    lines.append(f"training epoch ({e['steps']} baseline steps, TNEWS-like batches): padding in line took "
+                 f"{100 * e['padding_share_in_line']:.2f}% of the loop (before); with the next batch padded in a "
+                 f"background thread the loop waited {100 * e['waiting_share_prefetched']:.2f}% of it (now)")
+    v = result["evaluation"]
+    lines.append(f"dev evaluation ({v['texts']} TNEWS-like texts, batch {v['batch']}): file order, a read per batch "
+                 f"{v['seconds']['file_order']:.2f} s (padding eff. {v['padding_efficiency']['file_order']:.2f}); "
+                 f"length order, one read {v['seconds']['length_order']:.2f} s (padding eff. "
+                 f"{v['padding_efficiency']['length_order']:.2f}) = {v['ratio']:.2f}x the time; same predictions: "
+                 f"{'yes' if v['same_predictions'] else 'NO'}")
     for name, target in TARGETS.items():
         if f"{name}_over_baseline" in result:
             ratio = result[f"{name}_over_baseline"]

@@ -159,10 +159,13 @@ def test_bench_writes_its_figures(tmp_path):
     """A smoke run of `make bench` on a small shape: the JSON has what the issue asks for."""
     out = tmp_path / "latest.json"
     result = bench.main(["--layers", "1", "--seq", "8", "--batch", "2", "--warmup", "1", "--rounds", "1",
-                         "--steps", "1", "--methods", "baseline,fgm,gp", "--out", str(out)])
+                         "--steps", "1", "--methods", "baseline,fgm,gp", "--dev", "40", "--epoch-steps", "2",
+                         "--out", str(out)])
     assert out.exists()
     assert {"steps", "seconds_per_step", "fgm_over_baseline", "gp_over_baseline", "shape", "machine",
-            "data_pipeline"} <= set(result)
+            "data_pipeline", "evaluation"} <= set(result)
+    assert result["evaluation"]["same_predictions"] and result["evaluation"]["texts"] == 40
+    assert 0 <= result["data_pipeline"]["training_epoch"]["waiting_share_prefetched"] < 1
     assert result["shape"]["vocab"] == 21128 and result["shape"]["hidden"] == 768
     assert set(result["seconds_per_step"]) == {"baseline", "fgm", "gp"}
     assert result["machine"]["tensorflow"] == tf.__version__
