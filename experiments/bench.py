@@ -146,14 +146,15 @@ def time_evaluation(trainer, rng, n: int, seq: int, vocab: int) -> dict:
         return np.concatenate([np.argmax(trainer.logits_step(inputs).numpy(), axis=-1)
                                for inputs, _ in data.batches(token_ids, np.zeros(n), trainer.eval_batch_size)])
 
-    seconds, answers = {}, {}
+    seconds, cpu, answers = {}, {}, {}
     for name, predict in (("file_order", file_order), ("length_order", lambda: trainer.predict(token_ids))):
         predict()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         answers[name] = predict()
-        seconds[name] = time.perf_counter() - start
-    return {"texts": n, "batch": trainer.eval_batch_size, "seconds": seconds,
+        seconds[name], cpu[name] = time.perf_counter() - start, time.process_time() - start_cpu
+    return {"texts": n, "batch": trainer.eval_batch_size, "seconds": seconds, "cpu_seconds": cpu,
             "ratio": seconds["length_order"] / seconds["file_order"],
+            "cpu_ratio": cpu["length_order"] / cpu["file_order"],
             "padding_efficiency": {name: stats.efficiency for name, stats in padding.items()},
             "same_predictions": bool(np.array_equal(answers["file_order"], answers["length_order"]))}
 
@@ -303,7 +304,9 @@ def table(result: dict) -> str:
     lines.append(f"dev evaluation ({v['texts']} TNEWS-like texts, batch {v['batch']}): file order, a read per batch "
                  f"{v['seconds']['file_order']:.2f} s (padding eff. {v['padding_efficiency']['file_order']:.2f}); "
                  f"length order, one read {v['seconds']['length_order']:.2f} s (padding eff. "
-                 f"{v['padding_efficiency']['length_order']:.2f}) = {v['ratio']:.2f}x the time; same predictions: "
+                 f"{v['padding_efficiency']['length_order']:.2f}) = {v['ratio']:.2f}x the time, "
+                 f"{v['cpu_ratio']:.2f}x the CPU time ({v['cpu_seconds']['file_order']:.2f} -> "
+                 f"{v['cpu_seconds']['length_order']:.2f} s); same predictions: "
                  f"{'yes' if v['same_predictions'] else 'NO'}")
     for name, target in TARGETS.items():
         if f"{name}_over_baseline" in result:
