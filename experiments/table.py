@@ -26,7 +26,7 @@ from experiments import PROJECT_ROOT, records
 from experiments.errors import UserError
 
 BLOG_CSV = PROJECT_ROOT / "results" / "reference" / "blog.csv"
-CLUE_CSV = PROJECT_ROOT / "results" / "reference" / "clue.csv"  # CLUE's own BERT-base figures, test and dev
+CLUE_CSV = PROJECT_ROOT / "results" / "reference" / "clue.csv"  # CLUE's own figures per model, test and dev
 TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020", "csl")  # CLUE's order; others after, A-Z
 FIRST_METHODS = ("baseline", "fgm", "gp")  # shown first, in this order; any other method after them, A-Z
 GROUP = ["task", "model", "method", "settings_id"]
@@ -37,8 +37,9 @@ from {n} complete run records in `runs/`{diverged}.
 The blog's figures (kexue.fm/archives/7234, `results/reference/blog.csv`) are CLUE **test-set** numbers for \
 BERT-base (shown beside `bert_base` rows only), one run each; our runs report best **dev** accuracy, \
 so compare differences to the baseline, not levels.
-CLUE's own BERT-base figures (CLUEbenchmark/CLUE and /OCNLI READMEs, `results/reference/clue.csv`), "test (dev)", \
-stand beside `bert_base` baseline rows as a second reference.
+CLUE's own figures (CLUEbenchmark/CLUE and /OCNLI READMEs, `results/reference/clue.csv`), "test (dev)", \
+stand beside the baseline rows of the models CLUE lists (BERT-base, RoBERTa-wwm-ext(-large), ALBERT-tiny/-base) \
+as a second reference.
 Δ vs baseline: the mean over shared seeds of (method − baseline), against the baseline runs whose settings \
 equal the method's outside `method`, with its 95% t-interval in brackets."""
 
@@ -195,10 +196,10 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
         wide[task.upper()] = wide.method.map(cells[0]).fillna("")
         wide[f"{task.upper()} Δ vs baseline"] = wide.method.map(cells[1]).fillna("")
         wide[f"{task.upper()} blog"] = wide.method.map(t.set_index("row").blog.map(pct)).fillna("")
-        if t.clue_test.notna().any():  # CLUE's own figures, beside bert_base baseline rows
+        if t.clue_test.notna().any():  # CLUE's own figures, beside the baseline rows of the models it lists
             clue = t.set_index("row").dropna(subset="clue_test")
-            wide[f"{task.upper()} CLUE test (dev)"] = wide.method.map(
-                clue.clue_test.map(pct) + " (" + clue.clue_dev.map(pct) + ")").fillna("")
+            dev = clue.clue_dev.map(lambda d: "" if pd.isna(d) else f" ({pct(d)})")  # CLUE gives no dev for some
+            wide[f"{task.upper()} CLUE test (dev)"] = wide.method.map(clue.clue_test.map(pct) + dev).fillna("")
     parts.append("## Summary: mean ± std (n seeds), paired difference to the baseline, the blog's figure\n\n"
                  + md_table(wide))
     return "\n\n".join(parts) + "\n"

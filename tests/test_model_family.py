@@ -7,6 +7,7 @@ wrong-vocab and no-URL mistakes are one-line errors."""
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
@@ -211,3 +212,20 @@ def test_bench_builds_a_models_shape_without_weights():
     embeddings = (v + 2 + 512) * e + 2 * e + (e * h + h)  # token, segment, position, LayerNorm, mapping up
     assert model.count_params() == embeddings + layer + h * labels + labels
     assert (shape["num_hidden_layers"], shape["hidden_size"], shape["embedding_size"]) == (4, 312, 128)
+
+
+def test_clue_figures_of_these_models_stand_beside_their_rows(tmp_path):
+    """results/reference/clue.csv's rows for the models CLUE lists reach `make table`; ALBERT-base has no dev."""
+    from experiments import table
+    from tests.test_table import write
+
+    clue = pd.read_csv(table.CLUE_CSV, comment="#")
+    assert set(clue.model) == {"bert_base", "roberta_wwm_ext", "roberta_wwm_ext_large", "albert_tiny_zh",
+                               "albert_base_zh"} and set(clue.model) <= set(RELEASES)
+    for model in ("roberta_wwm_ext", "albert_base_zh", "macbert_base"):
+        write(tmp_path, "tnews", "baseline", 0, 0.5, final=0.5, model=model)
+    table.write_all(tmp_path)
+    text = (tmp_path / "table.md").read_text()
+    assert "| baseline [roberta_wwm_ext] | 50.00 (n=1) |  |  | 56.94 (57.51) |" in text
+    assert "| baseline [albert_base_zh] | 50.00 (n=1) |  |  | 55.06 |" in text
+    assert "| baseline [macbert_base] | 50.00 (n=1) |  |  |  |" in text  # not in CLUE's tables

@@ -193,10 +193,11 @@ def test_blog_figures_are_data():
 
 def test_clue_figures_are_data_and_order_the_task_columns(tmp_path):
     clue = pd.read_csv(table.CLUE_CSV, comment="#")
-    assert {r.task: (r.test, r.dev) for r in clue.itertuples()} == {
+    bert = clue[clue.model == "bert_base"]  # the other models' rows: tests/test_model_family.py
+    assert {r.task: (r.test, r.dev) for r in bert.itertuples()} == {
         "afqmc": (73.70, 74.16), "tnews": (56.58, 56.09), "iflytek": (60.29, 60.37), "cmnli": (79.69, 79.47),
         "ocnli": (72.2, 74.5), "cluewsc2020": (62.0, 59.6), "csl": (80.36, 79.63)}
-    assert tuple(clue.task) == table.TASKS and set(clue.model) == {"bert_base"} and set(clue.method) == {"baseline"}
+    assert tuple(bert.task) == table.TASKS and set(clue.method) == {"baseline"}
     text = table.CLUE_CSV.read_text()
     assert "github.com/CLUEbenchmark/CLUE" in text and "github.com/CLUEbenchmark/OCNLI" in text
     for task in ("csl", "ocnli", "tnews", "afqmc", "iflytek", "cluewsc2020", "cmnli"):  # written out of order
