@@ -144,6 +144,7 @@ def _hydra_output_dir() -> str | None:
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     devices.pin_job()  # hydra/launcher=joblib: this process's GPU and threads, before TensorFlow starts
+    slurm.exit_at_once_when_requeued()  # hydra/launcher=slurm: a time-limit requeue ends the job cleanly
     try:
         return run(cfg)["best_dev_acc"]
     except UserError as err:

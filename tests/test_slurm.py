@@ -177,3 +177,41 @@ def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(clu
           f"{time.time() - started:.0f} s under Slurm")
     print("\n".join(re.findall(r".*(?:Started JobId|Allocate JobId|Requeuing JobId|_job_complete).*",
                                 (cluster.root / "log" / "slurmctld.log").read_text())))
+
+
+EXIT_AFTER_REQUEUE = """
+import os, signal, sys, time
+from submitit.core.job_environment import SignalHandler
+from submitit.core.utils import DelayedSubmission, JobPaths
+from experiments import slurm
+
+class Env:  # in place of submitit's SlurmJobEnvironment, whose _requeue calls scontrol requeue
+    global_rank = 0
+    def _requeue(self, countdown):
+        print("requeued, timeouts left:", countdown, flush=True)
+
+class Run:
+    def __call__(self):
+        pass
+    def checkpoint(self):
+        return DelayedSubmission(self)
+
+delayed = DelayedSubmission(Run())
+delayed.set_timeout(1, 3)
+signal.signal(signal.SIGUSR2, SignalHandler(Env(), JobPaths(sys.argv[1], job_id="7", task_id=0), delayed).checkpoint_and_try_requeue)
+slurm.exit_at_once_when_requeued()
+try:
+    os.kill(os.getpid(), signal.SIGUSR2)
+    time.sleep(30)
+finally:
+    print("unwound", flush=True)  # an exception from the handler would pass through here
+"""
+
+
+def test_after_submitits_requeue_the_job_process_ends_at_once_without_unwinding(tmp_path):
+    """No cluster needed: submitit's own time-limit handler, our wrapper, a real SIGUSR2."""
+    done = subprocess.run([sys.executable, "-c", EXIT_AFTER_REQUEUE, str(tmp_path)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 255, done.stdout + done.stderr  # sys.exit(-1), as submitit meant
+    assert "requeued, timeouts left: 2" in done.stdout and "unwound" not in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "7_submitted.pkl").exists()  # the checkpointed submission the requeued job reloads
