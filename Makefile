@@ -81,5 +81,8 @@ tensorboard: $(ENV_STAMP)  ## TensorBoard on the runs' event files in RESULTS=/t
 bench: $(ENV_STAMP)  ## seconds per train step of each method, MODEL='s shape (no weights), one process: ARGS="--layers 2 --rounds 3"
 	$(PY) -m experiments.bench --model $(MODEL) $(ARGS)
 
+doctor: $(ENV_STAMP)  ## check this machine before a sweep: GPU, CUDA, data, a few steps of each method, the grid's time (TASKS= METHODS= SEEDS= MODEL= ARGS=)
+	$(PY) -m experiments.doctor --tasks $(TASKS) --methods $(METHODS) --seeds $(SEEDS) model=$(MODEL) $(ARGS)
+
 test: $(ENV_STAMP)  ## run the test suite
 	$(PY) -m pytest

@@ -73,12 +73,45 @@ def model_config(name: str):
     return config.compose([f"model={name}"]).model
 
 
-def build_model(args, model_cfg):
-    """The classifier of ``model_cfg``'s family and shape, random weights; and its encoder config."""
-    from experiments import models
+def build_model(model_cfg, layers: int | None = None, precision: str = "float32"):
+    """The classifier of ``model_cfg``'s family and shape (its first ``layers`` layers), random
+    weights, under ``precision`` and prepared as a run prepares its model; and its encoder config."""
+    from experiments import models, training
 
-    shape = models.shape_config(model_cfg, args.layers)
-    return models.build_classifier(model_cfg, shape, 15, seed=0, load_weights=False), shape
+    training.set_precision(precision)
+    shape = models.shape_config(model_cfg, layers)
+    model = models.build_classifier(model_cfg, shape, 15, seed=0, load_weights=False)
+    training.prepare_model(model, precision)
+    return model, shape
+
+
+def synthetic_batch(batch: int, seq: int, vocab: int, rng: np.random.Generator):
+    """Random tokens between [CLS] and [SEP], no padding (the full seq-long batch), random labels."""
+    import tensorflow as tf
+
+    ids = rng.integers(5, vocab, size=(batch, seq)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = 2, 3
+    return (tf.constant(ids), tf.zeros_like(ids)), tf.constant(rng.integers(0, 15, size=batch).astype(np.int32))
+
+
+def make_trainers(model, names, batch: int, precision: str, jit_compile: bool, learning_rate: float = 2e-5) -> dict:
+    """name -> Trainer of each method, each with its own Adam, as a run builds them."""
+    from experiments import training
+
+    trainers = {}
+    for name in names:
+        optimizer = training.make_optimizer(learning_rate, precision)
+        trainers[name] = training.Trainer(model, make_method(name, model, optimizer), optimizer, batch,
+                                          jit_compile=jit_compile, progress=False)
+    return trainers
+
+
+def timed(step, inputs, labels) -> tuple[float, float, float]:
+    """(loss, wall seconds, CPU seconds of this process) of one call of a train step;
+    float() waits for the step to finish."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    loss = float(step(inputs, labels)["loss"])
+    return loss, time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def make_method(name, model, optimizer):
@@ -192,26 +225,16 @@ def main(argv=None) -> dict:
 
     import tensorflow as tf
 
-    from experiments import environment, models, training
+    from experiments import environment
 
     tf.get_logger().setLevel("ERROR")  # one retracing warning per method otherwise
     environment.seed_everything(0)  # as a run does (op determinism included)
-    training.set_precision(args.precision)
     model_cfg = model_config(args.model)
-    model, shape = build_model(args, model_cfg)
-    training.prepare_model(model, args.precision)
+    model, shape = build_model(model_cfg, args.layers, args.precision)
     rng = np.random.default_rng(0)
     vocab = shape["vocab_size"]
-    ids = rng.integers(5, vocab, size=(args.batch, args.seq)).astype(np.int32)
-    ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP], no padding: the full seq-long batch
-    inputs = (tf.constant(ids), tf.zeros_like(ids))
-    labels = tf.constant(rng.integers(0, 15, size=args.batch).astype(np.int32))
-
-    trainers = {}
-    for name in names:
-        optimizer = training.make_optimizer(2e-5, args.precision)
-        trainers[name] = training.Trainer(model, make_method(name, model, optimizer), optimizer, args.batch,
-                                          jit_compile=args.jit_compile, progress=False)
+    inputs, labels = synthetic_batch(args.batch, args.seq, vocab, rng)
+    trainers = make_trainers(model, names, args.batch, args.precision, args.jit_compile)
     steps = {name: trainer.train_step for name, trainer in trainers.items()}
     # Warm-up in the timed order too: a method's first step after all the others have run
     # (and allocated their buffers) is slow once, and would otherwise be a timed one.
@@ -224,10 +247,9 @@ def main(argv=None) -> dict:
     for r in range(args.rounds):
         for name in names:
             for _ in range(args.steps):
-                start, start_cpu = time.perf_counter(), time.process_time()
-                float(steps[name](inputs, labels)["loss"])  # float(): waits for the step to finish
-                times[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
+                _, wall, cpu_seconds = timed(steps[name], inputs, labels)
+                times[name].append(wall)
+                cpu[name].append(cpu_seconds)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     others = None
     if busy0 is not None:  # the machine's CPU time minus ours, over what the cores could give

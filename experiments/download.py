@@ -134,11 +134,17 @@ def fetch_or_verify(t: Target, dl) -> None:
     if not t.dest.exists():
         install(t, dl)
         return
+    checked, total = verify(t)
+    log.info("%s: present; %d of %d files match their recorded sha256", t.dest, checked, total)
+
+
+def verify(t: Target, fix: str | None = None) -> tuple[int, int]:
+    """Check the copy of ``t`` in place against the known and recorded sums (a UserError naming
+    the file and ``fix`` if one differs); return (files with a sum checked, files)."""
     recorded = _recorded(t.dest)
-    fix = f"delete {t.dest}/ and run this again to download it afresh" if t.url else t.alternative
+    fix = fix or (f"delete {t.dest}/ and run this again to download it afresh" if t.url else t.alternative)
     sums = check_folder(t.dest, t, recorded, where=str(t.dest), fix=fix)
-    checked = len(set(t.known) | set(recorded))
-    log.info("%s: present; %d of %d files match their recorded sha256", t.dest, checked, len(sums))
+    return len(set(t.known) | set(recorded)), len(sums)
 
 
 # --- install: download, unpack, verify, move into place --------------------------------------

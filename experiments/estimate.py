@@ -87,16 +87,17 @@ def count_examples(cfg, split: str) -> int | None:
     return n if cap is None or n is None else min(n, int(cap))
 
 
-def run_seconds(cfg, baseline_step_seconds: float) -> tuple[float, int] | None:
+def run_seconds(cfg, baseline_step_seconds: float, cost: float | None = None) -> tuple[float, int] | None:
     """(seconds, train steps) of the run ``cfg`` describes, given a baseline step's seconds at
-    batch trainer.batch_size and length task.max_length; None if the task's size is unknown.
-    Each epoch adds a forward pass over dev (a third of a train step per batch of tokens)."""
+    batch trainer.batch_size and length task.max_length and the method's step in baseline steps
+    (default: METHOD_COST); None if the task's size is unknown. Each epoch adds a forward pass
+    over dev (a third of a train step per batch of tokens)."""
     train, dev = count_examples(cfg, "train"), count_examples(cfg, "dev") or 0
     if train is None:
         return None
     epochs, batch = int(cfg.trainer.epochs), int(cfg.trainer.batch_size)
     steps = epochs * math.ceil(train / batch)
-    seconds = steps * baseline_step_seconds * method_cost(cfg.method)
+    seconds = steps * baseline_step_seconds * (method_cost(cfg.method) if cost is None else cost)
     seconds += epochs * (dev / batch) * baseline_step_seconds / 3
     return seconds, steps
 

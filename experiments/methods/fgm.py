@@ -1,7 +1,7 @@
 """FGM on the token-embedding matrix, the blog's variant (kexue.fm/archives/7234).
 
 Per step: g = dL/dE for the whole embedding matrix E; E += eps * g / ||g||_F; take the
-loss and gradients again; E -= that delta; the update uses the perturbed gradients only.
+loss and gradients again; E is put back as it was; the update uses the perturbed gradients only.
 
 The gradient of an embedding lookup is sparse (IndexedSlices, one row per position), so
 the perturbation is built on the batch's unique token rows only: no vocab x hidden
@@ -105,11 +105,14 @@ class FGM(Method):
             delta = self.delta(self.embedding_gradient(clean_grads))
         else:
             delta = self.attack(inputs, labels)
+        # Restored from a copy of the touched rows, not by subtracting delta: (e + d) - d is not
+        # always e in floating point, and the matrix must come back bit for bit (make doctor checks).
+        original = tf.gather(self.embeddings, delta.indices)
         self.embeddings.scatter_add(delta)
         with tf.GradientTape() as tape:
             loss = self.loss(inputs, labels)
         grads = self.gradient(tape, loss, self.model.trainable_variables)
-        self.embeddings.scatter_sub(delta)
+        self.embeddings.scatter_update(tf.IndexedSlices(original, delta.indices))
         if self.accumulate_clean:
             return clean_loss + loss, add_gradients(clean_grads, grads)
         return loss, grads
