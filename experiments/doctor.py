@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import sys
 import time
@@ -101,6 +102,9 @@ def check_software_and_gpus(report: Report, cfg) -> list:
     listed, driver = devices.nvidia_smi_gpus(), devices.driver_version()
     if not listed:
         report.line(NOTE, "nvidia-smi", "lists no GPU (no NVIDIA driver, or no GPU): runs train on the CPU")
+        if not OmegaConf.select(cfg, "model.cpu_friendly", default=False):
+            report.line(NOTE, f"model={cfg.model.name}", "not cpu_friendly: `make run` stops here with an estimate "
+                        "of its time unless given trainer.device=cpu")
     else:
         major = int(driver.split(".")[0]) if driver and driver.split(".")[0].isdigit() else None
         too_old = major is not None and major < devices.MIN_DRIVER
@@ -109,7 +113,7 @@ def check_software_and_gpus(report: Report, cfg) -> list:
     environment.set_tf32(cfg.trainer.tf32)
     tf_gpus = tf.config.list_physical_devices("GPU") if devices.visible_gpus() else []
     if listed and devices.visible_gpus() and not tf_gpus:
-        message = devices._unusable_gpu_message(listed, tf.__version__, __import__("os").environ)
+        message = devices._unusable_gpu_message(listed, tf.__version__, os.environ)
         seen, _, fix = message.partition("; ")
         report.line(FAIL, "tensorflow's GPUs", seen, fix)
     memory = _memory_by_index()
