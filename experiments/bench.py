@@ -204,7 +204,7 @@ def busy_jiffies() -> int | None:
 def machine() -> dict:
     import tensorflow as tf
 
-    from experiments import environment
+    from experiments import environment, models
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -225,7 +225,7 @@ def main(argv=None) -> dict:
 
     import tensorflow as tf
 
-    from experiments import environment
+    from experiments import environment, models
 
     tf.get_logger().setLevel("ERROR")  # one retracing warning per method otherwise
     environment.seed_everything(0)  # as a run does (op determinism included)
