@@ -132,38 +132,41 @@ def test_planted_nan_ends_the_run_as_diverged_and_sweeps_skip_it(clue_dir, tmp_p
 
 
 def test_each_method_reports_its_quantities():
-    """The train step returns the loss, the rate and the method's own quantities, equal to
-    independent computations on the model before the update."""
+    """Each method's own quantities equal independent computations, and the train step returns
+    them with the loss and the learning rate its update used."""
     (inputs, labels) = batch = repeated_token_batch()
-    cases = {"fgm": {"epsilon": 0.3}, "pgd": {"epsilon": 0.2, "alpha": 0.3, "steps": 1},
-             "gp": {"epsilon": 0.5}, "freelb": {"adv_steps": 2, "adv_lr": 0.1, "adv_init_mag": 0.0}}
-    for name, options in cases.items():
-        model = tiny_model()
-        emb = model.get_layer("Embedding-Token").embeddings
-        with tf.GradientTape() as tape:
-            loss = cross_entropy(labels, model(inputs, training=True))
-        per_position = tape.gradient(loss, emb)
-        g = tf.convert_to_tensor(per_position).numpy()  # dense: duplicates summed
-        optimizer = training.make_optimizer(1e-3, "float32")
-        target = {"fgm": "FGM", "pgd": "PGD", "gp": "GradientPenalty", "freelb": "FreeLB"}[name]
-        method = build({"_target_": f"experiments.methods.{name}.{target}", "name": name, **options}, model, optimizer)
-        out = {k: float(v) for k, v in training.Trainer(model, method, optimizer, 3).train_step(*batch).items()}
-        assert out["learning_rate"] == pytest.approx(1e-3)
-        grad_norm = float(np.linalg.norm(g))
-        if name == "fgm":
-            assert (out["embedding_grad_norm"], out["perturbation_norm"]) == (
-                pytest.approx(grad_norm, rel=1e-5), pytest.approx(0.3, rel=1e-5))
-        elif name == "pgd":  # an ascent step of 0.3, projected back onto the 0.2-ball
-            assert (out["embedding_grad_norm"], out["perturbation_norm"]) == (
-                pytest.approx(grad_norm, rel=1e-5), pytest.approx(0.2, rel=1e-5))
-        elif name == "gp":  # 0.5 * eps * the sum of squared per-position gradients
-            assert out["gradient_penalty"] == pytest.approx(0.25 * float(tf.reduce_sum(per_position.values ** 2)),
-                                                            rel=1e-5)
-            assert out["loss"] == pytest.approx(float(loss) + out["gradient_penalty"], rel=1e-6)
-            assert out["penalty_share"] == pytest.approx(out["gradient_penalty"] / out["loss"], rel=1e-6)
-        else:  # no initial noise, one ascent step of adv_lr per example: each example's delta has norm 0.1
-            assert out["perturbation_norm"] == pytest.approx(0.1, rel=1e-5)
-        assert set(out) == {"loss", "learning_rate", *method.quantities}
+    model = tiny_model()  # dropout-free: every pass below sees the same function
+    emb = model.get_layer("Embedding-Token").embeddings
+    with tf.GradientTape() as tape:
+        clean = cross_entropy(labels, model(inputs, training=True))
+    per_position = tape.gradient(clean, emb)
+    grad_norm = float(np.linalg.norm(tf.convert_to_tensor(per_position).numpy()))  # dense: duplicates summed
+    cases = {"fgm": ("FGM", {"epsilon": 0.3}), "pgd": ("PGD", {"epsilon": 0.2, "alpha": 0.3, "steps": 1}),
+             "gp": ("GradientPenalty", {"epsilon": 0.5}),
+             "freelb": ("FreeLB", {"adv_steps": 2, "adv_lr": 0.1, "adv_init_mag": 0.0})}
+    methods = {name: build({"_target_": f"experiments.methods.{name}.{cls}", "name": name, **options}, model, None)
+               for name, (cls, options) in cases.items()}
+    got = {}
+    for name, method in methods.items():  # eagerly; none of them changes the weights
+        total, _ = method(*batch)
+        got[name] = {"loss": float(total), **{k: float(v) for k, v in method.quantities.items()}}
+    assert (got["fgm"]["embedding_grad_norm"], got["fgm"]["perturbation_norm"]) == (
+        pytest.approx(grad_norm, rel=1e-5), pytest.approx(0.3, rel=1e-5))
+    # PGD: one ascent step of 0.3, projected back onto the 0.2-ball
+    assert (got["pgd"]["embedding_grad_norm"], got["pgd"]["perturbation_norm"]) == (
+        pytest.approx(grad_norm, rel=1e-5), pytest.approx(0.2, rel=1e-5))
+    # GP: 0.5 * eps * the sum of squared per-position gradients, and its share of the loss
+    gp = got["gp"]
+    assert gp["gradient_penalty"] == pytest.approx(0.25 * float(tf.reduce_sum(per_position.values ** 2)), rel=1e-5)
+    assert gp["loss"] == pytest.approx(float(clean) + gp["gradient_penalty"], rel=1e-6)
+    assert gp["penalty_share"] == pytest.approx(gp["gradient_penalty"] / gp["loss"], rel=1e-6)
+    # FreeLB: no initial noise, one ascent step of adv_lr per example: each example's delta has norm 0.1
+    assert got["freelb"]["perturbation_norm"] == pytest.approx(0.1, rel=1e-5)
+
+    optimizer = training.make_optimizer(1e-3, "float32")
+    fgm = build({"_target_": "experiments.methods.fgm.FGM", "name": "fgm", "epsilon": 0.3}, model, optimizer)
+    out = {k: float(v) for k, v in training.Trainer(model, fgm, optimizer, 3).train_step(*batch).items()}
+    assert out == pytest.approx({**got["fgm"], "learning_rate": 1e-3}, rel=1e-5)  # computed before the update
 
 
 def test_length_ordered_evaluation_scores_each_sequence_as_alone():
