@@ -44,8 +44,8 @@ def clip_to_percent(ax) -> None:
     ax.set_ylim(max(low, 0), min(high, 100))
 
 
-def save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=120)
+def save(fig, path: Path, **options) -> None:
+    fig.savefig(path, dpi=120, **options)
     pyplot().close(fig)
 
 
@@ -170,8 +170,8 @@ def plot_curves(data: pd.DataFrame, path: Path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     axes[0][0].set_ylabel("dev accuracy (%)")
-    fig.tight_layout()
-    save(fig, path)
+    fig.subplots_adjust(wspace=0.6)
+    save(fig, path, bbox_inches="tight")  # the figure grows to hold the legends beside the panels, however long
 
 
 # ---- sweep_<key>.png: accuracy against the one numeric setting that varies ----
