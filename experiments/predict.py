@@ -32,9 +32,13 @@ def find_record(run: str | Path) -> tuple[Path, dict]:
             raise UserError(f"{run}: neither a run record (.json) nor a run folder with .hydra/config.yaml")
         cfg = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
         run = records.record_path(cfg["paths"]["results_dir"], cfg)
-    record = records.read_record(run)
+    record = records.read_record(run, records.DONE)
     if record is None:
         raise UserError(f"{run}: no complete run record there; the run did not finish (see `make sweep` to resume)")
+    if record["status"] == records.DIVERGED:
+        at = record["diverged_at"]
+        raise UserError(f"{run}: this run diverged (a non-finite loss at epoch {at['epoch']}, step {at['step']}); "
+                        "predict with a complete run, or delete this record and rerun with other settings")
     return run, record
 
 

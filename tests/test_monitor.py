@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import data, monitor, records, training
+from experiments import data, monitor, predict, records, training
 from experiments.config import compose
+from experiments.errors import UserError
 from experiments.methods import build, cross_entropy
 from experiments.methods.baseline import Baseline
 from experiments.run import run, tensorboard_dir
@@ -125,6 +126,9 @@ def test_planted_nan_ends_the_run_as_diverged_and_sweeps_skip_it(clue_dir, tmp_p
     assert not (tmp_path / "r" / "checkpoints" / path.stem / "state").exists()
     assert records.load_records(tmp_path / "r") == []  # tables average complete runs only
     assert records.load_records(tmp_path / "r", records.DONE) == [strict_json(path)]
+
+    with pytest.raises(UserError, match=r"this run diverged \(a non-finite loss at epoch 2, step 2\)"):
+        predict.find_record(path)
 
     before = (path.read_bytes(), path.stat().st_mtime_ns)
     again = run(compose(overrides + ["trainer.skip_completed=true"]))  # as `make sweep` runs it
