@@ -100,7 +100,7 @@ def make_trainers(model, names, batch: int, precision: str, jit_compile: bool, l
 
     trainers = {}
     for name in names:
-        optimizer = training.make_optimizer(learning_rate, precision)
+        optimizer = training.make_optimizer(learning_rate, precision, jit_compile)
         trainers[name] = training.Trainer(model, make_method(name, model, optimizer), optimizer, batch,
                                           jit_compile=jit_compile, progress=False)
     return trainers

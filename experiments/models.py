@@ -185,3 +185,28 @@ def _random_init(model, seed: int) -> None:
 
 def embedding_matrix(model):
     return model.get_layer(EMBEDDING_LAYER).embeddings
+
+
+def vocab_source(model_cfg) -> str:
+    """Where a run's vocabulary comes from, for messages."""
+    if model_cfg.checkpoint_dir is None:
+        return "the tiny model's character vocabulary"
+    return str(Path(model_cfg.checkpoint_dir) / "vocab.txt")
+
+
+def check_token_ids(model, token_ids: list[np.ndarray], source: Path, vocab: str) -> None:
+    """Stop with one line if a token id has no row in the model's embedding matrix.
+
+    On a GPU ``tf.gather`` (the embedding lookup) returns zeros for an out-of-range id where
+    the CPU raises ("Caution: ... On GPU, if an out of bound index is found, a 0 is stored in
+    the corresponding output value", tf.gather's docstring in tensorflow/python/ops/array_ops.py),
+    so such a run would train on a zero vector silently. ``source`` is the tokenized file.
+    """
+    rows = int(embedding_matrix(model).shape[0])
+    if not token_ids or max(int(ids.max(initial=0)) for ids in token_ids) < rows:
+        return
+    example, ids = next((i, ids) for i, ids in enumerate(token_ids) if ids.max(initial=0) >= rows)
+    raise UserError(
+        f"{source}: example {example + 1} has token id {int(ids.max())}, but the model's embedding has "
+        f"{rows} rows; {vocab} does not belong to this model: use the vocab.txt of the checkpoint "
+        "whose bert_config.json vocab_size it matches (model.checkpoint_dir)")

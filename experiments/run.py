@@ -52,10 +52,14 @@ def run(cfg: DictConfig) -> dict:
                                           ((train_split, cfg.task.train_file), (dev_split, cfg.task.dev_file))]
     tokenize_seconds = time.perf_counter() - tokenize_start
     cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
+    folder = data.task_dir(cfg.paths.clue_dir, cfg.task)
+    for split, file in ((train, cfg.task.train_file), (dev, cfg.task.dev_file)):  # on a GPU a bad id embeds as 0s
+        models.check_token_ids(model, split.token_ids, folder / file, models.vocab_source(cfg.model))
 
     # The rate per step (constant, or BERT's warm-up and decay) follows the optimizer's step count.
     steps_per_epoch = data.num_batches(len(train), cfg.trainer.batch_size)
-    optimizer = training.make_optimizer(schedule.learning_rate(cfg.trainer, steps_per_epoch), cfg.trainer.precision)
+    optimizer = training.make_optimizer(schedule.learning_rate(cfg.trainer, steps_per_epoch), cfg.trainer.precision,
+                                         cfg.trainer.jit_compile)
     method = methods.build(OmegaConf.to_container(cfg.method, resolve=True), model, optimizer)
     trainer = training.Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
                                cfg.trainer.jit_compile, cfg.trainer.progress,
@@ -77,7 +81,8 @@ def run(cfg: DictConfig) -> dict:
     log.info("training %s / %s / %s, seed %d, %d epochs", cfg.task.name, cfg.model.name, cfg.method.name,
              cfg.seed, cfg.trainer.epochs)
     try:
-        history = trainer.fit(train, dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
+        with training.out_of_memory_advice(cfg):
+            history = trainer.fit(train, dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
     finally:
         if trainer.board is not None:
             trainer.board.close()
