@@ -7,13 +7,14 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from tqdm.auto import tqdm
 
-from experiments import data, monitor
+from experiments import data, dropout, monitor
 from experiments.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,15 @@ def attention_call(layer):
     (half the elements of the scores; a power of two for BERT's d = 64, so exact); and
     padded keys masked by adding -inf instead of ``where(mask, a, -inf)``, whose gradient
     (and GP's gradient of that) is a select and a broadcast per call rather than nothing."""
-    from tf_keras.layers import Dropout
+    import bert4keras.layers
 
     original = type(layer).pay_attention_to
 
     def pay_attention_to(inputs, mask=None, **kwargs):
         if kwargs.get("a_bias") or kwargs.get("p_bias") or layer.normalization != "softmax":
-            return original(layer, inputs, mask, **kwargs)
+            # bert4keras's own attention, with the Dropout it builds inside drawing from dropout.dropout
+            with mock.patch.object(bert4keras.layers, "Dropout", lambda rate: lambda x: dropout.dropout(x, rate)):
+                return original(layer, inputs, mask, **kwargs)
         q, k, v = (tf.transpose(t, [0, 2, 1, 3]) for t in inputs[:3])  # b, h, j, d
         if layer.attention_scale:
             q = q * tf.cast(layer.key_size**-0.5, q.dtype)
@@ -90,8 +93,8 @@ def attention_call(layer):
         if keys is not None:  # a constant of the batch: no gradient flows into it
             a = a + tf.cast(tf.where(tf.cast(keys, tf.bool), 0.0, -np.inf), a.dtype)[:, None, None, :]
         probs = tf.nn.softmax(a, axis=-1)
-        if layer.attention_dropout:
-            probs = Dropout(layer.attention_dropout)(probs)
+        if layer.attention_dropout:  # keyed by (seed, epoch, step), see experiments/dropout.py
+            probs = dropout.dropout(probs, layer.attention_dropout, kwargs.get("training"))
         return tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), a
 
     return pay_attention_to
@@ -104,7 +107,9 @@ def prepare_model(model, precision: str = "float32") -> None:
       ``gelu``, ``layer_norm_call`` and ``attention_call`` above: gradient penalty's double
       backward spends its time beyond 2x a baseline step in exactly such ops (README, Speed);
     - under a mixed policy its LayerNorms compute in float32, as Keras's own does: in
-      float16 bert4keras's epsilon 1e-12 rounds to 0 and x**2 overflows above |x| = 256.
+      float16 bert4keras's epsilon 1e-12 rounds to 0 and x**2 overflows above |x| = 256;
+    - its Dropout layers (and the attentions' dropout) draw from stateless random ops keyed by
+      (seed, epoch, step), the same with and without XLA (experiments/dropout.py).
     """
     from bert4keras.layers import FeedForward, LayerNormalization, MultiHeadAttention
 
@@ -117,6 +122,8 @@ def prepare_model(model, precision: str = "float32") -> None:
                 layer._set_dtype_policy(keras.mixed_precision.Policy("float32"))  # read at every call
         elif isinstance(layer, FeedForward) and layer.i0_dense.activation.__name__ == "gelu_erf":
             layer.i0_dense.activation = gelu
+        elif isinstance(layer, keras.layers.Dropout):
+            layer.call = dropout.dropout_call(layer)
 
 
 def make_optimizer(learning_rate: float, precision: str, jit_compile: bool = False):
@@ -190,15 +197,15 @@ class Trainer:
         self.train_step = self.make_train_step()
 
     def make_train_step(self):
-        """A freshly traced train step. Dropout draws from TF's stateful random ops, whose
-        seeds are fixed when the step is traced and whose streams start when it is: so a
-        step traced right after ``tf.random.set_seed(s)`` draws a stream that depends on s only.
+        """The train step, traced once: its random draws (dropout, FreeLB's noise) are keyed by
+        the (seed, epoch) that ``fit`` sets before each epoch and the step's number in the epoch.
 
         It returns scalar tensors: the loss, the learning rate the update used, and the
         method's own quantities (``Method.quantities``), left on the device (monitor.StepLog)."""
 
         def train_step(inputs, labels):
-            loss, grads = self.method(inputs, labels)
+            with dropout.KEYS.step():
+                loss, grads = self.method(inputs, labels)
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
             # After the update: with a schedule this is the rate it used (tf_keras's
             # Optimizer.apply_gradients sets _current_learning_rate from the iterations first).
@@ -266,8 +273,7 @@ class Trainer:
             if self.patience is not None and monitor.epochs_without_improvement(self.history) >= self.patience:
                 break  # (a resumed run that had already met its patience)
             epoch_seed = np.random.SeedSequence([seed, epoch])
-            tf.random.set_seed(int(epoch_seed.generate_state(1)[0]))
-            self.train_step = self.make_train_step()
+            dropout.KEYS.start_epoch(seed, epoch)  # no retrace: the key is a variable of the step
             step_log = monitor.StepLog(epoch + 1, epoch * steps_per_epoch + 1, self.board)
             try:
                 stats = self.train_epoch(train, np.random.default_rng(epoch_seed), f"epoch {epoch + 1}/{epochs}",

@@ -8,7 +8,10 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from experiments import models, training
+from omegaconf import OmegaConf
+
+from experiments import checkpoints, dropout, models, training
+from experiments.config import compose
 from experiments.errors import UserError
 from experiments.methods.baseline import Baseline
 from experiments.methods.fgm import FGM
@@ -16,7 +19,9 @@ from experiments.methods.freelb import FreeLB
 from experiments.methods.gp import GradientPenalty
 from experiments.methods.pgd import PGD
 from experiments.run import run
-from tests.tiny_bert import VOCAB, repeated_token_batch, tiny_model
+from tests.conftest import tiny_overrides
+from tests.test_resume import numbers
+from tests.tiny_bert import TINY, VOCAB, repeated_token_batch, tiny_model
 
 
 @pytest.fixture
@@ -136,8 +141,113 @@ def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_cfg, monkeypatch):
     with pytest.raises(UserError) as err:
         run(tiny_cfg(extra={"trainer.epochs": 1}))
     message = str(err.value)
-    assert "\n" not in message and message.startswith("out of memory (OOM when allocating tensor with shape[16,2,64,64]")
+    assert "\n" not in message
+    assert message.startswith("out of memory (OOM when allocating tensor with shape[16,2,64,64]")
     for setting in ("trainer.batch_size=16", "task.max_length=64", "trainer.precision=float32",
                     "trainer.precision=mixed_bfloat16"):
         assert setting in message, message
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained traceback
+
+
+# --- 3c: dropout keyed by (seed, epoch, step) ---------------------------------------------------
+
+DROPOUT_BERT = OmegaConf.merge(TINY, {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1})
+STATEFUL_RANDOM_OPS = {"RandomUniform", "RandomUniformInt", "RandomStandardNormal", "TruncatedNormal",
+                       "RandomShuffle", "Multinomial", "RandomGamma", "RandomPoisson", "RandomPoissonV2"}
+
+
+def test_dropout_draws_depend_on_seed_epoch_step_only_and_xla_draws_the_same():
+    x = tf.ones([4, 50])
+
+    def step(jit=None):
+        def draw():
+            with dropout.KEYS.step():
+                return dropout.dropout(x, 0.3, training=True), dropout.uniform([3], -1.0, 1.0)
+        return draw() if jit is None else tf.function(draw, jit_compile=jit)()
+
+    dropout.KEYS.start_epoch(seed=1, epoch=0)
+    first, second = step(), step()
+    dropout.KEYS.start_epoch(seed=1, epoch=0)
+    assert np.array_equal(step(False)[0], first[0]) and np.array_equal(step(True)[0], second[0])
+    dropout.KEYS.start_epoch(seed=1, epoch=0)
+    xla = step(True)
+    np.testing.assert_array_equal(xla[0], first[0])  # XLA: the same mask (from Philox's raw bits)
+    np.testing.assert_array_equal(xla[1], first[1])
+    masks = [first[0].numpy()]
+    for seed, epoch in ((1, 1), (2, 0)):
+        dropout.KEYS.start_epoch(seed, epoch)
+        masks.append(step()[0].numpy())
+    masks.append(second[0].numpy())
+    assert all(not np.array_equal(a, b) for i, a in enumerate(masks) for b in masks[i + 1:])
+    for mask in masks:  # inverted dropout: kept elements scaled by 1 / (1 - rate)
+        assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.7)} and 0.15 < (mask == 0).mean() < 0.45
+    assert -1 <= first[1].numpy().min() and first[1].numpy().max() < 1
+    assert np.array_equal(dropout.dropout(x, 0.3, training=False), x)
+
+
+def test_prepared_model_draws_every_dropout_from_the_step_key():
+    model = models.build_classifier(DROPOUT_BERT, models.bert_config(DROPOUT_BERT, VOCAB), 4, seed=0)
+    training.prepare_model(model)
+    inputs, labels = repeated_token_batch()
+    eval_out = model(inputs, training=False).numpy()
+
+    def train_out():
+        with dropout.KEYS.step():
+            return model(inputs, training=True).numpy()
+
+    dropout.KEYS.start_epoch(0, 0)
+    a = train_out()
+    dropout.KEYS.start_epoch(0, 0)
+    assert np.array_equal(train_out(), a) and not np.allclose(a, eval_out)
+    # The attention's dropout counts too: with only attention dropout, training differs from eval.
+    attention_only = OmegaConf.merge(TINY, {"attention_probs_dropout_prob": 0.5})
+    model2 = models.build_classifier(attention_only, models.bert_config(attention_only, VOCAB), 4, seed=0)
+    training.prepare_model(model2)
+    with dropout.KEYS.step():
+        assert not np.allclose(model2(inputs, training=True), model2(inputs, training=False))
+
+    optimizer = training.make_optimizer(1e-3, "float32")
+    trainer = training.Trainer(model, FreeLB(model, optimizer, adv_steps=1), optimizer, batch_size=3)
+    ops = graph_op_types(trainer.train_step.get_concrete_function(inputs, labels))  # dropout + FreeLB's noise
+    assert "StatelessRandomUniformFullIntV2" in ops
+    assert not ops & STATEFUL_RANDOM_OPS, ops & STATEFUL_RANDOM_OPS  # nothing unkeyed is drawn
+
+
+def test_reruns_and_resumes_are_exact_under_xla_without_retracing(clue_dir, tmp_path, monkeypatch):
+    """With trainer.jit_compile=true, a run interrupted after epoch 1 and resumed
+    (trainer.resume=true) repeats an uninterrupted run: its epoch 1 (a rerun in the same process)
+    and its epoch 2 (resumed) alike; tests/test_resume.py checks both without XLA. The step is
+    not traced again per epoch."""
+    # One padded length (32) for every batch and one layer: few, small XLA compiles.
+    extra = {"trainer.epochs": 2, "trainer.jit_compile": True, "task.max_length": 32,
+             "trainer.pad_to_multiple_of": 32, "method.epsilon": 0.05, "trainer.resume": True,
+             "task.max_train_samples": 64, "task.max_dev_samples": 32, "model.num_hidden_layers": 1}
+    overrides = lambda name: tiny_overrides(clue_dir, tmp_path / name, method="fgm", extra=extra)
+    traces = []
+    real_fit = training.Trainer.fit
+
+    def fit(self, *args, **kwargs):
+        try:
+            return real_fit(self, *args, **kwargs)
+        finally:
+            traces.append(self.train_step.experimental_get_tracing_count())
+
+    monkeypatch.setattr(training.Trainer, "fit", fit)
+    whole = run(compose(overrides("whole")))
+
+    real_save = checkpoints.RunState.save_epoch
+
+    def save_then_die(self, history):  # as if killed right after epoch 1 was saved
+        real_save(self, history)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.RunState, "save_epoch", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose(overrides("killed")))
+    monkeypatch.setattr(checkpoints.RunState, "save_epoch", real_save)
+    resumed = run(compose(overrides("killed")))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert numbers(resumed["history"]) == numbers(whole["history"])
+    # Traced as often in two epochs as in one (when Adam creates its slots, tf.function traces
+    # twice): no retrace per epoch, the dropout key is a variable of the step.
+    assert traces[0] == traces[1] and traces[2] <= traces[0], traces

@@ -33,6 +33,7 @@ import contextlib
 
 import tensorflow as tf
 
+from experiments import dropout
 from experiments.errors import UserError
 from experiments.methods.base import Method, add_gradients, scale_gradients
 from experiments.models import EMBEDDING_LAYER
@@ -72,7 +73,7 @@ class FreeLB(Method):
         self.adv_init_mag, self.adv_max_norm = adv_init_mag, adv_max_norm
 
     def _noise(self, shape):
-        return tf.random.uniform(shape, -1.0, 1.0)
+        return dropout.uniform(shape, -1.0, 1.0)  # keyed by (seed, epoch, step) as dropout is
 
     def initial_delta(self, real):
         """delta_0 for the mask ``real`` (batch x seq x 1, 1.0 on real tokens)."""
