@@ -191,7 +191,7 @@ def vocab_source(model_cfg) -> str:
     """Where a run's vocabulary comes from, for messages."""
     if model_cfg.checkpoint_dir is None:
         return "the tiny model's character vocabulary"
-    return str(Path(model_cfg.checkpoint_dir) / "vocab.txt")
+    return str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["vocab"])
 
 
 def check_token_ids(model, token_ids: list[np.ndarray], source: Path, vocab: str) -> None:
@@ -208,5 +208,5 @@ def check_token_ids(model, token_ids: list[np.ndarray], source: Path, vocab: str
     example, ids = next((i, ids) for i, ids in enumerate(token_ids) if ids.max(initial=0) >= rows)
     raise UserError(
         f"{source}: example {example + 1} has token id {int(ids.max())}, but the model's embedding has "
-        f"{rows} rows; {vocab} does not belong to this model: use the vocab.txt of the checkpoint "
-        "whose bert_config.json vocab_size it matches (model.checkpoint_dir)")
+        f"{rows} rows; {vocab} does not belong to this model: use the vocab file of the checkpoint "
+        "whose config's vocab_size it matches (model.checkpoint_dir, model.files)")
