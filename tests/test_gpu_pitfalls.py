@@ -56,9 +56,9 @@ METHODS = {
 
 
 # The scatters each step issues: Adam's (scatter_add into the moments of the embeddings' rows),
-# FGM's add and subtract of the perturbation, PGD's row overwrites.
+# FGM's add of the perturbation and its exact restore of the rows, PGD's row overwrites.
 EXPECTED = {"baseline": {"resource_scatter_add"}, "gp": {"resource_scatter_add"},
-            "freelb": {"resource_scatter_add"}, "fgm": {"resource_scatter_add", "resource_scatter_sub"},
+            "freelb": {"resource_scatter_add"}, "fgm": {"resource_scatter_add", "resource_scatter_update"},
             "pgd": {"resource_scatter_add", "resource_scatter_update"}}
 
 
@@ -107,7 +107,7 @@ def test_every_scatter_of_a_train_step_has_unique_indices(name, monkeypatch):
     if name == "fgm":  # traced, the step holds those scatters and no other
         monkeypatch.undo()
         ops = graph_op_types(trainer.train_step.get_concrete_function(inputs, labels))
-        assert {op for op in ops if "Scatter" in op} == {"ResourceScatterAdd", "ResourceScatterSub"}
+        assert {op for op in ops if "Scatter" in op} == {"ResourceScatterAdd", "ResourceScatterUpdate"}
 
 
 def test_scatter_determinism_is_switched_off_before_tensorflow_starts():
