@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from experiments import config as _config  # noqa: F401  (registers the project_root resolver)
 from experiments import records
-from experiments.errors import UserError
+from experiments.errors import UserError, reported
 
 
 def find_record(run: str | Path) -> tuple[Path, dict]:
@@ -89,11 +88,8 @@ def main(argv=None) -> None:
     parser.add_argument("--task", default=None, help="check that the run is of this task")
     parser.add_argument("--out", default=None, help="output folder (default: results/predictions/<run>/)")
     args = parser.parse_args(argv)
-    try:
+    with reported():
         predict(args.run, args.task, args.out)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import CONFIG_DIR, config, devices, records, slurm
-from experiments.errors import UserError
+from experiments.errors import reported
 
 log = logging.getLogger("experiments.run")
 
@@ -151,11 +151,8 @@ def main(cfg: DictConfig) -> float:
     devices.pin_job()  # hydra/launcher=joblib: this process's GPU and threads, before TensorFlow starts
     slurm.exit_at_once_when_requeued()  # hydra/launcher=slurm: a time-limit requeue ends the job cleanly
     try:
-        return run(cfg)["best_dev_acc"]
-    except UserError as err:
-        # An expected mistake: one line naming the file/key and the fix, no traceback.
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        with reported():  # an expected mistake: one line naming the file/key and the fix, no traceback
+            return run(cfg)["best_dev_acc"]
     except KeyboardInterrupt:
         print("interrupted: no record written; epochs already finished are kept, "
               "rerun the same command with trainer.resume=true to continue", file=sys.stderr)
@@ -163,10 +160,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    try:
+    with reported():
         config.check_choices(sys.argv[1:])
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     slurm.fold_sacct_errors()  # hydra/launcher=slurm on a cluster without accounting: one line, not hundreds
     main()

@@ -14,7 +14,6 @@ Prints what is in the zip and which of CLUE's classification files are missing, 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments import CONFIG_DIR, predict, records
-from experiments.errors import UserError
+from experiments.errors import UserError, reported
 
 CLUE_TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020", "csl")  # CLUE's order
 
@@ -104,11 +103,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="the zip (default: RESULTS/submission/submit_<...>_<date>.zip)")
     args = parser.parse_args(argv)
     runs = args.runs.replace(",", " ").split() if args.runs else None
-    try:
+    with reported():
         submit(args.results_dir, args.method, args.model, runs, args.out)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

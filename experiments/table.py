@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from experiments import PROJECT_ROOT, records
-from experiments.errors import UserError
+from experiments.errors import UserError, reported
 
 BLOG_CSV = PROJECT_ROOT / "results" / "reference" / "blog.csv"
 CLUE_CSV = PROJECT_ROOT / "results" / "reference" / "clue.csv"  # CLUE's own figures per model, test and dev
@@ -242,12 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results_dir", nargs="?", default=str(PROJECT_ROOT / "results"),
                         help="the folder holding runs/ (paths.results_dir); default: results/")
     args = parser.parse_args(argv)
-    try:
+    with reported():
         for path in write_all(args.results_dir):
             print(path)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
