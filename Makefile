@@ -1,6 +1,7 @@
 # The front door. Every target sets up the locked environment first (uv, from uv.lock).
 #   make run TASK=iflytek METHOD=fgm            one run (fetches data and checkpoint if missing)
-#   make sweep SEEDS=0,1,2                      every TASKS x METHODS x SEEDS run not yet complete
+#   make sweep                                  every run of a study (EXPERIMENT=blog: configs/experiment/) not yet complete
+#   make sweep SEEDS=0,1,2                      the same, with TASKS= METHODS= SEEDS= MODEL= replacing the study's rows
 #   make table                                  table.md, summary.csv, seeds.csv, pictures (+ CSVs) of RESULTS
 #   make model MODEL=albert_tiny_zh             download + verify a model's checkpoint (configs/model/)
 #   make submit MODEL=bert_base METHOD=fgm      CLUE's upload zip: each task's best-dev run in RESULTS
@@ -18,6 +19,7 @@ TASKS ?= iflytek,tnews
 METHODS ?= baseline,fgm,gp
 SEEDS ?= 0,1,2,3,4
 RESULTS ?= results
+EXPERIMENT ?= blog
 LAUNCHER ?=
 
 # uv from PATH, else the copy pip installs on first use.
@@ -61,8 +63,12 @@ model: $(ENV_STAMP)  ## download + verify the checkpoint of MODEL (or verify it 
 run: $(ENV_STAMP)  ## train one run: TASK= METHOD= MODEL= SEED= ARGS="hydra overrides"
 	$(PY) -m experiments.run task=$(TASK) method=$(METHOD) model=$(MODEL) seed=$(SEED) $(ARGS)
 
-sweep: $(ENV_STAMP)  ## Hydra multirun over TASKS= METHODS= SEEDS= (comma lists), MODEL=, ARGS=, LAUNCHER=joblib|slurm|submitit_local; skips complete runs, resumes interrupted ones
-	$(PY) -m experiments.run -m task=$(TASKS) method=$(METHODS) model=$(MODEL) seed=$(SEEDS) \
+# $(call given,VAR,key): key=$(VAR) if VAR was given on the command line or in the environment, else nothing
+given = $(if $(filter command line environment,$(origin $(1))),$(2)=$($(1)))
+
+sweep: $(ENV_STAMP)  ## Hydra multirun of a study, EXPERIMENT=blog (configs/experiment/); TASKS= METHODS= SEEDS= MODEL= replace its grid's rows; ARGS=, LAUNCHER=joblib|slurm|submitit_local; skips complete runs, resumes interrupted ones
+	$(PY) -m experiments.run -m experiment=$(EXPERIMENT) $(call given,TASKS,task) $(call given,METHODS,method) \
+		$(call given,MODEL,model) $(call given,SEEDS,seed) \
 		trainer.skip_completed=true trainer.resume=true $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
 
 predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weights: RUN=<record or run folder> [TASK=]
@@ -84,5 +90,6 @@ bench: $(ENV_STAMP)  ## seconds per train step of each method, MODEL='s shape (n
 doctor: $(ENV_STAMP)  ## check this machine before a sweep: GPU, CUDA, data, a few steps of each method, the grid's time (TASKS= METHODS= SEEDS= MODEL= ARGS=)
 	$(PY) -m experiments.doctor --tasks $(TASKS) --methods $(METHODS) --seeds $(SEEDS) model=$(MODEL) $(ARGS)
 
-test: $(ENV_STAMP)  ## run the test suite
+test: $(ENV_STAMP)  ## the import contracts (pyproject.toml: lint-imports), then the test suite
+	.venv/bin/lint-imports --no-cache
 	$(PY) -m pytest

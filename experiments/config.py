@@ -11,7 +11,7 @@ from experiments.errors import UserError
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SCHEDULES = ("constant", "linear")  # experiments/schedule.py
+SCHEDULES = ("constant", "linear")  # experiments/train/schedule.py
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments import config as _config  # noqa: F401  (registers the project_root resolver)
-from experiments import records
+from experiments.results import records
 from experiments.errors import UserError, reported
 
 
@@ -43,37 +43,39 @@ def find_record(run: str | Path) -> tuple[Path, dict]:
 
 def load_run(record: dict):
     """Rebuild a run's tokenizer and model with its best-dev weights."""
-    from experiments import data, models, training
+    from experiments.data import loaders
+    from experiments.model import classifier
+    from experiments.train import loop, optim
 
     cfg = OmegaConf.create(record["config"])
     weights = record.get("best_weights")
     if not weights or not Path(weights).is_file():
         raise UserError(f"{weights}: best-dev weights not found; the run was made with trainer.save_best=false "
                         "or its checkpoints folder was removed: rerun it")
-    label_ids, train, _ = data.load_task(cfg.paths.clue_dir, cfg.task)  # train texts: the tiny model's vocab
-    training.set_precision(cfg.trainer.precision)
-    tokenizer, model = models.load_classifier(cfg, train.all_texts(), len(label_ids))
+    label_ids, train, _ = loaders.load_task(cfg.paths.clue_dir, cfg.task)  # train texts: the tiny model's vocab
+    optim.set_precision(cfg.trainer.precision)
+    tokenizer, model = classifier.load_classifier(cfg, train.all_texts(), len(label_ids))
     model.load_weights(weights)
-    trainer = training.Trainer(model, None, None, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
+    trainer = loop.Trainer(model, None, None, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     return cfg, label_ids, tokenizer, trainer
 
 
 def predict(run: str | Path, task: str | None = None, out: str | Path | None = None) -> list[Path]:
-    from experiments import data
+    from experiments.data import loaders, batching
 
     record_file, record = find_record(run)
     if task is not None and task != record["task"]:
         raise UserError(f"{record_file}: a {record['task']} run, not {task}; pick a {task} run or drop TASK=")
     cfg, label_ids, tokenizer, trainer = load_run(record)
     out = Path(out) if out else Path(cfg.paths.results_dir) / "predictions" / record_file.stem
-    folder = data.task_dir(cfg.paths.clue_dir, cfg.task)
+    folder = loaders.task_dir(cfg.paths.clue_dir, cfg.task)
     written = []
     for k, (test_name, predict_name) in enumerate(cfg.task.predict_files.items()):
         if k > 0 and not (folder / test_name).is_file():
             print(f"{folder / test_name}: not there, so no {predict_name}")
             continue
-        split = data.read_split(folder / test_name, label_ids, labelled=False, fmt=data.task_format(cfg.task))
-        classes = trainer.predict(*data.encode(tokenizer, split.texts, cfg.task.max_length, texts_b=split.texts_b))
+        split = loaders.read_split(folder / test_name, label_ids, labelled=False, fmt=loaders.task_format(cfg.task))
+        classes = trainer.predict(*batching.encode(tokenizer, split.texts, cfg.task.max_length, texts_b=split.texts_b))
         lines = [json.dumps({"id": i, "label": label_ids[c]}, ensure_ascii=False) for i, c in zip(split.ids, classes)]
         path = out / predict_name
         records.write_text_atomic(path, "\n".join(lines) + "\n")

@@ -1,6 +1,10 @@
 """Fine-tune one model on one CLUE task with one method and write its run record.
 
     python -m experiments.run task=iflytek method=fgm model=bert_base seed=0 trainer.epochs=3
+
+``run`` reads as the steps of a run: prepare (checks that need no TensorFlow, so that a mistake
+is one line within seconds), build (data, model, method, trainer), train (resuming where an
+interrupted run stopped), record. Each step is a function below it.
 """
 
 from __future__ import annotations
@@ -8,13 +12,16 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import CONFIG_DIR, config, devices, records, slurm
+from experiments import CONFIG_DIR, config
 from experiments.errors import reported
+from experiments.machine import devices, environment, slurm
+from experiments.results import records
 
 log = logging.getLogger("experiments.run")
 
@@ -26,24 +33,63 @@ def run(cfg: DictConfig) -> dict:
     if cfg.trainer.skip_completed and (done := records.read_record(record_file, records.DONE)) is not None:
         log.info("%s record exists, skipping: %s", done["status"], record_file)
         return done
-    config.validate(cfg)
-    devices.check_device(cfg)  # a GPU TensorFlow cannot use, or days on a CPU: stop now, in one line
-    # A fresh machine: fetch missing data / checkpoint first, before TensorFlow's slow import,
-    # so that offline it fails in a second.
-    if OmegaConf.select(cfg, "download.auto", default=False):
-        from experiments import download
-
-        download.fetch_missing(cfg)
-
-    from experiments import cache, checkpoints, data, environment, methods, models, monitor, schedule, training
-
+    prepare(cfg)
     started = time.time()
+    job = build(cfg, record_file)
+    train(cfg, job)
+    record = records.run_record(resolved, job.trainer.history, job.trainer.ending, job.facts,
+                                timings={"total_seconds": time.time() - started, **job.timings},
+                                best_weights=str(job.state.best_weights) if cfg.trainer.save_best else None,
+                                environment=environment.describe(cfg.trainer), hydra_dir=_hydra_output_dir())
+    records.write_json_atomic(record_file, record)
+    job.state.discard_state()
+    log.info("%s; record: %s", records.outcome(record), record_file)
+    return record
+
+
+def prepare(cfg: DictConfig) -> None:
+    """Everything that can fail before TensorFlow's slow, noisy import: the settings, the device
+    (a GPU TensorFlow cannot use, or days on a CPU), and the data and checkpoint on disk (fetched
+    first on a fresh machine, so that offline it fails in a second)."""
+    from experiments.data import download, loaders
+    from experiments.model import release
+
+    config.validate(cfg)
+    devices.check_device(cfg)
+    if OmegaConf.select(cfg, "download.auto", default=False):
+        download.fetch_missing(cfg)
+    loaders.task_dir(cfg.paths.clue_dir, cfg.task)
+    if cfg.model.checkpoint_dir is not None:
+        release.check_checkpoint(cfg.model)
+
+
+@dataclass
+class Job:
+    """What ``build`` made: the trainer (with its model, method and optimizer), the run state
+    that saves and resumes it, the tokenized splits, and facts and timings for the record."""
+
+    trainer: object
+    state: object
+    train: object
+    dev: object
+    facts: dict
+    timings: dict
+
+
+def build(cfg: DictConfig, record_file: Path) -> Job:
+    """Seed, load the task and the model, tokenize (through the token cache), and put together
+    the optimizer, the method, the trainer and its run state (restored if resuming)."""
+    from experiments.data import batching, cache, loaders
+    from experiments.model import classifier, release, rewrites
+    from experiments.train import methods, monitor, optim, run_state, schedule
+    from experiments.train.loop import Trainer
+
     environment.seed_everything(cfg.seed, deterministic=cfg.trainer.deterministic)
     environment.set_tf32(cfg.trainer.tf32)
-    label_ids, train_split, dev_split = data.load_task(cfg.paths.clue_dir, cfg.task)
-    training.set_precision(cfg.trainer.precision)
-    tokenizer, model = models.load_classifier(cfg, train_split.all_texts(), len(label_ids))
-    training.prepare_model(model, cfg.trainer.precision)
+    label_ids, train_split, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)
+    optim.set_precision(cfg.trainer.precision)
+    tokenizer, model = classifier.load_classifier(cfg, train_split.all_texts(), len(label_ids))
+    rewrites.prepare_model(model, cfg.trainer.precision)
     log.info("%s: %d train / %d dev examples, %d classes", cfg.task.name,
              len(train_split.texts), len(dev_split.texts), len(label_ids))
     # Tokenized splits come from data/cache/ when these texts, vocab and max length were seen before.
@@ -51,85 +97,51 @@ def run(cfg: DictConfig) -> dict:
     (train, train_hit), (dev, dev_hit) = [cache.dataset(cfg, tokenizer, split, file) for split, file in
                                           ((train_split, cfg.task.train_file), (dev_split, cfg.task.dev_file))]
     tokenize_seconds = time.perf_counter() - tokenize_start
-    cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
-    folder = data.task_dir(cfg.paths.clue_dir, cfg.task)
+    folder = loaders.task_dir(cfg.paths.clue_dir, cfg.task)
     for split, file in ((train, cfg.task.train_file), (dev, cfg.task.dev_file)):  # on a GPU a bad id embeds as 0s
-        models.check_token_ids(model, split.token_ids, folder / file, models.vocab_source(cfg.model))
+        classifier.check_token_ids(model, split.token_ids, folder / file, release.vocab_source(cfg.model))
 
     # The rate per step (constant, or BERT's warm-up and decay) follows the optimizer's step count.
-    steps_per_epoch = data.num_batches(len(train), cfg.trainer.batch_size)
-    optimizer = training.make_optimizer(schedule.learning_rate(cfg.trainer, steps_per_epoch), cfg.trainer.precision,
-                                         cfg.trainer.jit_compile)
+    steps_per_epoch = batching.num_batches(len(train), cfg.trainer.batch_size)
+    optimizer = optim.make_optimizer(schedule.learning_rate(cfg.trainer, steps_per_epoch), cfg.trainer.precision,
+                                     cfg.trainer.jit_compile)
     method = methods.build(OmegaConf.to_container(cfg.method, resolve=True), model, optimizer)
-    trainer = training.Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
-                               cfg.trainer.jit_compile, cfg.trainer.progress,
-                               bucket_by_length=cfg.trainer.bucket_by_length,
-                               pad_to_multiple_of=cfg.trainer.pad_to_multiple_of, patience=cfg.trainer.patience)
-    state = checkpoints.RunState(checkpoint_dir(cfg.paths.results_dir, record_file), model, optimizer)
+    trainer = Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
+                      cfg.trainer.jit_compile, cfg.trainer.progress, bucket_by_length=cfg.trainer.bucket_by_length,
+                      pad_to_multiple_of=cfg.trainer.pad_to_multiple_of, patience=cfg.trainer.patience)
+    state = run_state.RunState(checkpoint_dir(cfg.paths.results_dir, record_file), model, optimizer)
     if cfg.trainer.resume and (history := state.restore()):
         trainer.history = history
         log.info("resuming after epoch %d of %d from %s", len(history), cfg.trainer.epochs, state.state_dir)
     if cfg.trainer.tensorboard:  # per-step loss, learning rate, the method's quantities; dev accuracy
         trainer.board = monitor.TensorBoard(tensorboard_dir(cfg.paths.results_dir, record_file),
                                             resume_step=len(trainer.history) * steps_per_epoch)
+    facts = {"num_labels": len(label_ids), "train_samples": len(train), "dev_samples": len(dev),
+             "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped}}  # task.skip_labels
+    cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
+    timings = {"tokenize_seconds": tokenize_seconds,
+               "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss"}
+    return Job(trainer, state, train, dev, facts, timings)
+
+
+def train(cfg: DictConfig, job: Job) -> None:
+    """Fit, saving every finished epoch (and the best weights) so that an interrupted run resumes;
+    running out of device memory is one line saying what to lower."""
+    from experiments.train import optim
 
     def on_epoch_end(history, improved):
         if improved and cfg.trainer.save_best:
-            state.save_best()
-        state.save_epoch(history)
+            job.state.save_best()
+        job.state.save_epoch(history)
 
     log.info("training %s / %s / %s, seed %d, %d epochs", cfg.task.name, cfg.model.name, cfg.method.name,
              cfg.seed, cfg.trainer.epochs)
     try:
-        with training.out_of_memory_advice(cfg):
-            history = trainer.fit(train, dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
+        with optim.out_of_memory_advice(cfg):
+            job.trainer.fit(job.train, job.dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
     finally:
-        if trainer.board is not None:
-            trainer.board.close()
-
-    # Complete, or diverged (a non-finite loss stopped it: the history so far, diverged_at,
-    # partial_epoch); early stopping adds stopped_at_epoch. Either way the run is done.
-    best = max(history, key=lambda h: h["dev_acc"], default={"dev_acc": None, "epoch": None})
-    record = {
-        "status": records.DIVERGED if "diverged_at" in trainer.ending else records.COMPLETE,
-        "task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name, "seed": cfg.seed,
-        "settings_id": records.settings_id(resolved),
-        "best_dev_acc": best["dev_acc"], "best_epoch": best["epoch"],
-        "final_dev_acc": history[-1]["dev_acc"] if history else None,
-        **trainer.ending,
-        "history": history,
-        "num_labels": len(label_ids), "train_samples": len(train), "dev_samples": len(dev),
-        "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped},  # task.skip_labels
-        "timings": {
-            "total_seconds": time.time() - started,
-            **mean_over_epochs(history, "train_samples_per_second", "samples_per_second"),
-            # real / padded tokens of the training batches (1.0: no padding); see trainer.bucket_by_length
-            **mean_over_epochs(history, "padding_efficiency"),
-            "tokenize_seconds": tokenize_seconds,
-            "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss",
-        },
-        "best_weights": str(state.best_weights) if cfg.trainer.save_best else None,
-        "settings": records.settings(resolved),
-        "config": resolved,
-        "environment": environment.describe(cfg.trainer),
-        "hydra_dir": _hydra_output_dir(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    records.write_json_atomic(record_file, record)
-    state.discard_state()
-    if history:
-        log.info("%sbest dev acc %.4f (epoch %d), final %.4f; record: %s", "diverged; " * (
-            record["status"] == records.DIVERGED), record["best_dev_acc"], best["epoch"], record["final_dev_acc"],
-            record_file)
-    else:
-        log.info("diverged in epoch 1; record: %s", record_file)
-    return record
-
-
-def mean_over_epochs(history: list[dict], name: str, key: str | None = None) -> dict:
-    """{name: the mean of each epoch's ``key``} (None without a finished epoch)."""
-    values = [h.get(key or name, float("nan")) for h in history]
-    return {name: sum(values) / len(values) if values else None}
+        if job.trainer.board is not None:
+            job.trainer.board.close()
 
 
 def checkpoint_dir(results_dir, record_file: Path) -> Path:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments import CONFIG_DIR, predict, records
+from experiments import CONFIG_DIR, predict
+from experiments.results import records
 from experiments.errors import UserError, reported
 
 CLUE_TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020", "csl")  # CLUE's order

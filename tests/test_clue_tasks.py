@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from bert4keras.tokenizers import Tokenizer
 
-from experiments import PROJECT_ROOT, cache, data, models
+from experiments import PROJECT_ROOT
+from experiments.data import cache, loaders, batching
+from experiments.model import classifier
 from experiments.config import compose
 from experiments.errors import UserError
 from experiments.run import run
@@ -45,7 +47,7 @@ def lines(path):
 @pytest.mark.parametrize("task", NEW_TASKS)
 def test_loaders_read_each_format(clue, task):
     cfg = task_cfg(task, clue)
-    label_ids, train, dev = data.load_task(clue, cfg.task)
+    label_ids, train, dev = loaders.load_task(clue, cfg.task)
     assert label_ids == LABELS[task]
     skipped = DASHES.get(task, (0, 0))
     assert (train.skipped, dev.skipped) == skipped
@@ -61,13 +63,13 @@ def test_loaders_read_each_format(clue, task):
         assert train.texts_b is None
     else:
         assert train.texts == [r["sentence1"] for r in raw] and train.texts_b == [r["sentence2"] for r in raw]
-    test = data.read_split(folder / "test.json", label_ids, labelled=False, fmt=data.task_format(cfg.task))
+    test = loaders.read_split(folder / "test.json", label_ids, labelled=False, fmt=loaders.task_format(cfg.task))
     assert test.ids == list(range(N_TEST)) and (test.labels == -1).all()
 
 
 def test_skipped_lines_are_logged(clue, caplog):
-    with caplog.at_level("INFO", logger="experiments.data"):
-        data.load_task(clue, task_cfg("cmnli", clue).task)
+    with caplog.at_level("INFO", logger="experiments.data.loaders"):
+        loaders.load_task(clue, task_cfg("cmnli", clue).task)
     assert "train.json: skipped 10 lines labelled '-' (task.skip_labels)" in caplog.text
     assert "dev.json: skipped 4 lines labelled '-'" in caplog.text
 
@@ -97,7 +99,7 @@ def baseline_mark(text, t):
 def test_wsc_marking_is_clues_baseline(text, span1, span2, marked):
     target = {"span1_text": span1, "span1_index": text.index(span1), "span2_text": span2,
               "span2_index": text.index(span2)}
-    assert data.mark_spans(text, target, "f:1") == baseline_mark(text, target) == marked
+    assert loaders.mark_spans(text, target, "f:1") == baseline_mark(text, target) == marked
 
 
 # --- pair encoding -----------------------------------------------------------------------------
@@ -117,9 +119,9 @@ def kept_lengths(a: int, b: int, budget: int) -> tuple[int, int]:
 def test_pair_encoding_segments_and_longer_first_truncation(a, b, max_length):
     first, second = "甲乙丙丁戊己庚辛壬癸" * 3, "子丑寅卯辰巳午未申酉戌亥" * 3
     first, second = first[:a], second[:b]
-    vocab = models.char_vocab([first + second])
+    vocab = classifier.char_vocab([first + second])
     tokenizer = Tokenizer(vocab, do_lower_case=True)
-    [ids], [segments] = data.encode(tokenizer, [first], max_length, texts_b=[second])
+    [ids], [segments] = batching.encode(tokenizer, [first], max_length, texts_b=[second])
     ka, kb = kept_lengths(a, b, max_length - 3)  # [CLS] a [SEP] b [SEP]
     expected = ["[CLS]", *first[:ka], "[SEP]", *second[:kb], "[SEP]"]
     assert ids.tolist() == [vocab[t] for t in expected]
@@ -130,7 +132,7 @@ def test_pair_encoding_segments_and_longer_first_truncation(a, b, max_length):
 def test_pair_batches_carry_segment_ids():
     token_ids = [np.array([2, 7, 3, 8, 3], np.int32), np.array([2, 7, 3, 3], np.int32)]
     segment_ids = [np.array([0, 0, 0, 1, 1], np.int32), np.array([0, 0, 0, 1], np.int32)]
-    [((ids, segments), _)] = data.batches(token_ids, np.zeros(2, np.int32), 2, segment_ids=segment_ids)
+    [((ids, segments), _)] = batching.batches(token_ids, np.zeros(2, np.int32), 2, segment_ids=segment_ids)
     assert segments.tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]]  # padding: segment 0
     assert ids.tolist() == [[2, 7, 3, 8, 3], [2, 7, 3, 3, 0]]
 
@@ -138,7 +140,7 @@ def test_pair_batches_carry_segment_ids():
 def test_cache_key_covers_both_fields_and_the_wsc_marking(tmp_path):
     source = tmp_path / "train.json"
     write_jsonl(source, [{"sentence1": "甲乙", "sentence2": "丙丁", "label": "0"}])
-    tokenizer = Tokenizer(models.char_vocab(["甲乙丙丁_[]"]), do_lower_case=True)
+    tokenizer = Tokenizer(classifier.char_vocab(["甲乙丙丁_[]"]), do_lower_case=True)
     keys = {cache.cache_key(source, tokenizer, 16, ["甲乙"], ["丙丁"]),
             cache.cache_key(source, tokenizer, 16, ["甲乙"], ["丙"]),      # another second field
             cache.cache_key(source, tokenizer, 16, ["甲乙"], None),        # the first field alone
@@ -177,7 +179,7 @@ def test_bad_lines_name_file_line_and_fix(clue, tmp_path, task, row, message):
     write_jsonl(folder / cfg.task.train_file, [good, row])
     write_jsonl(folder / "dev.json", [good])
     with pytest.raises(UserError, match=message) as err:
-        data.load_task(tmp_path, cfg.task)
+        loaders.load_task(tmp_path, cfg.task)
     assert "\n" not in str(err.value)
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from experiments import doctor, estimate
+from experiments.machine import doctor, estimate
 
 
 @pytest.fixture

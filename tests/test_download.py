@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import PROJECT_ROOT, download
+from experiments import PROJECT_ROOT
+from experiments.data import download
 from experiments.config import compose
 from experiments.errors import UserError
 from tests.conftest import SHARED_BERT, SHARED_CLUE, make_clue, requires_shared
@@ -428,7 +429,7 @@ ALBERT_BASE = {name: f"{name} bytes".encode() for name in [
 def model_config(tmp_path, model, url, **extra):
     return config(tmp_path, "http://127.0.0.1:9/", tmp_path / "none.yaml",
                   **{"model": model, "model.url": url, "download.checksums": PROJECT_ROOT / "experiments" /
-                     "checksums.yaml", **extra})
+                     "data" / "checksums.yaml", **extra})
 
 
 def fetch_model(cfg):

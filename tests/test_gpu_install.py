@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import PROJECT_ROOT, devices, environment, records
+from experiments import PROJECT_ROOT
+from experiments.machine import devices, environment
+from experiments.results import records
 from experiments.config import compose
 from experiments.errors import UserError
 from tests.conftest import tiny_overrides

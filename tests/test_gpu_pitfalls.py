@@ -10,14 +10,15 @@ import tf_keras as keras
 
 from omegaconf import OmegaConf
 
-from experiments import checkpoints, dropout, models, training
+from experiments.train import run_state, loop, optim
+from experiments.model import dropout, classifier, rewrites
 from experiments.config import compose
 from experiments.errors import UserError
-from experiments.methods.baseline import Baseline
-from experiments.methods.fgm import FGM
-from experiments.methods.freelb import FreeLB
-from experiments.methods.gp import GradientPenalty
-from experiments.methods.pgd import PGD
+from experiments.train.methods.baseline import Baseline
+from experiments.train.methods.fgm import FGM
+from experiments.train.methods.freelb import FreeLB
+from experiments.train.methods.gp import GradientPenalty
+from experiments.train.methods.pgd import PGD
 from experiments.run import run
 from tests.conftest import tiny_overrides
 from tests.test_resume import numbers
@@ -37,13 +38,13 @@ def gpu_visible(monkeypatch):
 
 def test_adam_compiles_with_xla_only_when_the_train_step_does(gpu_visible):
     assert keras.optimizers.Adam(1e-3).jit_compile  # tf_keras's own default with a GPU: the pitfall
-    assert not training.make_optimizer(1e-3, "float32").jit_compile
-    assert not training.make_optimizer(1e-3, "float32", jit_compile=False).jit_compile
-    assert training.make_optimizer(1e-3, "float32", jit_compile=True).jit_compile
-    scaled = training.make_optimizer(1e-3, "mixed_float16", jit_compile=False)
+    assert not optim.make_optimizer(1e-3, "float32").jit_compile
+    assert not optim.make_optimizer(1e-3, "float32", jit_compile=False).jit_compile
+    assert optim.make_optimizer(1e-3, "float32", jit_compile=True).jit_compile
+    scaled = optim.make_optimizer(1e-3, "mixed_float16", jit_compile=False)
     assert isinstance(scaled, keras.mixed_precision.LossScaleOptimizer)
     assert not scaled.inner_optimizer.jit_compile  # the optimizer that runs the updates
-    assert training.make_optimizer(1e-3, "mixed_float16", jit_compile=True).inner_optimizer.jit_compile
+    assert optim.make_optimizer(1e-3, "mixed_float16", jit_compile=True).inner_optimizer.jit_compile
 
 
 METHODS = {
@@ -82,8 +83,8 @@ def test_every_scatter_of_a_train_step_has_unique_indices(name, monkeypatch):
     """TF_DISABLE_SCATTER_OP_DETERMINISM=1 (experiments/__init__.py) is safe only because every
     scatter a train step issues, the methods' and Adam's, writes each row at most once."""
     model = tiny_model()
-    optimizer = training.make_optimizer(1e-3, "float32")
-    trainer = training.Trainer(model, METHODS[name](model, optimizer), optimizer, batch_size=3)
+    optimizer = optim.make_optimizer(1e-3, "float32")
+    trainer = loop.Trainer(model, METHODS[name](model, optimizer), optimizer, batch_size=3)
     inputs, labels = repeated_token_batch()  # many repeated tokens: raw embedding gradients repeat rows
     assert len(np.unique(inputs[0])) < inputs[0].numpy().size
 
@@ -121,10 +122,10 @@ def test_token_ids_beyond_the_embedding_stop_the_run(tmp_path):
     model = tiny_model()
     source = tmp_path / "train.json"
     fine = [np.array([2, 7, VOCAB - 1, 3], np.int32), np.array([2, 3], np.int32)]
-    models.check_token_ids(model, fine, source, "vocab.txt")  # the largest valid id passes
+    classifier.check_token_ids(model, fine, source, "vocab.txt")  # the largest valid id passes
     bad = fine + [np.array([2, 5, VOCAB, 3], np.int32)]
     with pytest.raises(UserError) as err:
-        models.check_token_ids(model, bad, source, "/ckpt/vocab.txt")
+        classifier.check_token_ids(model, bad, source, "/ckpt/vocab.txt")
     message = str(err.value)
     assert message.startswith(f"{source}: example 3 has token id {VOCAB}, but the model's embedding has {VOCAB} rows")
     assert "/ckpt/vocab.txt does not belong to this model" in message and "model.checkpoint_dir" in message
@@ -137,7 +138,7 @@ def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_cfg, monkeypatch):
             None, None, "OOM when allocating tensor with shape[16,2,64,64] and type float on "
             "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc\n\t [[{{node x}}]]")
 
-    monkeypatch.setattr(training.Trainer, "train_epoch", oom)
+    monkeypatch.setattr(loop.Trainer, "train_epoch", oom)
     with pytest.raises(UserError) as err:
         run(tiny_cfg(extra={"trainer.epochs": 1}))
     message = str(err.value)
@@ -186,8 +187,8 @@ def test_dropout_draws_depend_on_seed_epoch_step_only_and_xla_draws_the_same():
 
 
 def test_prepared_model_draws_every_dropout_from_the_step_key():
-    model = models.build_classifier(DROPOUT_BERT, models.bert_config(DROPOUT_BERT, VOCAB), 4, seed=0)
-    training.prepare_model(model)
+    model = classifier.build_classifier(DROPOUT_BERT, classifier.bert_config(DROPOUT_BERT, VOCAB), 4, seed=0)
+    rewrites.prepare_model(model)
     inputs, labels = repeated_token_batch()
     eval_out = model(inputs, training=False).numpy()
 
@@ -201,13 +202,13 @@ def test_prepared_model_draws_every_dropout_from_the_step_key():
     assert np.array_equal(train_out(), a) and not np.allclose(a, eval_out)
     # The attention's dropout counts too: with only attention dropout, training differs from eval.
     attention_only = OmegaConf.merge(TINY, {"attention_probs_dropout_prob": 0.5})
-    model2 = models.build_classifier(attention_only, models.bert_config(attention_only, VOCAB), 4, seed=0)
-    training.prepare_model(model2)
+    model2 = classifier.build_classifier(attention_only, classifier.bert_config(attention_only, VOCAB), 4, seed=0)
+    rewrites.prepare_model(model2)
     with dropout.KEYS.step():
         assert not np.allclose(model2(inputs, training=True), model2(inputs, training=False))
 
-    optimizer = training.make_optimizer(1e-3, "float32")
-    trainer = training.Trainer(model, FreeLB(model, optimizer, adv_steps=1), optimizer, batch_size=3)
+    optimizer = optim.make_optimizer(1e-3, "float32")
+    trainer = loop.Trainer(model, FreeLB(model, optimizer, adv_steps=1), optimizer, batch_size=3)
     ops = graph_op_types(trainer.train_step.get_concrete_function(inputs, labels))  # dropout + FreeLB's noise
     assert "StatelessRandomUniformFullIntV2" in ops
     assert not ops & STATEFUL_RANDOM_OPS, ops & STATEFUL_RANDOM_OPS  # nothing unkeyed is drawn
@@ -224,7 +225,7 @@ def test_reruns_and_resumes_are_exact_under_xla_without_retracing(clue_dir, tmp_
              "task.max_train_samples": 64, "task.max_dev_samples": 32, "model.num_hidden_layers": 1}
     overrides = lambda name: tiny_overrides(clue_dir, tmp_path / name, method="fgm", extra=extra)
     traces = []
-    real_fit = training.Trainer.fit
+    real_fit = loop.Trainer.fit
 
     def fit(self, *args, **kwargs):
         try:
@@ -232,19 +233,19 @@ def test_reruns_and_resumes_are_exact_under_xla_without_retracing(clue_dir, tmp_
         finally:
             traces.append(self.train_step.experimental_get_tracing_count())
 
-    monkeypatch.setattr(training.Trainer, "fit", fit)
+    monkeypatch.setattr(loop.Trainer, "fit", fit)
     whole = run(compose(overrides("whole")))
 
-    real_save = checkpoints.RunState.save_epoch
+    real_save = run_state.RunState.save_epoch
 
     def save_then_die(self, history):  # as if killed right after epoch 1 was saved
         real_save(self, history)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoints.RunState, "save_epoch", save_then_die)
+    monkeypatch.setattr(run_state.RunState, "save_epoch", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(compose(overrides("killed")))
-    monkeypatch.setattr(checkpoints.RunState, "save_epoch", real_save)
+    monkeypatch.setattr(run_state.RunState, "save_epoch", real_save)
     resumed = run(compose(overrides("killed")))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert numbers(resumed["history"]) == numbers(whole["history"])

@@ -10,7 +10,9 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments import CONFIG_DIR, devices, records
+from experiments import CONFIG_DIR
+from experiments.machine import devices, estimate
+from experiments.results import records
 from tests.conftest import make_clue
 from tests.test_sweep import sweep_command
 
@@ -132,7 +134,7 @@ def test_joblib_sweep_runs_two_jobs_at_once_each_with_its_share_of_the_cpus(tmp_
     out = sweep(clue, results, "joblib", "hydra.launcher.n_jobs=2", env={"CUDA_VISIBLE_DEVICES": ""})
     assert "Joblib.Parallel(n_jobs=2," in out
     assert_one_complete_record_per_run(results)
-    threads = max(1, devices.cpu_count() // 2)
+    threads = max(1, estimate.cpu_count() // 2)
     job_logs = sorted((results / "logs" / "multirun").glob("*/*/run.log"))
     assert len(job_logs) == 2
     for job_log in job_logs:

@@ -12,11 +12,13 @@ import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from experiments import bench, download, models
+from experiments.machine import bench
+from experiments.data import download
+from experiments.model import classifier
 from experiments.config import compose
 from experiments.errors import UserError
-from experiments.methods.fgm import FGM
-from experiments.methods.gp import GradientPenalty
+from experiments.train.methods.fgm import FGM
+from experiments.train.methods.gp import GradientPenalty
 from experiments.run import run
 from tests.conftest import make_clue, tiny_overrides
 from tests.google_checkpoint import RELEASES, UNUSED_PREFIXES, fixture_vocab, write_release
@@ -43,8 +45,8 @@ def model_cfg(name, folder):
 
 def build(name, folder, num_labels=4):
     cfg = model_cfg(name, folder)
-    _, vocab = models.load_tokenizer(cfg, [])
-    return models.build_classifier(cfg, models.bert_config(cfg, len(vocab)), num_labels, seed=0)
+    _, vocab = classifier.load_tokenizer(cfg, [])
+    return classifier.build_classifier(cfg, classifier.bert_config(cfg, len(vocab)), num_labels, seed=0)
 
 
 @pytest.mark.parametrize("name", RELEASES)
@@ -54,7 +56,7 @@ def test_each_config_names_its_release(name):
     assert (cfg.family, dict(cfg.files)) == (family, files)
     assert (cfg.url is None) == (name in NO_URL) and cfg.source
     assert OmegaConf.select(cfg, "cpu_friendly", default=False) is (name == "albert_tiny_zh")
-    assert set(cfg.shape) >= set(models.SHAPE_KEYS) and cfg.learning_rate > 0
+    assert set(cfg.shape) >= set(classifier.SHAPE_KEYS) and cfg.learning_rate > 0
 
 
 @pytest.mark.parametrize("name", RELEASES)
@@ -63,7 +65,7 @@ def test_loading_gives_exactly_the_saved_weights(releases, name):
     model = build(name, folder)
     used = {k: v for k, v in arrays.items() if not k.startswith(UNUSED_PREFIXES)}
     top = "electra" if RELEASES[name][0] == "electra" else "bert"
-    np.testing.assert_array_equal(models.embedding_matrix(model).numpy(), arrays[f"{top}/embeddings/word_embeddings"])
+    np.testing.assert_array_equal(classifier.embedding_matrix(model).numpy(), arrays[f"{top}/embeddings/word_embeddings"])
     encoder = [w for w in model.trainable_weights if not w.name.startswith("classifier")]
     # Each encoder weight is one saved array, bit for bit, and each saved array is used:
     # nothing is left at its random initial value, nothing saved is skipped.
@@ -71,7 +73,7 @@ def test_loading_gives_exactly_the_saved_weights(releases, name):
     assert all(len(m) == 1 for m in matches), [w.name for w, m in zip(encoder, matches) if len(m) != 1]
     assert sorted(k for m in matches for k in m) == sorted(used)
     if RELEASES[name][0] == "albert":  # one shared layer, factorised embeddings projected up
-        assert models.embedding_matrix(model).shape == (len(fixture_vocab()), 16)
+        assert classifier.embedding_matrix(model).shape == (len(fixture_vocab()), 16)
         assert model.get_layer("Embedding-Mapping").kernel.shape == (16, 32)
 
 
@@ -79,13 +81,13 @@ def test_loading_gives_exactly_the_saved_weights(releases, name):
 def test_fgm_step_equals_the_dense_reference(releases, family):
     folder, _ = releases[BY_FAMILY[family]]
     model, batch = build(BY_FAMILY[family], folder), repeated_token_batch()
-    e0 = models.embedding_matrix(model).numpy()
+    e0 = classifier.embedding_matrix(model).numpy()
     clean, adv, ref_grads = reference_fgm(model, batch, 0.5)
     loss, grads = tf.function(FGM(model, epsilon=0.5))(*batch)
     assert float(loss) == pytest.approx(adv, rel=1e-5) and adv > clean
     for a, b in zip(dense(grads), dense(ref_grads)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(models.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(classifier.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("family", BY_FAMILY)
@@ -94,7 +96,7 @@ def test_gp_step_equals_the_dense_reference(releases, family):
     model, batch = build(BY_FAMILY[family], folder), repeated_token_batch()
     clean, expected_total, per_position, ref_grads = per_position_reference(model, batch, 1.0)
     # The penalty is on the looked-up token embeddings: embedding_size wide where factorised.
-    assert per_position.shape[-1] == models.embedding_matrix(model).shape[-1]
+    assert per_position.shape[-1] == classifier.embedding_matrix(model).shape[-1]
     total, grads = tf.function(GradientPenalty(model, epsilon=1.0))(*batch)
     assert float(total) == pytest.approx(expected_total, rel=1e-5) and float(total) > clean
     by_name = dict(zip([v.name for v in model.trainable_variables], dense(grads)))
@@ -124,7 +126,7 @@ def test_a_run_of_each_family_trains_from_the_checkpoint(releases, tmp_path, nam
     top = "electra" if RELEASES[name][0] == "electra" else "bert"
     trained = build(name, folder, num_labels=record["num_labels"])
     trained.load_weights(record["best_weights"])
-    start, trained = arrays[f"{top}/embeddings/word_embeddings"], models.embedding_matrix(trained).numpy()
+    start, trained = arrays[f"{top}/embeddings/word_embeddings"], classifier.embedding_matrix(trained).numpy()
     mask, cls = fixture_vocab().index("[MASK]"), fixture_vocab().index("[CLS]")
     np.testing.assert_array_equal(trained[mask], start[mask])
     assert not np.allclose(trained[cls], start[cls], rtol=0, atol=1e-4)
@@ -143,7 +145,7 @@ def test_a_missing_checkpoint_file_is_named(releases, tmp_path, name):
     for missing in (f"{files['checkpoint']}.index", files["config"], files["vocab"]):
         broken = copy_without(folder, tmp_path / missing, drop=missing)
         with pytest.raises(UserError) as err:
-            models.load_tokenizer(model_cfg(name, broken), [])
+            classifier.load_tokenizer(model_cfg(name, broken), [])
         assert str(err.value) == (f"{broken / missing}: missing from the checkpoint folder of model={name}; run "
                                   f"`make model MODEL={name}` to check the folder, or fetch it again")
 
@@ -156,10 +158,10 @@ def test_a_vocab_from_another_checkpoint_is_an_error(releases, tmp_path, name):
     with (other / files["vocab"]).open("a", encoding="utf-8") as f:
         f.write("[unused1]\n")
     cfg = model_cfg(name, other)
-    _, vocab = models.load_tokenizer(cfg, [])
+    _, vocab = classifier.load_tokenizer(cfg, [])
     n = len(fixture_vocab())
     with pytest.raises(UserError) as err:
-        models.bert_config(cfg, len(vocab))
+        classifier.bert_config(cfg, len(vocab))
     assert str(err.value) == (f"{other / files['config']}: vocab_size is {n} but {files['vocab']} has {n + 1} tokens; "
                               "the config and vocab come from different checkpoints")
 
@@ -216,7 +218,7 @@ def test_bench_builds_a_models_shape_without_weights():
 
 def test_clue_figures_of_these_models_stand_beside_their_rows(tmp_path):
     """results/reference/clue.csv's rows for the models CLUE lists reach `make table`; ALBERT-base has no dev."""
-    from experiments import table
+    from experiments.results import table
     from tests.test_table import write
 
     clue = pd.read_csv(table.CLUE_CSV, comment="#")

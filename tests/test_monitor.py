@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import data, monitor, predict, records, training
+from experiments import predict
+from experiments.data import batching
+from experiments.train import monitor, loop, optim
+from experiments.results import records
 from experiments.config import compose
 from experiments.errors import UserError
-from experiments.methods import build, cross_entropy
-from experiments.methods.baseline import Baseline
+from experiments.train.methods import build, cross_entropy
+from experiments.train.methods.baseline import Baseline
 from experiments.run import run, tensorboard_dir
 from tests.conftest import tiny_overrides
 from tests.tiny_bert import repeated_token_batch, tiny_model
@@ -45,7 +48,7 @@ def test_linear_schedule_across_a_resume_and_tensorboard(clue_dir, tmp_path, mon
     peak, epochs, steps = 2e-3, 2, 4
     extra = {**SMALL, "trainer.epochs": epochs, "trainer.schedule": "linear", "trainer.warmup_ratio": 0.25,
              "trainer.resume": True, "method.epsilon": 0.05}
-    evaluate = training.Trainer.evaluate
+    evaluate = loop.Trainer.evaluate
 
     def die_in_epoch_2(self, dev):
         if len(self.history) == 1:
@@ -53,7 +56,7 @@ def test_linear_schedule_across_a_resume_and_tensorboard(clue_dir, tmp_path, mon
         return evaluate(self, dev)
 
     with monkeypatch.context() as patch:
-        patch.setattr(training.Trainer, "evaluate", die_in_epoch_2)
+        patch.setattr(loop.Trainer, "evaluate", die_in_epoch_2)
         with pytest.raises(KeyboardInterrupt):
             run(compose(tiny_overrides(clue_dir, tmp_path / "killed", method="fgm", extra=extra)))
     [folder] = (tmp_path / "killed" / "tensorboard").iterdir()
@@ -89,7 +92,7 @@ def test_linear_schedule_across_a_resume_and_tensorboard(clue_dir, tmp_path, mon
 
 def test_early_stopping_stops_after_patience_epochs(clue_dir, tmp_path, monkeypatch):
     accuracies = [0.5, 0.6, 0.6, 0.55, 0.7]  # no better than 0.6 in epochs 3 and 4
-    monkeypatch.setattr(training.Trainer, "evaluate", lambda self, dev: accuracies[len(self.history)])
+    monkeypatch.setattr(loop.Trainer, "evaluate", lambda self, dev: accuracies[len(self.history)])
     record = run(compose(tiny_overrides(clue_dir, tmp_path / "r", extra={
         **SMALL, "task.max_train_samples": 16, "trainer.epochs": 5, "trainer.patience": 2,
         "trainer.tensorboard": False})))
@@ -148,7 +151,7 @@ def test_each_method_reports_its_quantities():
     cases = {"fgm": ("FGM", {"epsilon": 0.3}), "pgd": ("PGD", {"epsilon": 0.2, "alpha": 0.3, "steps": 1}),
              "gp": ("GradientPenalty", {"epsilon": 0.5}),
              "freelb": ("FreeLB", {"adv_steps": 2, "adv_lr": 0.1, "adv_init_mag": 0.0})}
-    methods = {name: build({"_target_": f"experiments.methods.{name}.{cls}", "name": name, **options}, model, None)
+    methods = {name: build({"_target_": f"experiments.train.methods.{name}.{cls}", "name": name, **options}, model, None)
                for name, (cls, options) in cases.items()}
     got = {}
     for name, method in methods.items():  # eagerly; none of them changes the weights
@@ -167,9 +170,9 @@ def test_each_method_reports_its_quantities():
     # FreeLB: no initial noise, one ascent step of adv_lr per example: each example's delta has norm 0.1
     assert got["freelb"]["perturbation_norm"] == pytest.approx(0.1, rel=1e-5)
 
-    optimizer = training.make_optimizer(1e-3, "float32")
-    fgm = build({"_target_": "experiments.methods.fgm.FGM", "name": "fgm", "epsilon": 0.3}, model, optimizer)
-    out = {k: float(v) for k, v in training.Trainer(model, fgm, optimizer, 3).train_step(*batch).items()}
+    optimizer = optim.make_optimizer(1e-3, "float32")
+    fgm = build({"_target_": "experiments.train.methods.fgm.FGM", "name": "fgm", "epsilon": 0.3}, model, optimizer)
+    out = {k: float(v) for k, v in loop.Trainer(model, fgm, optimizer, 3).train_step(*batch).items()}
     assert out == pytest.approx({**got["fgm"], "learning_rate": 1e-3}, rel=1e-5)  # computed before the update
 
 
@@ -182,19 +185,19 @@ def test_length_ordered_evaluation_scores_each_sequence_as_alone():
     rng = np.random.default_rng(1)
     seqs = [np.concatenate([[2], rng.integers(5, 40, n - 2), [3]]).astype(np.int32) for n in rng.integers(3, 30, 40)]
     alone = [int(np.argmax(model((s[None], np.zeros_like(s)[None]), training=False)[0])) for s in seqs]
-    trainer = training.Trainer(model, None, None, 8, eval_batch_size=8)
+    trainer = loop.Trainer(model, None, None, 8, eval_batch_size=8)
     assert trainer.predict(seqs).tolist() == alone
     assert len(set(alone)) > 1  # the check can tell orders apart
 
 
 def test_prefetch_keeps_order_and_errors():
-    assert list(data.prefetch(iter(range(50)))) == list(range(50))
+    assert list(batching.prefetch(iter(range(50)))) == list(range(50))
 
     def broken():
         yield 1
         raise ValueError("bad batch")
 
-    got = data.prefetch(broken())
+    got = batching.prefetch(broken())
     assert next(got) == 1
     with pytest.raises(ValueError, match="bad batch"):
         next(got)

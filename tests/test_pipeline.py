@@ -9,7 +9,9 @@ import tensorflow as tf
 
 import experiments  # noqa: F401  (TF_KERAS before bert4keras)
 from bert4keras.tokenizers import Tokenizer
-from experiments import cache, checkpoints, data, models, training
+from experiments.data import cache, batching
+from experiments.train import run_state, loop
+from experiments.model import classifier
 from experiments.config import compose
 from experiments.run import run
 from tests.conftest import CLASS_WORDS, tiny_overrides, write_jsonl
@@ -18,7 +20,7 @@ TEXTS = ["今天天气很好", "股票大涨", "我们一起看电影吧", "手�
 
 
 def tokenizer_for(texts):
-    return Tokenizer(models.char_vocab(texts), do_lower_case=True)
+    return Tokenizer(classifier.char_vocab(texts), do_lower_case=True)
 
 
 @pytest.fixture
@@ -34,10 +36,10 @@ def test_second_encode_reads_the_cache(source, tmp_path, caplog):
     assert segments is None
     assert not hit and len(list((tmp_path / "cache").glob("*.npz"))) == 1
     assert not list((tmp_path / "cache").glob(".*"))  # no temporary file left behind
-    with caplog.at_level(logging.INFO, logger="experiments.cache"):
+    with caplog.at_level(logging.INFO, logger="experiments.data.cache"):
         (second, _), hit = cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
     assert hit and "from the cache" in caplog.text
-    expected, _ = data.encode(tok, TEXTS, 16)
+    expected, _ = batching.encode(tok, TEXTS, 16)
     for a, b, c in zip(first, second, expected):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, c)
@@ -63,7 +65,7 @@ def test_unreadable_entry_is_tokenized_again_and_null_turns_the_cache_off(source
     [entry] = (tmp_path / "cache").glob("*.npz")
     entry.write_bytes(b"truncated")
     (ids, _), hit = cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")
-    assert not hit and [len(x) for x in ids] == [len(x) for x in data.encode(tok, TEXTS, 16)[0]]
+    assert not hit and [len(x) for x in ids] == [len(x) for x in batching.encode(tok, TEXTS, 16)[0]]
     assert cache.encode(tok, TEXTS, 16, source, tmp_path / "cache")[1]  # repaired
     assert not cache.encode(tok, TEXTS, 16, source, None)[1]
     assert len(list((tmp_path / "cache").iterdir())) == 1
@@ -72,7 +74,7 @@ def test_unreadable_entry_is_tokenized_again_and_null_turns_the_cache_off(source
 def test_second_run_skips_tokenizing_and_records_padding(clue_dir, tmp_path, caplog):
     extra = {"trainer.epochs": 1, "paths.cache_dir": str(tmp_path / "cache")}
     first = run(compose(tiny_overrides(clue_dir, tmp_path / "a", extra=extra)))
-    with caplog.at_level(logging.INFO, logger="experiments.cache"):
+    with caplog.at_level(logging.INFO, logger="experiments.data.cache"):
         second = run(compose(tiny_overrides(clue_dir, tmp_path / "b", extra=extra)))
     assert first["timings"]["token_cache"] == "miss" and second["timings"]["token_cache"] == "hit"
     assert caplog.text.count("(not tokenized)") == 2  # train and dev
@@ -90,13 +92,13 @@ def lengths_like_tnews(n=2000, seed=0):
 def test_bucketed_batches_are_a_shuffled_partition_with_less_padding():
     lengths = lengths_like_tnews()
     rng = lambda: np.random.default_rng(np.random.SeedSequence([3, 1]))  # (seed, epoch) as fit() draws it
-    plain = data.batch_order(lengths, 32, rng())
-    bucketed = data.batch_order(lengths, 32, rng(), bucket_by_length=True)
+    plain = batching.batch_order(lengths, 32, rng())
+    bucketed = batching.batch_order(lengths, 32, rng(), bucket_by_length=True)
     assert sorted(np.concatenate(bucketed).tolist()) == list(range(len(lengths)))  # each example once
     assert [len(b) for b in bucketed].count(32) >= len(bucketed) - 1
     # The order depends on the rng alone (so on (seed, epoch): resume stays exact) ...
-    assert all(np.array_equal(a, b) for a, b in zip(bucketed, data.batch_order(lengths, 32, rng(), True)))
-    other = data.batch_order(lengths, 32, np.random.default_rng(np.random.SeedSequence([3, 2])), True)
+    assert all(np.array_equal(a, b) for a, b in zip(bucketed, batching.batch_order(lengths, 32, rng(), True)))
+    other = batching.batch_order(lengths, 32, np.random.default_rng(np.random.SeedSequence([3, 2])), True)
     assert not all(np.array_equal(a, b) for a, b in zip(bucketed, other))
     # ... batches are not in length order (shuffled after sorting within chunks) ...
     maxima = [lengths[b].max() for b in bucketed]
@@ -113,12 +115,12 @@ def test_bucketed_batches_are_a_shuffled_partition_with_less_padding():
 
 def test_padding_to_a_multiple_and_the_padding_count():
     seqs = [np.arange(1, n + 1, dtype=np.int32) for n in (3, 9, 17, 5)]
-    stats = data.PaddingStats()
-    shapes = [ids.shape for (ids, _), _ in data.batches(seqs, np.zeros(4, np.int32), 2, pad_to_multiple_of=8,
+    stats = batching.PaddingStats()
+    shapes = [ids.shape for (ids, _), _ in batching.batches(seqs, np.zeros(4, np.int32), 2, pad_to_multiple_of=8,
                                                          stats=stats)]
     assert shapes == [(2, 16), (2, 24)]
     assert (stats.real, stats.padded) == (3 + 9 + 17 + 5, 2 * 16 + 2 * 24)
-    assert data.pad(seqs[:1], 8)[0].tolist() == [1, 2, 3, 0, 0, 0, 0, 0]
+    assert batching.pad(seqs[:1], 8)[0].tolist() == [1, 2, 3, 0, 0, 0, 0, 0]
 
 
 def test_bucketed_prediction_keeps_the_input_order():
@@ -128,7 +130,7 @@ def test_bucketed_prediction_keeps_the_input_order():
     seqs = [rng.integers(5, 30, n).astype(np.int32) for n in rng.integers(3, 40, 50)]
     expected = [len(s) % 3 for s in seqs]
     for bucket in (False, True):
-        trainer = training.Trainer(None, None, None, 8, eval_batch_size=8, bucket_by_length=bucket,
+        trainer = loop.Trainer(None, None, None, 8, eval_batch_size=8, bucket_by_length=bucket,
                                    pad_to_multiple_of=8)
         trainer.logits_step = lambda inputs: tf.one_hot(tf.math.count_nonzero(inputs[0], axis=1) % 3, 3)
         assert trainer.predict(seqs).tolist() == expected
@@ -138,7 +140,7 @@ def test_bucketed_run_resumes_exactly(clue_dir, tmp_path, monkeypatch):
     """Killed right after epoch 2 is saved, then resumed: the record equals an uninterrupted run's."""
     extra = {"trainer.epochs": 3, "trainer.bucket_by_length": True, "trainer.pad_to_multiple_of": 8,
              "trainer.resume": True, "paths.cache_dir": str(tmp_path / "cache")}
-    save_epoch = checkpoints.RunState.save_epoch
+    save_epoch = run_state.RunState.save_epoch
 
     def save_then_die(self, history):
         save_epoch(self, history)
@@ -146,7 +148,7 @@ def test_bucketed_run_resumes_exactly(clue_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoints.RunState, "save_epoch", save_then_die)
+        patch.setattr(run_state.RunState, "save_epoch", save_then_die)
         with pytest.raises(KeyboardInterrupt):
             run(compose(tiny_overrides(clue_dir, tmp_path / "killed", extra=extra)))
     resumed = run(compose(tiny_overrides(clue_dir, tmp_path / "killed", extra=extra)))

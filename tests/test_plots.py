@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments import plots, records, table
+from experiments.results import plots, records, table
 from tests.test_table import settings
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -68,7 +68,7 @@ def best(method, eps):
 
 
 def t_interval(values):
-    """mean ± t(0.975, n-1) * sd / sqrt(n), written out here rather than taken from table.ci95."""
+    """mean ± t(0.975, n-1) * sd / sqrt(n), written out here rather than taken from stats.ci95."""
     m = statistics.mean(values)
     if len(values) < 2:
         return m, float("nan"), float("nan")

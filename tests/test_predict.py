@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import PROJECT_ROOT, data, predict
+from experiments import PROJECT_ROOT, predict
+from experiments.data import loaders, batching
 from experiments.errors import UserError
 from experiments.run import run
 from experiments.config import compose
@@ -33,7 +34,7 @@ def test_tnews_files_have_ids_count_and_label_set(tnews_run, tmp_path):
     clue, record_file, record = tnews_run
     written = predict.predict(record_file, task="tnews", out=tmp_path)
     assert [p.name for p in written] == ["tnews11_predict.json", "tnews10_predict.json"]
-    labels = set(data.read_label_ids(clue / "tnews_public" / "labels.json"))
+    labels = set(loaders.read_label_ids(clue / "tnews_public" / "labels.json"))
     for path in written:
         rows = read_lines(path)
         assert [r["id"] for r in rows] == list(range(50))  # the fixture's test files hold ids 0..49
@@ -44,8 +45,8 @@ def test_tnews_files_have_ids_count_and_label_set(tnews_run, tmp_path):
 def test_predictions_come_from_the_best_dev_weights(tnews_run):
     clue, record_file, record = tnews_run
     cfg, label_ids, tokenizer, trainer = predict.load_run(record)
-    _, _, dev = data.load_task(cfg.paths.clue_dir, cfg.task)
-    classes = trainer.predict(*data.encode(tokenizer, dev.texts, cfg.task.max_length))
+    _, _, dev = loaders.load_task(cfg.paths.clue_dir, cfg.task)
+    classes = trainer.predict(*batching.encode(tokenizer, dev.texts, cfg.task.max_length))
     assert float(np.mean(classes == dev.labels)) == record["best_dev_acc"]
 
 

@@ -4,7 +4,7 @@ import json
 
 from omegaconf import OmegaConf
 
-from experiments import records
+from experiments.results import records
 from experiments.config import compose
 
 
@@ -62,3 +62,17 @@ def test_only_complete_records_are_loaded(tmp_path):
     assert records.load_records(tmp_path) == [{"status": "complete", "seed": 0}]
     assert sorted(p.name for p in runs.iterdir()) == ["a.json", "b.json", "c.json"]  # no temp files left
     assert (runs / "a.json").stat().st_mode & 0o777 == 0o666 & ~records._UMASK  # readable by others too
+
+
+def test_warmup_ratio_is_a_setting_only_under_the_linear_schedule():
+    from experiments.results import records as rec
+
+    def config(schedule, warmup):
+        return {"task": {"name": "tnews"}, "model": {"name": "tiny"}, "method": {"name": "fgm", "epsilon": 0.1},
+                "seed": 0, "trainer": {"schedule": schedule, "warmup_ratio": warmup, "epochs": 2}}
+
+    constant, linear = rec.settings(config("constant", 0.1)), rec.settings(config("linear", 0.1))
+    assert constant["trainer"] == {"schedule": "constant", "epochs": 2}
+    assert linear["trainer"] == {"schedule": "linear", "warmup_ratio": 0.1, "epochs": 2}
+    assert rec.settings_id(config("constant", 0.1)) == rec.settings_id(config("constant", 0.3))
+    assert rec.settings_id(config("linear", 0.1)) != rec.settings_id(config("linear", 0.3))

@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 
-from experiments import PROJECT_ROOT, records
+from experiments import PROJECT_ROOT
+from experiments.results import records
 from experiments.config import compose
 from experiments.run import run
 from tests.conftest import tiny_overrides

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from experiments import PROJECT_ROOT, records
+from experiments import PROJECT_ROOT
+from experiments.results import records
 from experiments.config import compose
 from experiments.run import run
 from tests.conftest import CLASS_WORDS, tiny_overrides

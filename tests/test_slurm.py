@@ -18,7 +18,9 @@ import time
 
 import pytest
 
-from experiments import PROJECT_ROOT, records, slurm
+from experiments import PROJECT_ROOT
+from experiments.results import records
+from experiments.machine import slurm
 from tests import slurm_cluster
 from tests.conftest import make_clue, tiny_overrides
 from tests.test_resume import numbers
@@ -108,7 +110,7 @@ def test_two_run_sweep_writes_one_complete_record_per_run(two_run_sweep):
     # Both ran as tasks of one Slurm job array, one log pair per task.
     tasks = [re.fullmatch(r"(\d+)_(\d+)_0_log.out", p.name) for p in results.glob("logs/multirun/*/submitit/*/*_log.out")]
     assert len({m[1] for m in tasks}) == 1 and sorted(m[2] for m in tasks) == ["0", "1"], tasks
-    # No accounting here: submitit's failing sacct calls show once, explained (experiments/slurm.py).
+    # No accounting here: submitit's failing sacct calls show once, explained (experiments/machine/slurm.py).
     assert set(re.findall(r"Call #(\d+) - Bypassing sacct error", out)) == {"1"}, out
     assert slurm.SACCT_NOTE in out
 
@@ -183,7 +185,7 @@ EXIT_AFTER_REQUEUE = """
 import os, signal, sys, time
 from submitit.core.job_environment import SignalHandler
 from submitit.core.utils import DelayedSubmission, JobPaths
-from experiments import slurm
+from experiments.machine import slurm
 
 class Env:  # in place of submitit's SlurmJobEnvironment, whose _requeue calls scontrol requeue
     global_rank = 0

@@ -1,18 +1,20 @@
-"""The speed options compute what the plain float32 step computes: training.prepare_model's
+"""The speed options compute what the plain float32 step computes: rewrites.prepare_model's
 layer rewrites, mixed precision (float16 with loss scaling, bfloat16) and XLA, each checked
 on FGM and gradient penalty against the float32, non-XLA reference; and a short run under
-each option learns. Correctness only: timings live in `make bench` (experiments/bench.py)."""
+each option learns. Correctness only: timings live in `make bench` (experiments/machine/bench.py)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from experiments import bench, models, training
+from experiments.machine import bench
+from experiments.model import classifier, rewrites
+from experiments.train import loop, optim
 from experiments.config import compose
-from experiments.methods.fgm import FGM, fgm_delta
-from experiments.methods.gp import GradientPenalty
-from experiments.methods.pgd import PGD
+from experiments.train.methods.fgm import FGM, fgm_delta
+from experiments.train.methods.gp import GradientPenalty
+from experiments.train.methods.pgd import PGD
 from experiments.run import run
 from tests.conftest import CLASS_WORDS, tiny_overrides
 from tests.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch
@@ -24,7 +26,7 @@ METHODS = {"fgm": lambda m, o: FGM(m, o, epsilon=0.5), "gp": lambda m, o: Gradie
 @pytest.fixture(autouse=True)
 def float32_afterwards():
     yield
-    training.set_precision("float32")  # the policy is global: leave it as the other tests expect
+    optim.set_precision("float32")  # the policy is global: leave it as the other tests expect
 
 
 @pytest.fixture
@@ -33,12 +35,12 @@ def batch():
 
 
 def build(precision="float32", prepared=True, weights=None):
-    training.set_precision(precision)
-    model = models.build_classifier(TINY, models.bert_config(TINY, VOCAB), LABELS, seed=0)
+    optim.set_precision(precision)
+    model = classifier.build_classifier(TINY, classifier.bert_config(TINY, VOCAB), LABELS, seed=0)
     if weights is not None:
         model.set_weights(weights)
     if prepared:
-        training.prepare_model(model, precision)
+        rewrites.prepare_model(model, precision)
     return model
 
 
@@ -49,11 +51,11 @@ def gradients(model, method, batch, precision="float32", jit_compile=False):
     scale and unscales it. The scale is fixed at 2**8 here: a mistake in either direction
     is then off by 256x, and no gradient of this model overflows, as some do at the
     dynamic scale's first value 2**15 (training then skips the step and halves the scale)."""
-    optimizer = training.make_optimizer(1e-3, precision)
+    optimizer = optim.make_optimizer(1e-3, precision)
     if precision == "mixed_float16":
         optimizer = keras.mixed_precision.LossScaleOptimizer(keras.optimizers.Adam(1e-3), dynamic=False,
                                                              initial_scale=2 ** 8)
-    step = tf.function(METHODS[method](model, optimizer), input_signature=training.BATCH_SIGNATURE,
+    step = tf.function(METHODS[method](model, optimizer), input_signature=loop.BATCH_SIGNATURE,
                        jit_compile=jit_compile)
     loss, grads = step(*batch)
     return float(loss), [tf.convert_to_tensor(g).numpy().astype(np.float64) for g in grads]
@@ -91,9 +93,9 @@ def test_step_under_each_option_matches_float32(batch, method, precision, jit_co
     assert loss == pytest.approx(ref_loss, rel=tolerance)
     assert relative_error(grads, ref_grads) < tolerance
     # The perturbation is undone: the embedding matrix (float32 under every policy) is back.
-    emb = models.embedding_matrix(model)
+    emb = classifier.embedding_matrix(model)
     assert emb.dtype == tf.float32
-    np.testing.assert_allclose(emb.numpy(), models.embedding_matrix(reference).numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(emb.numpy(), classifier.embedding_matrix(reference).numpy(), rtol=0, atol=1e-6)
 
 
 def test_perturbation_is_float32_whatever_the_gradient_dtype():
@@ -111,7 +113,7 @@ def test_perturbation_is_float32_whatever_the_gradient_dtype():
     model = build("mixed_float16")
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(model((tf.constant([[2, 7, 3]]), tf.zeros((1, 3), tf.int32)), training=True))
-    assert tape.gradient(loss, models.embedding_matrix(model)).values.dtype == tf.float32
+    assert tape.gradient(loss, classifier.embedding_matrix(model)).values.dtype == tf.float32
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
@@ -132,7 +134,7 @@ def test_layer_norm_runs_in_float32_under_float16(batch):
     up so that they do, only the float32 LayerNorm of prepare_model keeps the gradients."""
     reference = build()
     weights = reference.get_weights()
-    emb_index = [w.name for w in reference.weights].index(models.embedding_matrix(reference).name)
+    emb_index = [w.name for w in reference.weights].index(classifier.embedding_matrix(reference).name)
     weights[emb_index] = weights[emb_index] * 1e5
     reference.set_weights(weights)
     _, ref_grads = gradients(reference, "gp", batch)

@@ -9,7 +9,8 @@ import sys
 import time
 
 from tests.conftest import make_clue, tiny_overrides
-from experiments import PROJECT_ROOT, records
+from experiments import PROJECT_ROOT
+from experiments.results import records
 
 
 def sweep_command(clue, results) -> list[str]:

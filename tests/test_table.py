@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments import PROJECT_ROOT, records, table
+from experiments import PROJECT_ROOT
+from experiments.results import records, table
 
 EPSILON = {"fgm": 0.5, "gp": 1.0}
 
@@ -21,7 +22,7 @@ EPSILON = {"fgm": 0.5, "gp": 1.0}
 def settings(task, method, seed, model="bert_base", **changes):
     """Settings shaped like a resolved config's; ``changes`` maps dotted keys to new values."""
     s = {"task": {"name": task, "num_labels": 15 if task == "tnews" else 119, "max_train_samples": None},
-         "method": {"_target_": f"experiments.methods.{method}", "name": method},
+         "method": {"_target_": f"experiments.train.methods.{method}", "name": method},
          "model": {"name": model, "learning_rate": 2e-5},
          "trainer": {"epochs": 10 if task == "tnews" else 50, "batch_size": 32, "learning_rate": 2e-5},
          "seed": seed}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -102,14 +103,20 @@ def run_seconds(cfg, baseline_step_seconds: float, cost: float | None = None) ->
     return seconds, steps
 
 
+def cpu_count() -> int:
+    """CPUs this process may run on (respects taskset and Slurm/cgroup CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cpu_flops_per_second(seconds: float = 0.3) -> float:
     """Float32 FLOP/s of this machine's CPUs for TensorFlow: NumPy's matmul of a BERT-base
     feed-forward-sized product, counted per CPU second of this process (so that other processes
     sharing the cores slow it less than wall time would) times the CPUs this process may use,
     best of three short rounds, scaled by TF_OVER_NUMPY."""
     import numpy as np
-
-    from experiments.devices import cpu_count
 
     a = np.full((512, 768), 0.5, np.float32)
     b = np.full((768, 3072), 0.5, np.float32)

@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from experiments.records import write_json_atomic
+from experiments.results.records import write_json_atomic
 
 
 class RunState:

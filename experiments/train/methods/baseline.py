@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from experiments.methods.base import Method
+from experiments.train.methods.base import Method
 
 
 class Baseline(Method):

@@ -58,7 +58,7 @@ two forward/backward passes.
 import tensorflow as tf
 
 from experiments.errors import UserError
-from experiments.methods.base import Method, add_gradients, summed_rows
+from experiments.train.methods.base import Method, add_gradients, summed_rows
 
 
 def fgm_delta(grad: tf.IndexedSlices, epsilon: float) -> tf.IndexedSlices:

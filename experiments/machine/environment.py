@@ -59,7 +59,7 @@ def describe(trainer=None) -> dict:
     import tensorflow as tf
     import tf_keras as keras
 
-    from experiments import devices
+    from experiments.machine import devices
 
     versions = {}
     for name in PACKAGES:

@@ -63,7 +63,7 @@ def exit_at_once_when_requeued() -> None:
     exception: Hydra stored it as the job's result, submitit pickled it, and the waiting sweep failed
     although Slurm had requeued the run (seen once in tests/test_slurm.py). The run loses nothing by
     ending hard: its state on disk changes only by atomic renames at the end of each epoch
-    (experiments/checkpoints.py), as when Slurm kills it. Any other outcome of the handler (e.g.
+    (experiments/train/run_state.py), as when Slurm kills it. Any other outcome of the handler (e.g.
     "timed-out too many times", which must reach the sweep as an error) passes through unchanged.
     """
     if "submitit" not in sys.modules:  # not started by submitit

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 COMPLETE = "complete"
@@ -54,6 +55,9 @@ def settings(config: dict) -> dict:
     kept = keep(config)
     if isinstance(kept.get("method"), dict):  # an unused option must not split a method's runs
         kept["method"] = {"name": kept["method"].get("name"), **method_options(kept["method"])}
+    trainer = kept.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("schedule", "constant") != "linear":
+        trainer.pop("warmup_ratio", None)  # read only by the linear schedule (experiments/train/schedule.py)
     return kept
 
 
@@ -105,3 +109,50 @@ def load_records(results_dir: str | Path, statuses=(COMPLETE,)) -> list[dict]:
     folder = Path(results_dir) / "runs"
     records = (read_record(p, statuses) for p in sorted(folder.glob("*.json")))
     return [r for r in records if r is not None]
+
+
+def run_record(config: dict, history: list[dict], ending: dict, facts: dict, timings: dict,
+               best_weights: str | None, environment: dict, hydra_dir: str | None) -> dict:
+    """The record of a finished run (experiments/run.py): complete, or diverged (a non-finite loss
+    stopped it: the history so far, ``diverged_at``, ``partial_epoch``); early stopping adds
+    ``stopped_at_epoch``. Either way the run is done. ``config`` is the resolved config; ``facts``
+    the data's sizes; ``timings`` the total and tokenizing times and the token cache's use."""
+    best = max(history, key=lambda h: h["dev_acc"], default={"dev_acc": None, "epoch": None})
+    return {
+        "status": DIVERGED if "diverged_at" in ending else COMPLETE,
+        "task": config["task"]["name"], "model": config["model"]["name"], "method": config["method"]["name"],
+        "seed": config["seed"],
+        "settings_id": settings_id(config),
+        "best_dev_acc": best["dev_acc"], "best_epoch": best["epoch"],
+        "final_dev_acc": history[-1]["dev_acc"] if history else None,
+        **ending,
+        "history": history,
+        **facts,
+        "timings": {
+            "total_seconds": timings["total_seconds"],
+            **mean_over_epochs(history, "train_samples_per_second", "samples_per_second"),
+            # real / padded tokens of the training batches (1.0: no padding); see trainer.bucket_by_length
+            **mean_over_epochs(history, "padding_efficiency"),
+            **{k: v for k, v in timings.items() if k != "total_seconds"},
+        },
+        "best_weights": best_weights,
+        "settings": settings(config),
+        "config": config,
+        "environment": environment,
+        "hydra_dir": hydra_dir,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def mean_over_epochs(history: list[dict], name: str, key: str | None = None) -> dict:
+    """{name: the mean of each epoch's ``key``} (None without a finished epoch)."""
+    values = [h.get(key or name, float("nan")) for h in history]
+    return {name: sum(values) / len(values) if values else None}
+
+
+def outcome(record: dict) -> str:
+    """A run's result in a few words, for the log's last line."""
+    if not record["history"]:
+        return "diverged in epoch 1"
+    return (f"{'diverged; ' * (record['status'] == DIVERGED)}best dev acc {record['best_dev_acc']:.4f} "
+            f"(epoch {record['best_epoch']}), final {record['final_dev_acc']:.4f}")

@@ -11,7 +11,7 @@ run_classifier.py counts them::
 ``step`` is the number of updates made before this one (0 for the first, whose rate is 0
 when W > 0), read from the optimizer's ``iterations``: the rate is a function of the global
 step alone, and ``iterations`` is part of the checkpoint a resumed run restores
-(checkpoints.py), so a resumed run uses the rates an uninterrupted one would have.
+(run_state.py), so a resumed run uses the rates an uninterrupted one would have.
 Note the decay is Google's, not Hugging Face's: at step W the rate drops from about
 ``peak`` to ``peak * (1 - W / T)`` instead of starting its decay from ``peak``.
 """
@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras as keras
+
+from experiments.config import SCHEDULES
+from experiments.errors import UserError
 
 
 class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):

@@ -9,7 +9,7 @@ gradients, hence the nested tapes.
 
 import tensorflow as tf
 
-from experiments.methods.base import Method
+from experiments.train.methods.base import Method
 
 
 class GradientPenalty(Method):

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import data
+from experiments.data import loaders, batching
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the encoding itself changes (e.g. data.encode or bert4keras behaviour)
+FORMAT = 2  # bump when the encoding itself changes (e.g. batching.encode or bert4keras behaviour)
 
 
 def file_sha256(path: Path) -> str:
@@ -55,11 +55,11 @@ def cache_key(source: Path, tokenizer, max_length: int, texts: list[str], texts_
 
 def encode(tokenizer, texts: list[str], max_length: int, source: Path, cache_dir: str | Path | None,
            progress: bool = False, texts_b: list[str] | None = None):
-    """``(data.encode(...), hit)``: the token ids and segment ids of ``texts`` (with
+    """``(batching.encode(...), hit)``: the token ids and segment ids of ``texts`` (with
     ``texts_b``: pairs), read from ``source``, and whether they came from the cache;
     ``cache_dir=None`` turns the cache off."""
     if cache_dir is None:
-        return data.encode(tokenizer, texts, max_length, progress, texts_b), False
+        return batching.encode(tokenizer, texts, max_length, progress, texts_b), False
     key = cache_key(Path(source), tokenizer, max_length, texts, texts_b)
     path = Path(cache_dir) / f"{Path(source).stem}-{key}.npz"
     try:
@@ -71,7 +71,7 @@ def encode(tokenizer, texts: list[str], max_length: int, source: Path, cache_dir
             return (_split(flat, lengths), None if segments is None else _split(segments, lengths)), True
     except (OSError, ValueError, KeyError):  # missing or unreadable: tokenize again, overwrite
         pass
-    token_ids, segment_ids = data.encode(tokenizer, texts, max_length, progress, texts_b)
+    token_ids, segment_ids = batching.encode(tokenizer, texts, max_length, progress, texts_b)
     lengths = np.asarray([len(t) for t in token_ids], dtype=np.int64)
     arrays = {"token_ids": _flat(token_ids), "lengths": lengths}
     if segment_ids is not None:
@@ -89,15 +89,15 @@ def encode(tokenizer, texts: list[str], max_length: int, source: Path, cache_dir
     return (token_ids, segment_ids), False
 
 
-def dataset(cfg, tokenizer, split: data.Split, file_name: str):
-    """A run's split as a ``training.Dataset`` (token ids, labels, segment ids), through the
+def dataset(cfg, tokenizer, split: loaders.Split, file_name: str):
+    """A run's split as a ``batching.Dataset`` (token ids, labels, segment ids), through the
     cache in ``paths.cache_dir``, and whether the cache had it."""
-    from experiments import training
+    from experiments.data import batching
 
-    source = data.task_dir(cfg.paths.clue_dir, cfg.task) / file_name
+    source = loaders.task_dir(cfg.paths.clue_dir, cfg.task) / file_name
     (token_ids, segment_ids), hit = encode(tokenizer, split.texts, cfg.task.max_length, source,
                                            cfg.paths.get("cache_dir"), cfg.trainer.progress, split.texts_b)
-    return training.Dataset(token_ids, split.labels, segment_ids), hit
+    return batching.Dataset(token_ids, split.labels, segment_ids), hit
 
 
 def _flat(sequences: list[np.ndarray]) -> np.ndarray:

@@ -29,33 +29,13 @@ from omegaconf import OmegaConf
 
 import experiments  # noqa: F401  (sets TF_KERAS before TensorFlow is imported)
 from experiments.errors import UserError
+from experiments.model.release import check_checkpoint, family, files
 
 EMBEDDING_LAYER = "Embedding-Token"  # bert4keras's name for the token-embedding layer, in every family
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-FAMILIES = ("bert", "albert", "nezha", "electra")  # bert4keras's `model=` names this project tests
-# Google's BERT release, the default of model.files
-GOOGLE_FILES = {"config": "bert_config.json", "checkpoint": "bert_model.ckpt", "vocab": "vocab.txt"}
 # The shape keys `make bench` needs (configs/model/*.yaml: shape), as in the releases' JSON configs
 SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
               "max_position_embeddings")
-
-
-def family(model_cfg) -> str:
-    name = OmegaConf.select(model_cfg, "family", default="bert")
-    if name not in FAMILIES:
-        raise UserError(f"model.family={name} is not one of {', '.join(FAMILIES)} (bert4keras's model= names)")
-    return name
-
-
-def files(model_cfg) -> dict[str, str]:
-    """The release's file names in ``checkpoint_dir``: config, checkpoint (prefix), vocab."""
-    return {**GOOGLE_FILES, **(OmegaConf.to_container(model_cfg.files) if model_cfg.get("files") else {})}
-
-
-def checkpoint_files(model_cfg) -> list[str]:
-    """The files a run reads from ``checkpoint_dir`` (the TF1 checkpoint as its index and data)."""
-    f = files(model_cfg)
-    return [f["config"], f["vocab"], f"{f['checkpoint']}.index", f"{f['checkpoint']}.data-00000-of-00001"]
 
 
 def char_vocab(texts: list[str]) -> dict[str, int]:
@@ -71,17 +51,6 @@ def char_vocab(texts: list[str]) -> dict[str, int]:
         if ord(ch) < 0x2E80:  # below the CJK blocks: can be part of a multi-character word
             tokens.append("##" + ch)
     return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
-
-
-def check_checkpoint(model_cfg) -> None:
-    folder = Path(model_cfg.checkpoint_dir)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: checkpoint folder of model={model_cfg.name} not found; run "
-                        f"`make model MODEL={model_cfg.name}` or set model.checkpoint_dir")
-    for name in checkpoint_files(model_cfg):
-        if not (folder / name).is_file():
-            raise UserError(f"{folder / name}: missing from the checkpoint folder of model={model_cfg.name}; "
-                            f"run `make model MODEL={model_cfg.name}` to check the folder, or fetch it again")
 
 
 def load_tokenizer(model_cfg, train_texts: list[str]):
@@ -185,13 +154,6 @@ def _random_init(model, seed: int) -> None:
 
 def embedding_matrix(model):
     return model.get_layer(EMBEDDING_LAYER).embeddings
-
-
-def vocab_source(model_cfg) -> str:
-    """Where a run's vocabulary comes from, for messages."""
-    if model_cfg.checkpoint_dir is None:
-        return "the tiny model's character vocabulary"
-    return str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["vocab"])
 
 
 def check_token_ids(model, token_ids: list[np.ndarray], source: Path, vocab: str) -> None:

@@ -33,10 +33,10 @@ import contextlib
 
 import tensorflow as tf
 
-from experiments import dropout
+from experiments.model import dropout
 from experiments.errors import UserError
-from experiments.methods.base import Method, add_gradients, scale_gradients
-from experiments.models import EMBEDDING_LAYER
+from experiments.train.methods.base import Method, add_gradients, scale_gradients
+from experiments.model.classifier import EMBEDDING_LAYER
 
 
 @contextlib.contextmanager

@@ -20,10 +20,10 @@ second forward pass gets masks of its own, as before). The key lives in two vari
 setting it neither retraces nor recompiles the step; resuming at epoch e starts from exactly
 the key an uninterrupted run had there; eager and traced steps draw the same masks.
 
-bert4keras adds dropout in two places, and ``training.prepare_model`` replaces both: the
+bert4keras adds dropout in two places, and ``model.rewrites.prepare_model`` replaces both: the
 ``Dropout`` layers of its functional model (their ``call``, see ``dropout_call``) and the
 ``Dropout(...)`` layer that ``MultiHeadAttention.pay_attention_to`` builds inside ``call`` for
-the attention probabilities (``training.attention_call`` calls ``dropout`` instead).
+the attention probabilities (``model.rewrites.attention_call`` calls ``dropout`` instead, or ``keyed_attention_dropout``).
 """
 
 from __future__ import annotations
@@ -120,3 +120,32 @@ def dropout_call(layer):
         return dropout(inputs, layer.rate, training, layer._get_noise_shape(inputs))
 
     return call
+
+
+class KeyedDropout:
+    """What ``bert4keras.layers.Dropout(rate)`` builds inside ``keyed_attention_dropout``: a
+    callable that drops through ``dropout`` (keyed by seed, epoch and step), not a Keras layer."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+
+    def __call__(self, x, training=None):
+        return dropout(x, self.rate, training)
+
+
+@contextlib.contextmanager
+def keyed_attention_dropout():
+    """Within the block, bert4keras's ``MultiHeadAttention.pay_attention_to`` drops its attention
+    probabilities through ``dropout``: it builds that Dropout inline, by the module-level name
+    ``Dropout`` of bert4keras/layers.py (``A = Dropout(self.attention_dropout)(A)``), so the name
+    is bound to ``KeyedDropout`` for the block and restored after it, also on an error.
+    ``model.rewrites.attention_call`` uses it for the attentions it leaves to bert4keras (NEZHA's
+    relative positions, biases, other normalizations); tests/test_model_rewrites.py checks it."""
+    import bert4keras.layers
+
+    original = bert4keras.layers.Dropout
+    bert4keras.layers.Dropout = KeyedDropout
+    try:
+        yield
+    finally:
+        bert4keras.layers.Dropout = original

@@ -19,7 +19,7 @@ and subtracting deltas would not) and the ball is measured around the true E0.
 import tensorflow as tf
 
 from experiments.errors import UserError
-from experiments.methods.base import Method, add_gradients, summed_rows
+from experiments.train.methods.base import Method, add_gradients, summed_rows
 
 
 class PGD(Method):

@@ -33,8 +33,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments.errors import UserError
+from experiments.machine import estimate
+from experiments.machine.estimate import cpu_count
 
-log = logging.getLogger("experiments.devices")
+log = logging.getLogger("experiments.machine.devices")
 
 
 def visible_gpus(environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -76,14 +78,6 @@ def driver_version(environ: Mapping[str, str] = os.environ) -> str | None:
 def gpu_count(minimum: int | str = 0) -> int:
     """``${gpu_count:1}`` in a config: the number of GPUs, at least ``minimum``."""
     return max(int(minimum), len(visible_gpus()))
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (respects taskset and Slurm/cgroup CPU sets)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def assign(slot: int, gpus: Sequence[str], n_jobs: int, n_cpus: int) -> dict[str, str]:
@@ -193,8 +187,6 @@ def check_device(cfg, environ: Mapping[str, str] = os.environ) -> str:
 
 def cpu_estimate(cfg) -> str:
     """One phrase: how long the run of ``cfg`` would take on this CPU, and how that was estimated."""
-    from experiments import estimate
-
     shape = estimate.model_shape(cfg.model)
     batch, seq = int(cfg.trainer.batch_size), int(cfg.task.max_length)
     flops = estimate.train_flops(shape, batch, seq)

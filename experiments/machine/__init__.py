@@ -1,0 +1,7 @@
+"""Machine: what this computer (or cluster) is and what a run will cost on it.
+
+Owns the devices and the device guard (``devices``), time estimates (``estimate``), the
+software and hardware description every record carries and seeding (``environment``), Slurm
+(``slurm``), and the two commands that measure a machine, ``doctor`` and ``bench``. May import
+``experiments.train``, ``data``, ``model``, ``results`` and the core; never the entry points.
+"""

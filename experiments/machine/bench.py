@@ -1,0 +1,345 @@
+"""`make bench`: seconds per warmed-up train step of every method on a model of the shape of
+``--model`` (default bert_base: vocab 21128, hidden 768; its config's ``shape``, first
+``--layers`` layers), seq 128, batch 32, random weights and tokens (no checkpoint needed),
+measured in one process; the data pipeline's share of a step and of a training epoch
+(padding in line before, prefetched now); and a dev evaluation in file order (before) and
+in length order (now).
+
+    python -m experiments.bench --model albert_tiny_zh --layers 0 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
+
+Methods are timed in interleaved rounds (each round runs every method for ``--steps``
+steps), so a load spike from another process hits all of them alike; the figure kept
+per method is the median step. CPU seconds of this process are kept too: unlike wall
+time they barely move when other processes share the cores, and the share of the
+machine those used meanwhile is recorded (``machine.others_cpu_share``). Writes
+``results/bench/latest.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from experiments import CONFIG_DIR, PROJECT_ROOT
+from experiments.results import records
+
+# name -> (config file under configs/method/, overrides of its keys)
+METHODS = {
+    "baseline": ("baseline", {}),
+    "fgm": ("fgm", {}),
+    "fgm_dropout": ("fgm", {"attack_dropout": True}),  # attack pass in training mode (PyTorch recipe)
+    "fgm_clean": ("fgm", {"accumulate_clean": True}),
+    "gp": ("gp", {}),
+    "pgd": ("pgd", {}),
+    "freelb": ("freelb", {}),
+}
+
+# issue 5's targets on a 2-core CPU, in baseline steps (the floors: FGM 5/3, GP 2 in matmul work)
+TARGETS = {"fgm": 1.8, "gp": 2.0}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="bert_base", help="a configs/model/ name: its family and shape (make bench MODEL=)")
+    p.add_argument("--layers", type=int, default=2, help="transformer layers (BERT-base has 12); 0: the model's own count")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds (the first one traces)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
+    p.add_argument("--dev", type=int, default=2048, help="synthetic TNEWS-like dev texts for the evaluation timing")
+    p.add_argument("--epoch-steps", type=int, default=12, help="baseline steps of the timed training epoch")
+    p.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"])
+    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench" / "latest.json")
+    return p.parse_args(argv)
+
+
+def model_config(name: str):
+    """``configs/model/<name>.yaml``, as a run would compose it."""
+    from experiments import config
+
+    known = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+    if name not in known:
+        sys.exit(f"error: unknown model {name!r} in MODEL/--model; choose from {', '.join(known)}")
+    return config.compose([f"model={name}"]).model
+
+
+def build_model(model_cfg, layers: int | None = None, precision: str = "float32"):
+    """The classifier of ``model_cfg``'s family and shape (its first ``layers`` layers), random
+    weights, under ``precision`` and prepared as a run prepares its model; and its encoder config."""
+    from experiments.model import classifier, rewrites
+    from experiments.train import optim
+
+    optim.set_precision(precision)
+    shape = classifier.shape_config(model_cfg, layers)
+    model = classifier.build_classifier(model_cfg, shape, 15, seed=0, load_weights=False)
+    rewrites.prepare_model(model, precision)
+    return model, shape
+
+
+def synthetic_batch(batch: int, seq: int, vocab: int, rng: np.random.Generator):
+    """Random tokens between [CLS] and [SEP], no padding (the full seq-long batch), random labels."""
+    import tensorflow as tf
+
+    ids = rng.integers(5, vocab, size=(batch, seq)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = 2, 3
+    return (tf.constant(ids), tf.zeros_like(ids)), tf.constant(rng.integers(0, 15, size=batch).astype(np.int32))
+
+
+def make_trainers(model, names, batch: int, precision: str, jit_compile: bool, learning_rate: float = 2e-5) -> dict:
+    """name -> Trainer of each method, each with its own Adam, as a run builds them."""
+    from experiments.train import loop, optim
+
+    trainers = {}
+    for name in names:
+        optimizer = optim.make_optimizer(learning_rate, precision, jit_compile)
+        trainers[name] = loop.Trainer(model, make_method(name, model, optimizer), optimizer, batch,
+                                          jit_compile=jit_compile, progress=False)
+    return trainers
+
+
+def timed(step, inputs, labels) -> tuple[float, float, float]:
+    """(loss, wall seconds, CPU seconds of this process) of one call of a train step;
+    float() waits for the step to finish."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    loss = float(step(inputs, labels)["loss"])
+    return loss, time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def make_method(name, model, optimizer):
+    from experiments.train import methods
+
+    file, overrides = METHODS[name]
+    # Overrides first, then interpolations (fgm's attack_dropout follows accumulate_clean).
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "method" / f"{file}.yaml"), overrides)
+    return methods.build(OmegaConf.to_container(cfg, resolve=True), model, optimizer)
+
+
+def tnews_like(rng, n: int, seq: int, vocab: int = 21128) -> list[np.ndarray]:
+    """``n`` random token-id sequences of TNEWS-like lengths (normal, mean 24 tokens, sd 8:
+    TNEWS train has mean 23.4 and per-batch padding efficiency 0.63 at batch 32: README, Speed)."""
+    lengths = np.clip(np.rint(rng.normal(24, 8, n)), 3, seq).astype(int)
+    return [rng.integers(5, vocab, size=k).astype(np.int32) for k in lengths]
+
+
+def time_data_pipeline(args, rng, bucket: bool) -> tuple[float, float]:
+    """(seconds per padded batch, padding efficiency) of an epoch of ``batching.batches`` over
+    TNEWS-like lengths."""
+    from experiments.data import batching
+
+    n = args.batch * 200
+    token_ids = tnews_like(rng, n, args.seq)
+    labels = np.zeros(n, np.int32)
+    start = time.perf_counter()
+    stats = batching.PaddingStats()
+    for _ in batching.batches(token_ids, labels, args.batch, np.random.default_rng(0), bucket_by_length=bucket,
+                          stats=stats):
+        pass
+    return (time.perf_counter() - start) / batching.num_batches(n, args.batch), stats.efficiency
+
+
+def time_training_epoch(trainer, rng, steps: int, seq: int, vocab: int, batch_seconds: float) -> dict:
+    """A real ``Trainer.train_epoch`` of ``steps`` baseline steps on TNEWS-like batches: the
+    share of its time the loop waited for the next batch (prepared in a background thread),
+    against the share padding took when it was done in line before each step (before: the
+    padding time over that plus the step's own time)."""
+    from experiments.data import batching
+    from experiments.train import monitor
+
+    n = steps * trainer.batch_size
+    train = batching.Dataset(tnews_like(rng, n, seq, vocab), rng.integers(0, 15, n).astype(np.int32))
+    stats = trainer.train_epoch(train, np.random.default_rng(0), "timed epoch", monitor.StepLog(1, 1))
+    step_seconds = (stats["train_seconds"] - stats["input_wait_seconds"]) / batching.num_batches(n, trainer.batch_size)
+    return {"steps": steps, "seconds": stats["train_seconds"],
+            "waiting_share_prefetched": stats["input_wait_seconds"] / stats["train_seconds"],
+            "padding_share_in_line": batch_seconds / (batch_seconds + step_seconds)}
+
+
+def time_evaluation(trainer, rng, n: int, seq: int, vocab: int) -> dict:
+    """Dev evaluation of ``n`` TNEWS-like texts as before (file order, each batch's answers
+    read from the device before the next is padded) and as ``Trainer.predict`` does now
+    (length order, next batch prefetched, one read at the end); each timed after an untimed pass."""
+    from experiments.data import batching
+
+    token_ids = tnews_like(rng, n, seq, vocab)
+    padding = {"file_order": batching.PaddingStats(), "length_order": batching.PaddingStats()}
+    for name, stats in padding.items():
+        for _ in batching.batches(token_ids, np.zeros(n), trainer.eval_batch_size, bucket_by_length=name == "length_order",
+                              stats=stats):
+            pass
+
+    def file_order():
+        return np.concatenate([np.argmax(trainer.logits_step(inputs).numpy(), axis=-1)
+                               for inputs, _ in batching.batches(token_ids, np.zeros(n), trainer.eval_batch_size)])
+
+    seconds, cpu, answers = {}, {}, {}
+    for name, predict in (("file_order", file_order), ("length_order", lambda: trainer.predict(token_ids))):
+        predict()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        answers[name] = predict()
+        seconds[name], cpu[name] = time.perf_counter() - start, time.process_time() - start_cpu
+    return {"texts": n, "batch": trainer.eval_batch_size, "seconds": seconds, "cpu_seconds": cpu,
+            "ratio": seconds["length_order"] / seconds["file_order"],
+            "cpu_ratio": cpu["length_order"] / cpu["file_order"],
+            "padding_efficiency": {name: stats.efficiency for name, stats in padding.items()},
+            "same_predictions": bool(np.array_equal(answers["file_order"], answers["length_order"]))}
+
+
+def busy_jiffies() -> int | None:
+    """CPU time all processes have used so far (Linux /proc/stat, in clock ticks)."""
+    try:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, open("/proc/stat").readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    return user + nice + system + irq + softirq + steal
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    from experiments.machine import environment
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"device": environment.device_name(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "tensorflow": tf.__version__, "host": platform.node()}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    names = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or "baseline" not in names:
+        sys.exit(f"error: --methods must include baseline and name only {', '.join(METHODS)}; got {args.methods}")
+    load_before = os.getloadavg()
+
+    import tensorflow as tf
+
+    from experiments.machine import environment
+    from experiments.model import classifier, release
+
+    tf.get_logger().setLevel("ERROR")  # one retracing warning per method otherwise
+    environment.seed_everything(0)  # as a run does (op determinism included)
+    model_cfg = model_config(args.model)
+    model, shape = build_model(model_cfg, args.layers, args.precision)
+    rng = np.random.default_rng(0)
+    vocab = shape["vocab_size"]
+    inputs, labels = synthetic_batch(args.batch, args.seq, vocab, rng)
+    trainers = make_trainers(model, names, args.batch, args.precision, args.jit_compile)
+    steps = {name: trainer.train_step for name, trainer in trainers.items()}
+    # Warm-up in the timed order too: a method's first step after all the others have run
+    # (and allocated their buffers) is slow once, and would otherwise be a timed one.
+    for r in range(args.warmup):
+        for name in names:
+            float(steps[name](inputs, labels)["loss"])
+        print(f"warm-up round {r + 1}/{args.warmup} done", file=sys.stderr, flush=True)
+    times, cpu = {name: [] for name in names}, {name: [] for name in names}
+    wall0, cpu0, busy0 = time.perf_counter(), time.process_time(), busy_jiffies()
+    for r in range(args.rounds):
+        for name in names:
+            for _ in range(args.steps):
+                _, wall, cpu_seconds = timed(steps[name], inputs, labels)
+                times[name].append(wall)
+                cpu[name].append(cpu_seconds)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    others = None
+    if busy0 is not None:  # the machine's CPU time minus ours, over what the cores could give
+        others_seconds = (busy_jiffies() - busy0) / os.sysconf("SC_CLK_TCK") - (time.process_time() - cpu0)
+        others = max(0.0, others_seconds / ((time.perf_counter() - wall0) * os.cpu_count()))
+
+    per_step = {name: statistics.median(t) for name, t in times.items()}
+    cpu_per_step = {name: statistics.median(t) for name, t in cpu.items()}
+    base = per_step["baseline"]
+    batch_seconds, efficiency = time_data_pipeline(args, rng, bucket=False)
+    bucket_seconds, bucket_efficiency = time_data_pipeline(args, rng, bucket=True)
+    print("timing a training epoch and the dev evaluation", file=sys.stderr, flush=True)
+    epoch = time_training_epoch(trainers["baseline"], rng, args.epoch_steps, args.seq, vocab, batch_seconds)
+    evaluation = time_evaluation(trainers["baseline"], rng, args.dev, args.seq, vocab)
+    result = {
+        "command": " ".join(["python -m experiments.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "model": {"name": model_cfg.name, "family": release.family(model_cfg), "parameters": model.count_params(),
+                  "layers_of": classifier.shape_config(model_cfg)["num_hidden_layers"]},
+        "shape": {"vocab": vocab, "hidden": shape["hidden_size"], "layers": shape["num_hidden_layers"],
+                  "heads": shape["num_attention_heads"], "intermediate": shape["intermediate_size"],
+                  "embedding": shape.get("embedding_size", shape["hidden_size"]), "seq": args.seq, "batch": args.batch},
+        "precision": args.precision, "jit_compile": args.jit_compile,
+        "steps": {name: len(t) for name, t in times.items()},
+        "seconds_per_step": per_step,
+        "seconds_per_step_all": times,
+        "spread": {name: [min(t), max(t)] for name, t in times.items()},
+        **{f"{name}_over_baseline": per_step[name] / base for name in names if name != "baseline"},
+        "cpu_seconds_per_step": cpu_per_step,
+        "cpu_over_baseline": {name: t / cpu_per_step["baseline"] for name, t in cpu_per_step.items()},
+        "data_pipeline": {
+            "seconds_per_batch": batch_seconds, "share_of_baseline_step": batch_seconds / (batch_seconds + base),
+            "padding_efficiency": efficiency, "bucketed_seconds_per_batch": bucket_seconds,
+            "bucketed_padding_efficiency": bucket_efficiency, "training_epoch": epoch,
+        },
+        "evaluation": evaluation,
+        "machine": {**machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+                    "others_cpu_share": others},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    records.write_json_atomic(args.out, result)
+    print(table(result))
+    print(f"written: {args.out}")
+    return result
+
+
+def table(result: dict) -> str:
+    shape, m = result["shape"], result["machine"]
+    others = m["others_cpu_share"]
+    model = result.get("model", {"name": "bert_base", "family": "bert", "layers_of": 12})
+    embedding = f", embeddings {shape['embedding']}" if shape.get("embedding", shape["hidden"]) != shape["hidden"] else ""
+    lines = [f"{model['name']} ({model['family']}): {shape['layers']} of {model['layers_of']} layers x hidden "
+             f"{shape['hidden']}{embedding}, vocab {shape['vocab']}, "
+             f"batch {shape['batch']} x seq {shape['seq']}, {result['precision']}"
+             f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']}, {m['cpu_count']} cores, "
+             f"TF {m['tensorflow']}; other processes used "
+             f"{'?' if others is None else f'{100 * others:.0f}%'} of the CPUs meanwhile",
+             "| method | steps | s/step (median) | min..max | x baseline | CPU s/step | CPU x baseline |",
+             "|---|---|---|---|---|---|---|"]
+    for name, sec in result["seconds_per_step"].items():
+        lo, hi = result["spread"][name]
+        ratio = 1.0 if name == "baseline" else result[f"{name}_over_baseline"]
+        lines.append(f"| {name} | {result['steps'][name]} | {sec:.3f} | {lo:.3f}..{hi:.3f} | {ratio:.2f} | "
+                     f"{result['cpu_seconds_per_step'][name]:.3f} | {result['cpu_over_baseline'][name]:.2f} |")
+    d = result["data_pipeline"]
+    lines.append(f"data pipeline: {d['seconds_per_batch'] * 1e3:.2f} ms per padded batch = "
+                 f"{100 * d['share_of_baseline_step']:.2f}% of a baseline step; padding efficiency "
+                 f"{d['padding_efficiency']:.2f} per batch, {d['bucketed_padding_efficiency']:.2f} bucketed by length "
+                 "(synthetic TNEWS-like lengths)")
+    e = d["training_epoch"]
+    lines.append(f"training epoch ({e['steps']} baseline steps, TNEWS-like batches): padding in line took "
+                 f"{100 * e['padding_share_in_line']:.2f}% of the loop (before); with the next batch padded in a "
+                 f"background thread the loop waited {100 * e['waiting_share_prefetched']:.2f}% of it (now)")
+    v = result["evaluation"]
+    lines.append(f"dev evaluation ({v['texts']} TNEWS-like texts, batch {v['batch']}): file order, a read per batch "
+                 f"{v['seconds']['file_order']:.2f} s (padding eff. {v['padding_efficiency']['file_order']:.2f}); "
+                 f"length order, one read {v['seconds']['length_order']:.2f} s (padding eff. "
+                 f"{v['padding_efficiency']['length_order']:.2f}) = {v['ratio']:.2f}x the time, "
+                 f"{v['cpu_ratio']:.2f}x the CPU time ({v['cpu_seconds']['file_order']:.2f} -> "
+                 f"{v['cpu_seconds']['length_order']:.2f} s); same predictions: "
+                 f"{'yes' if v['same_predictions'] else 'NO'}")
+    for name, target in TARGETS.items():
+        if f"{name}_over_baseline" in result:
+            ratio = result[f"{name}_over_baseline"]
+            lines.append(f"target {name} <= {target}x baseline: {ratio:.2f}x, {'met' if ratio <= target else 'NOT met'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+"""Train: fitting a built model to a task's batches.
+
+Owns the Trainer loop (``loop``), the adversarial methods (``methods/``: one module and one
+config each), the learning-rate schedule (``schedule``), the optimizer, precision and
+out-of-memory advice (``optim``), run state and resume (``run_state``) and the TensorBoard
+monitor (``monitor``). May import ``experiments.data``, ``model``, ``results`` and the core;
+never ``machine`` or the entry points.
+"""

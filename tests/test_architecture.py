@@ -1,0 +1,78 @@
+"""The house's rules: import contracts that can fail, no unittest in product code, a short spine."""
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments import PROJECT_ROOT
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+LAYERS = "Layers: entry points > machine > train > data > model > results > config > errors"
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def copy_of_the_package(tmp_path: Path) -> Path:
+    shutil.copytree(PROJECT_ROOT / "experiments", tmp_path / "experiments",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def test_the_contracts_hold_on_the_package():
+    done = lint_imports(PROJECT_ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Contracts: 3 kept, 0 broken." in done.stdout
+
+
+def test_an_upward_import_breaks_the_layers_contract(tmp_path):
+    root = copy_of_the_package(tmp_path)
+    with (root / "experiments" / "data" / "loaders.py").open("a", encoding="utf-8") as f:
+        f.write("\nfrom experiments.train import loop  # data may not import train\n")
+    done = lint_imports(root)
+    assert done.returncode == 1
+    assert "Contracts: 1 kept, 2 broken." in done.stdout  # the layers and, through loop -> data, a cycle
+    assert "experiments.data is not allowed to import experiments.train" in done.stdout
+    assert "experiments.data.loaders -> experiments.train.loop" in done.stdout
+
+
+def test_tensorflow_in_results_breaks_the_forbidden_contract(tmp_path):
+    root = copy_of_the_package(tmp_path)
+    with (root / "experiments" / "results" / "plots.py").open("a", encoding="utf-8") as f:
+        f.write("\nimport tensorflow  # make table must not need it\n")
+    done = lint_imports(root)
+    assert done.returncode == 1
+    assert "results never imports TensorFlow" in done.stdout and "BROKEN" in done.stdout
+    assert "experiments.results.plots -> tensorflow" in done.stdout
+
+
+def modules() -> list[Path]:
+    return sorted((PROJECT_ROOT / "experiments").rglob("*.py"))
+
+
+def test_no_product_module_imports_unittest():
+    offenders = []
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(PROJECT_ROOT)}: {n}" for n in names if n.split(".")[0] == "unittest"]
+    assert offenders == []
+
+
+def test_run_is_a_short_spine():
+    tree = ast.parse((PROJECT_ROOT / "experiments" / "run.py").read_text(encoding="utf-8"))
+    run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
+    assert run.end_lineno - run.lineno + 1 <= 40
+    called = [n.func.id for n in ast.walk(run) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    assert [c for c in called if c in ("prepare", "build", "train")] == ["prepare", "build", "train"]
+
+
+def test_every_package_says_what_it_owns_and_may_import():
+    for package in ("data", "model", "train", "results", "machine"):
+        doc = ast.get_docstring(ast.parse((PROJECT_ROOT / "experiments" / package / "__init__.py").read_text()))
+        assert doc and "Owns" in doc and "import" in doc, package
