@@ -209,12 +209,8 @@ def machine() -> dict:
 
     from experiments.machine import environment
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"device": environment.device_name(), "cpu": cpu, "cpu_count": os.cpu_count(),
+    return {"device": environment.device_name(), "cpu": environment.cpu_model(),
+            "vector_extensions": environment.vector_extensions(), "cpu_count": os.cpu_count(),
             "tensorflow": tf.__version__, "host": platform.node()}
 
 
@@ -307,7 +303,7 @@ def table(result: dict) -> str:
     lines = [f"{model['name']} ({model['family']}): {shape['layers']} of {model['layers_of']} layers x hidden "
              f"{shape['hidden']}{embedding}, vocab {shape['vocab']}, "
              f"batch {shape['batch']} x seq {shape['seq']}, {result['precision']}"
-             f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']}, {m['cpu_count']} cores, "
+             f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']} ({m.get('vector_extensions', '?')}), {m['cpu_count']} cores, "
              f"TF {m['tensorflow']}; other processes used "
              f"{'?' if others is None else f'{100 * others:.0f}%'} of the CPUs meanwhile",
              "| method | steps | s/step (median) | min..max | x baseline | CPU s/step | CPU x baseline |",
