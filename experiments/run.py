@@ -154,8 +154,8 @@ def attack(cfg: DictConfig, job: Job) -> dict | None:
     when ``eval.attack.epsilons`` lists any; None otherwise, and for a run that diverged."""
     from experiments.train import attack as pgd
 
-    attack_cfg = cfg.eval.attack
-    if not attack_cfg.epsilons or not job.trainer.history or "diverged_at" in job.trainer.ending:
+    attack_cfg = OmegaConf.select(cfg, "eval.attack")
+    if attack_cfg is None or not attack_cfg.epsilons or not job.trainer.history or "diverged_at" in job.trainer.ending:
         return None
     weights = "final"
     if cfg.trainer.save_best and job.state.best_weights.is_file():
