@@ -5,6 +5,7 @@
 #   make table                                  table.md, summary.csv, seeds.csv, pictures (+ CSVs) of RESULTS
 #   make model MODEL=albert_tiny_zh             download + verify a model's checkpoint (configs/model/)
 #   make submit MODEL=bert_base METHOD=fgm      CLUE's upload zip: each task's best-dev run in RESULTS
+#   make attack RUN=<record> ARGS="eval.attack.epsilons=[0.05,0.1]"   accuracy under attack, into the record
 #   make tensorboard RESULTS=results            live curves of the runs (per-step loss, learning rate, method quantities)
 #   make test                                   the test suite
 SHELL := bash
@@ -41,7 +42,7 @@ ENV_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)
 # what the other one installed).
 ENV_SWITCH := $(if $(filter $(ENV_EXTRA),$(shell cat $(ENV_STAMP) 2>/dev/null)),,env-switch)
 
-.PHONY: help env env-switch doctor data model run sweep predict submit table tensorboard test bench
+.PHONY: help env env-switch doctor data model run sweep predict submit attack table tensorboard test bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
@@ -74,6 +75,10 @@ sweep: $(ENV_STAMP)  ## Hydra multirun of a study, EXPERIMENT=blog (configs/expe
 predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weights: RUN=<record or run folder> [TASK=]
 	@test -n "$(RUN)" || { echo "error: say which run: make predict RUN=results/runs/<record>.json" >&2; exit 2; }
 	$(PY) -m experiments.predict $(RUN) $(if $(filter command line,$(origin TASK)),--task $(TASK))
+
+attack: $(ENV_STAMP)  ## accuracy under attack of a run's best weights, added to its record: RUN=<record or run folder> ARGS="eval.attack.epsilons=[0.05,0.1,0.2]"
+	@test -n "$(RUN)" || { echo "error: say which run: make attack RUN=results/runs/<record>.json ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\"" >&2; exit 2; }
+	$(PY) -m experiments.attack $(RUN) $(ARGS)
 
 submit: $(ENV_STAMP)  ## CLUE upload zip of each task's best-dev run of METHOD= MODEL= in RESULTS=, or of RUNS="a.json b.json"
 	$(PY) -m experiments.submit $(RESULTS) --method $(METHOD) --model $(MODEL) $(if $(RUNS),--runs "$(RUNS)")

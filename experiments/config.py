@@ -55,6 +55,27 @@ def validate(cfg: DictConfig) -> None:
     for key in ("max_train_samples", "max_dev_samples"):
         value = cfg.task[key]
         checks.append((value is None or value > 0, f"task.{key}", "null or a positive integer"))
+    _first_failure(cfg, checks)
+    validate_attack(cfg)
+
+
+def validate_attack(cfg: DictConfig) -> None:
+    """``eval.attack`` (accuracy under attack, docs/attack.md), if the config has it."""
+    attack = OmegaConf.select(cfg, "eval.attack")
+    if attack is None:
+        return
+    epsilons = attack.epsilons
+    _first_failure(cfg, [
+        (OmegaConf.is_list(epsilons) and all(isinstance(e, (int, float)) and not isinstance(e, bool) and e >= 0
+                                             for e in epsilons),
+         "eval.attack.epsilons", "a list of eps >= 0, e.g. [0.05,0.1,0.2] ([]: no attack)"),
+        (attack.steps >= 1, "eval.attack.steps", "a positive integer"),
+        (attack.step_size_ratio > 0, "eval.attack.step_size_ratio", "a positive number"),
+        (attack.max_samples is None or attack.max_samples > 0, "eval.attack.max_samples", "null or a positive integer"),
+    ])
+
+
+def _first_failure(cfg: DictConfig, checks) -> None:
     for ok, key, want in checks:
         if not ok:
             raise UserError(f"{key}={OmegaConf.select(cfg, key)} is invalid: it must be {want}")

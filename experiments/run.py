@@ -4,7 +4,8 @@
 
 ``run`` reads as the steps of a run: prepare (checks that need no TensorFlow, so that a mistake
 is one line within seconds), build (data, model, method, trainer), train (resuming where an
-interrupted run stopped), record. Each step is a function below it.
+interrupted run stopped), attack (accuracy under attack of the best weights, when
+``eval.attack.epsilons`` asks for it), record. Each step is a function below it.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def run(cfg: DictConfig) -> dict:
     started = time.time()
     job = build(cfg, record_file)
     train(cfg, job)
+    robustness = attack(cfg, job)
     record = records.run_record(resolved, job.trainer.history, job.trainer.ending, job.facts,
                                 timings={"total_seconds": time.time() - started, **job.timings},
                                 best_weights=str(job.state.best_weights) if cfg.trainer.save_best else None,
-                                environment=environment.describe(cfg.trainer), hydra_dir=_hydra_output_dir())
+                                environment=environment.describe(cfg.trainer), hydra_dir=_hydra_output_dir(),
+                                robustness=robustness)
     records.write_json_atomic(record_file, record)
     job.state.discard_state()
     log.info("%s; record: %s", records.outcome(record), record_file)
@@ -74,6 +77,7 @@ class Job:
     dev: object
     facts: dict
     timings: dict
+    tokenizer: object = None
 
 
 def build(cfg: DictConfig, record_file: Path) -> Job:
@@ -121,7 +125,7 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
     cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
     timings = {"tokenize_seconds": tokenize_seconds,
                "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss"}
-    return Job(trainer, state, train, dev, facts, timings)
+    return Job(trainer, state, train, dev, facts, timings, tokenizer)
 
 
 def train(cfg: DictConfig, job: Job) -> None:
@@ -142,6 +146,24 @@ def train(cfg: DictConfig, job: Job) -> None:
     finally:
         if job.trainer.board is not None:
             job.trainer.board.close()
+
+
+def attack(cfg: DictConfig, job: Job) -> dict | None:
+    """Accuracy under attack (experiments/train/attack.py) on the dev examples the run was scored on,
+    from its best weights (restored from the run state; the final ones under trainer.save_best=false),
+    when ``eval.attack.epsilons`` lists any; None otherwise, and for a run that diverged."""
+    from experiments.train import attack as pgd
+
+    attack_cfg = OmegaConf.select(cfg, "eval.attack")
+    if attack_cfg is None or not attack_cfg.epsilons or not job.trainer.history or "diverged_at" in job.trainer.ending:
+        return None
+    weights = "final"
+    if cfg.trainer.save_best and job.state.best_weights.is_file():
+        job.trainer.model.load_weights(str(job.state.best_weights))
+        weights = "best"
+    return pgd.record_fields(job.trainer.model, job.tokenizer, job.dev, attack_cfg, weights,
+                             cfg.trainer.eval_batch_size, cfg.trainer.pad_to_multiple_of, cfg.trainer.jit_compile,
+                             cfg.seed, cfg.trainer.progress)
 
 
 def checkpoint_dir(results_dir, record_file: Path) -> Path:

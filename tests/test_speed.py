@@ -162,7 +162,7 @@ def test_bench_writes_its_figures(tmp_path):
     out = tmp_path / "latest.json"
     result = bench.main(["--layers", "1", "--seq", "8", "--batch", "2", "--warmup", "1", "--rounds", "1",
                          "--steps", "1", "--methods", "baseline,fgm,gp", "--dev", "40", "--epoch-steps", "2",
-                         "--out", str(out)])
+                         "--attack-texts", "16", "--out", str(out)])
     assert out.exists()
     assert {"steps", "seconds_per_step", "fgm_over_baseline", "gp_over_baseline", "shape", "machine",
             "data_pipeline", "evaluation"} <= set(result)
@@ -171,3 +171,9 @@ def test_bench_writes_its_figures(tmp_path):
     assert result["shape"]["vocab"] == 21128 and result["shape"]["hidden"] == 768
     assert set(result["seconds_per_step"]) == {"baseline", "fgm", "gp"}
     assert result["machine"]["tensorflow"] == tf.__version__
+    attack = result["attack"]
+    assert (attack["texts"], attack["steps"]) == (16, 10) and "attack_over_clean_eval" in result
+    estimate = attack["iflytek_estimate"]  # 50 epochs of 380 steps + 2599 / 96 per dev evaluation
+    assert estimate["run_steps"] == pytest.approx(50 * (380 + 2599 / 96))
+    assert estimate["share_of_baseline_run"] == pytest.approx(result["attack_over_clean_eval"] * 2599 / 96
+                                                              / estimate["run_steps"])

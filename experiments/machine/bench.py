@@ -2,8 +2,9 @@
 ``--model`` (default bert_base: vocab 21128, hidden 768; its config's ``shape``, first
 ``--layers`` layers), seq 128, batch 32, random weights and tokens (no checkpoint needed),
 measured in one process; the data pipeline's share of a step and of a training epoch
-(padding in line before, prefetched now); and a dev evaluation in file order (before) and
-in length order (now).
+(padding in line before, prefetched now); a dev evaluation in file order (before) and
+in length order (now); and accuracy under attack of one eps (configs/eval/default.yaml, K=10) against
+a clean evaluation of the same texts, per dev example (``attack_over_clean_eval``).
 
     python -m experiments.bench --model albert_tiny_zh --layers 0 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
 
@@ -57,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
     p.add_argument("--dev", type=int, default=2048, help="synthetic TNEWS-like dev texts for the evaluation timing")
+    p.add_argument("--attack-texts", type=int, default=256,
+                   help="synthetic dev texts for the accuracy-under-attack timing (one eps, eval.attack defaults)")
     p.add_argument("--epoch-steps", type=int, default=12, help="baseline steps of the timed training epoch")
     p.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"])
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
@@ -195,6 +198,41 @@ def time_evaluation(trainer, rng, n: int, seq: int, vocab: int) -> dict:
             "same_predictions": bool(np.array_equal(answers["file_order"], answers["length_order"]))}
 
 
+def time_attack(trainer, rng, n: int, seq: int, vocab: int) -> dict:
+    """Accuracy under attack of ``n`` TNEWS-like texts at one eps with configs/eval/default.yaml's
+    settings (K=10 steps: K forward/backward passes and one forward pass per example) against the clean
+    evaluation of the same texts (``Trainer.predict``), each timed after an untimed pass."""
+    from experiments.data import batching
+    from experiments.train.attack import Attack
+
+    defaults = OmegaConf.load(CONFIG_DIR / "eval" / "default.yaml").attack
+    dev = batching.Dataset(tnews_like(rng, n, seq, vocab), rng.integers(0, 15, n).astype(np.int32))
+    attack = Attack(trainer.model, (2, 3), defaults.steps, defaults.step_size_ratio, defaults.random_start,
+                    defaults.perturb_special_tokens, trainer.eval_batch_size, progress=False)
+    seconds, cpu = {}, {}
+    for name, work in (("clean", lambda: trainer.predict(dev.token_ids)), ("attack", lambda: attack.evaluate(dev, [0.1]))):
+        work()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        work()
+        seconds[name], cpu[name] = time.perf_counter() - start, time.process_time() - start_cpu
+    return {"texts": n, "steps": int(defaults.steps), "seconds": seconds, "cpu_seconds": cpu,
+            "seconds_per_example": {k: v / n for k, v in seconds.items()},
+            "attack_over_clean_eval": seconds["attack"] / seconds["clean"], "cpu_ratio": cpu["attack"] / cpu["clean"]}
+
+
+def attack_share_of_run(ratio: float, task: str = "iflytek", epochs: int = 50, batch: int = 32) -> dict:
+    """An estimate: what one eps of the default attack adds to a baseline run of ``task`` (the official
+    train/dev sizes of experiments.machine.estimate; a dev evaluation costs a third of a train step per
+    batch of examples, as ``estimate.run_seconds`` counts it), in baseline train steps and as a share."""
+    from experiments.machine import estimate
+
+    dev = estimate.DEV_EXAMPLES[task]
+    eval_steps = dev / batch / 3  # one clean dev evaluation, in train steps
+    run_steps = epochs * (-(-estimate.TRAIN_EXAMPLES[task] // batch) + eval_steps)
+    return {"task": task, "epochs": epochs, "dev_examples": dev, "attack_steps": ratio * eval_steps,
+            "run_steps": run_steps, "share_of_baseline_run": ratio * eval_steps / run_steps}
+
+
 def busy_jiffies() -> int | None:
     """CPU time all processes have used so far (Linux /proc/stat, in clock ticks)."""
     try:
@@ -264,6 +302,8 @@ def main(argv=None) -> dict:
     print("timing a training epoch and the dev evaluation", file=sys.stderr, flush=True)
     epoch = time_training_epoch(trainers["baseline"], rng, args.epoch_steps, args.seq, vocab, batch_seconds)
     evaluation = time_evaluation(trainers["baseline"], rng, args.dev, args.seq, vocab)
+    print("timing accuracy under attack", file=sys.stderr, flush=True)
+    attack = time_attack(trainers["baseline"], rng, args.attack_texts, args.seq, vocab)
     result = {
         "command": " ".join(["python -m experiments.bench", *(argv if argv is not None else sys.argv[1:])]),
         "model": {"name": model_cfg.name, "family": release.family(model_cfg), "parameters": model.count_params(),
@@ -285,6 +325,8 @@ def main(argv=None) -> dict:
             "bucketed_padding_efficiency": bucket_efficiency, "training_epoch": epoch,
         },
         "evaluation": evaluation,
+        "attack": {**attack, "iflytek_estimate": attack_share_of_run(attack["attack_over_clean_eval"])},
+        "attack_over_clean_eval": attack["attack_over_clean_eval"],
         "machine": {**machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
                     "others_cpu_share": others},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -330,6 +372,14 @@ def table(result: dict) -> str:
                  f"{v['cpu_ratio']:.2f}x the CPU time ({v['cpu_seconds']['file_order']:.2f} -> "
                  f"{v['cpu_seconds']['length_order']:.2f} s); same predictions: "
                  f"{'yes' if v['same_predictions'] else 'NO'}")
+    if "attack" in result:
+        a, share = result["attack"], result["attack"]["iflytek_estimate"]
+        lines.append(f"accuracy under attack ({a['texts']} TNEWS-like texts, one eps, K={a['steps']}): "
+                     f"{1e3 * a['seconds_per_example']['attack']:.1f} ms per dev example against "
+                     f"{1e3 * a['seconds_per_example']['clean']:.2f} ms clean = {a['attack_over_clean_eval']:.1f}x a clean "
+                     f"evaluation ({a['cpu_ratio']:.1f}x the CPU time); estimate: one eps on IFLYTEK's "
+                     f"{share['dev_examples']} dev examples adds {100 * share['share_of_baseline_run']:.1f}% to a "
+                     f"{share['epochs']}-epoch baseline run")
     for name, target in TARGETS.items():
         if f"{name}_over_baseline" in result:
             ratio = result[f"{name}_over_baseline"]

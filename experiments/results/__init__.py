@@ -1,7 +1,7 @@
 """Results: run records, the only contract between training and tables, and what is made of them.
 
 Owns the record format, settings ids and atomic writes (``records``), the comparison table
-(``table``), its statistics (``stats``) and pictures (``plots``). Never imports TensorFlow,
-tf_keras or bert4keras (a contract in pyproject.toml), so ``make table`` runs without them;
+(``table``), its statistics (``stats``), pictures (``plots``) and accuracy under attack
+(``robustness``). Never imports TensorFlow, tf_keras or bert4keras (a contract in pyproject.toml), so ``make table`` runs without them;
 imports only the core (``config``, ``errors``) besides its own modules.
 """

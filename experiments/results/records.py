@@ -29,6 +29,7 @@ os.umask(_UMASK)
 # but not what it computes: they are left out of a run's settings.
 NOT_SETTINGS = {
     ("paths",), ("hydra",), ("download",), ("launcher",),
+    ("eval",),  # measurements after training (accuracy under attack): the record holds their own parameters
     ("model", "checkpoint_dir"), ("model", "cpu_friendly"), ("trainer", "device"),
     ("model", "files"), ("model", "url"), ("model", "source"),
     ("model", "shape"),  # the release's shape, for `make bench`; a run reads the checkpoint's own config
@@ -112,11 +113,12 @@ def load_records(results_dir: str | Path, statuses=(COMPLETE,)) -> list[dict]:
 
 
 def run_record(config: dict, history: list[dict], ending: dict, facts: dict, timings: dict,
-               best_weights: str | None, environment: dict, hydra_dir: str | None) -> dict:
+               best_weights: str | None, environment: dict, hydra_dir: str | None, robustness: dict | None = None) -> dict:
     """The record of a finished run (experiments/run.py): complete, or diverged (a non-finite loss
     stopped it: the history so far, ``diverged_at``, ``partial_epoch``); early stopping adds
     ``stopped_at_epoch``. Either way the run is done. ``config`` is the resolved config; ``facts``
-    the data's sizes; ``timings`` the total and tokenizing times and the token cache's use."""
+    the data's sizes; ``timings`` the total and tokenizing times and the token cache's use; ``robustness``
+    (``eval.attack.epsilons`` set) ``robust_dev_acc`` and ``attack`` (experiments/train/attack.py)."""
     best = max(history, key=lambda h: h["dev_acc"], default={"dev_acc": None, "epoch": None})
     return {
         "status": DIVERGED if "diverged_at" in ending else COMPLETE,
@@ -125,6 +127,7 @@ def run_record(config: dict, history: list[dict], ending: dict, facts: dict, tim
         "settings_id": settings_id(config),
         "best_dev_acc": best["dev_acc"], "best_epoch": best["epoch"],
         "final_dev_acc": history[-1]["dev_acc"] if history else None,
+        **(robustness or {}),
         **ending,
         "history": history,
         **facts,

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import PROJECT_ROOT
-from experiments.results import plots, records
+from experiments.results import plots, records, robustness
 from experiments.results.stats import DIVERGED, ci95, column_name, paired_differences, pct
 from experiments.errors import UserError, reported
 
@@ -86,6 +86,8 @@ def load_runs(results_dir) -> tuple[pd.DataFrame, list[str]]:
         "settings_id": [r["settings_id"] for r in recs],
         # (epoch, dev accuracy in %) of every epoch, for curves.png
         "history": [[(h["epoch"], 100 * h["dev_acc"]) for h in r.get("history") or []] for r in recs],
+        # accuracy under attack in % by eps, and the attack's parameters (results/robustness.py)
+        "robust": [robustness.of_record(r) for r in recs], "attack": [r.get("attack") or {} for r in recs],
         # What must be equal for a run to be paired with a baseline run: settings outside `method`.
         "pair": [json.dumps({k: v for k, v in f.items() if not k.startswith("method.")}, sort_keys=True,
                             default=str) for f in flats],
@@ -202,10 +204,19 @@ def write_all(results_dir, blog_csv=BLOG_CSV) -> list[Path]:
     out = [results_dir / name for name in ("table.md", "summary.csv", "seeds.csv")]
     rounded = {c: 4 for c in ("mean", "std", "delta_vs_baseline", "delta_ci_low", "delta_ci_high",
                               "best_dev_acc", "final_dev_acc")}
-    summary.drop(columns=["has_baseline", "label"]).round(rounded).to_csv(out[1], index=False)
-    runs[["task", "model", "method", "seed", "status", "best_dev_acc", "final_dev_acc", "diverged_at_epoch",
-          "diverged_at_step", "stopped_at_epoch", *keys, "settings_id"]].round(rounded).to_csv(out[2], index=False)
+    summary_csv = summary.drop(columns=["has_baseline", "label"]).round(rounded)
+    seeds_csv = runs[["task", "model", "method", "seed", "status", "best_dev_acc", "final_dev_acc", "diverged_at_epoch",
+                      "diverged_at_step", "stopped_at_epoch", *keys, "settings_id"]].round(rounded)
     pictures, sweep_section = plots.write_pictures(results_dir, runs, summary, keys)
+    attacked = robustness.write(results_dir, runs, summary, 4)  # None: no record has robust_dev_acc
+    if attacked is not None:
+        robust, robust_seeds, robust_section, robust_pictures = attacked
+        summary_csv = pd.concat([summary_csv, robust.round(4)], axis=1)
+        seeds_csv = pd.concat([seeds_csv, robust_seeds.round(4)], axis=1)
+        sweep_section = "\n\n".join(filter(None, [sweep_section, robust_section]))
+        pictures += robust_pictures
+    summary_csv.to_csv(out[1], index=False)
+    seeds_csv.to_csv(out[2], index=False)
     out[0].write_text(markdown(runs, summary) + (f"\n{sweep_section}\n" if sweep_section else ""), encoding="utf-8")
     return out + pictures
 

@@ -14,11 +14,8 @@ as the official code adds it to ``word_embeddings(input_ids)``. Per training ste
   the update uses g, the average of the K steps' gradients (the embedding matrix included,
   through the lookup); the loss reported is the mean of the K losses. K passes in all.
 
-The hook: a functional Keras model calls each layer's ``call`` afresh on every forward
-pass, eagerly or while a tf.function traces. ``token_embeddings_plus`` shadows ``call`` on
-the one 'Embedding-Token' layer instance with "original lookup + delta" for the duration
-of a forward pass, so delta enters the graph as an ordinary input of one add: the padding
-mask (computed from the ids), the weights and the rest of the bert4keras model are untouched.
+The hook, the per-example norm, the mask, the ascent step and the projection are
+``experiments.train.perturb``'s, shared with the accuracy-under-attack PGD (``train/attack.py``).
 
 Defaults (configs/method/freelb.yaml): the paper tunes these per task and gives no single
 default; the official code's argparse defaults (adv_lr 0, K 1, init 0) are a no-op. The
@@ -29,36 +26,12 @@ Not reproduced: the official code patches the model to reuse the same dropout ma
 K passes; here each pass draws its own, as in the FGM/PGD recipes. No linf variant.
 """
 
-import contextlib
-
 import tensorflow as tf
 
 from experiments.model import dropout
 from experiments.errors import UserError
 from experiments.train.methods.base import Method, add_gradients, scale_gradients
-from experiments.model.classifier import EMBEDDING_LAYER
-
-
-@contextlib.contextmanager
-def token_embeddings_plus(model, delta):
-    """Within the block, the model's token-embedding layer returns ``lookup + delta``."""
-    layer = model.get_layer(EMBEDDING_LAYER)
-    original = layer.call
-
-    def call(inputs, mode="embedding"):  # bert4keras's signature; 'dense' is its MLM-head use
-        out = original(inputs, mode)
-        return out + tf.cast(delta, out.dtype) if mode == "embedding" else out
-
-    layer.call = call
-    try:
-        yield
-    finally:
-        del layer.call  # the class's method is visible again
-
-
-def per_example_norm(x):
-    return tf.sqrt(tf.reduce_sum(tf.square(x), axis=[1, 2], keepdims=True))
-
+from experiments.train.perturb import ascent_step, per_example_norm, project, token_embeddings_plus, token_mask
 
 class FreeLB(Method):
     name = "freelb"
@@ -84,7 +57,7 @@ class FreeLB(Method):
         return self._noise(shape) * real * (self.adv_init_mag / tf.sqrt(size))
 
     def __call__(self, inputs, labels):
-        real = tf.cast(tf.not_equal(inputs[0], 0), tf.float32)[..., None]  # id 0 is [PAD]
+        real = token_mask(inputs[0])  # id 0 is [PAD]
         delta = self.initial_delta(real)
         variables = self.model.trainable_variables
         grads, total_loss = None, 0.0
@@ -99,9 +72,8 @@ class FreeLB(Method):
             total_loss += loss / self.adv_steps
             if step == self.adv_steps - 1:
                 break
-            ascent = tf.cast(delta_grad, tf.float32) * real
-            delta = delta + self.adv_lr * ascent / tf.maximum(per_example_norm(ascent), 1e-8)
+            delta = delta + ascent_step(delta_grad, real, self.adv_lr)
             if self.adv_max_norm > 0:
-                delta *= tf.minimum(1.0, self.adv_max_norm / tf.maximum(per_example_norm(delta), 1e-12))
+                delta = project(delta, self.adv_max_norm)
         self.quantities = {"perturbation_norm": tf.reduce_mean(per_example_norm(delta))}  # the last pass's delta
         return total_loss, grads

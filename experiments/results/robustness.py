@@ -1,0 +1,203 @@
+"""Accuracy under attack in ``make table``: the records' ``robust_dev_acc`` (experiments/train/attack.py,
+docs/attack.md) per eps, beside the clean accuracy.
+
+    summary.csv    robust_<eps>_n, _mean, _std, _delta_vs_baseline, _delta_ci_low, _delta_ci_high
+    seeds.csv      robust_<eps>: each run's accuracy under attack
+    table.md       a section per task: mean ± std (n) per eps and the paired Δ vs baseline, 95 % t-interval
+    robustness.png + robustness.csv   accuracy against eps per group: mean and 95 % band over seeds;
+                   eps = 0 is the clean accuracy of the attacked examples (``attack.clean_dev_acc``)
+
+Only complete runs count; a record without ``robust_dev_acc`` has none (NaN). Groups and baseline
+pairs are the table's (``table.summarise``): the attack's settings are not part of the settings id,
+so the section names them and says so when the records of one table used different ones.
+Never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.results.stats import DIVERGED, ci95, column_name, paired_differences
+
+CLEAN = "clean"  # the key of the clean accuracy of the attacked examples in ``of_record``
+SETTINGS = ("kind", "steps", "step_size_ratio", "random_start", "perturb_special_tokens", "max_samples", "weights")
+STATS = ("n", "mean", "std", "delta_vs_baseline", "delta_ci_low", "delta_ci_high")
+
+
+def of_record(record: dict) -> dict:
+    """{eps as text: accuracy in %, "clean": the attacked examples' clean accuracy in %} ({} without an attack)."""
+    robust = record.get("robust_dev_acc") or {}
+    if not robust:
+        return {}
+    clean = (record.get("attack") or {}).get("clean_dev_acc")
+    return {**{str(e): 100 * a for e, a in robust.items()}, CLEAN: np.nan if clean is None else 100 * clean}
+
+
+def epsilons(runs: pd.DataFrame) -> list[str]:
+    """Every eps some record was attacked at, in increasing order (as the records spell it)."""
+    keys = {k for r in runs.robust for k in r if k != CLEAN}
+    return sorted(keys, key=float)
+
+
+def values(runs: pd.DataFrame, key: str) -> pd.Series:
+    return pd.Series([r.get(key, np.nan) for r in runs.robust], index=runs.index, dtype=float)
+
+
+def seed_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """robust_<eps> per run (seeds.csv); NaN for a diverged run."""
+    done = runs.status != DIVERGED
+    return pd.DataFrame({f"robust_{e}": values(runs, e).where(done) for e in epsilons(runs)}, index=runs.index)
+
+
+def summarise(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per summary row (group) and eps: n, mean, std and the paired Δ to the group's baseline, with the
+    pairing of ``table.summarise`` (same task and model, baseline, settings equal outside ``method``)."""
+    rows = []
+    for s in summary.itertuples():
+        everyone = runs[runs.settings_id == s.settings_id]
+        group = everyone[everyone.status != DIVERGED]
+        base = runs[(runs.task == s.task) & (runs.model == s.model) & (runs.method == "baseline")
+                    & (runs.pair == everyone.pair.iloc[0])]
+        row = {}
+        for e in [CLEAN, *epsilons(runs)]:
+            acc = values(group, e).set_axis(group.seed).dropna()
+            diffs = pd.Series(dtype=float)
+            if s.method != "baseline" and s.has_baseline and len(acc):
+                diffs = paired_differences(acc, base.assign(best_dev_acc=values(base, e)).dropna(subset="best_dev_acc"))
+            lo, hi = ci95(diffs)
+            row.update({f"robust_{e}_n": len(acc), f"robust_{e}_mean": acc.mean() if len(acc) else np.nan,
+                        f"robust_{e}_std": acc.std(), f"robust_{e}_delta_vs_baseline": diffs.mean() if len(diffs) else np.nan,
+                        f"robust_{e}_delta_ci_low": lo, f"robust_{e}_delta_ci_high": hi,
+                        f"robust_{e}_n_paired": len(diffs)})
+        rows.append(row)
+    return pd.DataFrame(rows, index=summary.index)
+
+
+def cells(s: pd.Series, e: str, method: str) -> tuple[str, str]:
+    """'mean ± std (n)' and 'Δ [interval] (pairs)' of one group at one eps."""
+    n = int(s[f"robust_{e}_n"])
+    if not n:
+        return "", ""
+    mean = f"{s[f'robust_{e}_mean']:.2f}" + ("" if pd.isna(s[f"robust_{e}_std"]) else f" ± {s[f'robust_{e}_std']:.2f}") \
+        + f" (n={n})"
+    pairs = int(s[f"robust_{e}_n_paired"])
+    if method == "baseline" or not pairs:
+        return mean, "" if method == "baseline" else "no baseline run attacked at this eps"
+    lo, hi = s[f"robust_{e}_delta_ci_low"], s[f"robust_{e}_delta_ci_high"]
+    interval = "" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]"
+    return mean, f"{s[f'robust_{e}_delta_vs_baseline']:+.2f}{interval} ({pairs} seed{'s' * (pairs > 1)})"
+
+
+def attack_settings(runs: pd.DataFrame) -> list[dict]:
+    """The distinct attack settings of the attacked runs (each as the ``SETTINGS`` keys of its record's ``attack``)."""
+    seen = []
+    for robust, attack in zip(runs.robust, runs.attack):
+        a = {k: attack.get(k) for k in SETTINGS}
+        if robust and a not in seen:
+            seen.append(a)
+    return seen
+
+
+def markdown(runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFrame, settings: list[dict],
+             radii: pd.DataFrame) -> str:
+    several = runs.model.nunique() > 1
+    eps = epsilons(runs)
+    described = "; ".join(", ".join(f"{k}={v}" for k, v in s.items()) for s in settings)
+    parts = ["## Accuracy under attack: mean ± std (n seeds), paired difference to the baseline "
+             "(`robustness.png`, numbers in `robustness.csv`)",
+             "White-box PGD on the looked-up token embeddings, l2 ball per example of absolute radius "
+             "eps × mean token-embedding norm × √(perturbed tokens) (docs/attack.md); an example counts when the "
+             "model is right at every point the attack visited. Dev accuracy in % of the attacked examples; "
+             f"\"clean\" is their accuracy without attack. Attack settings: {described}."
+             + ("\n**The records were attacked with different settings; their numbers are averaged together "
+                "here.**" if len(settings) > 1 else "")]
+    table = summary.assign(row=[column_name(r, several) for r in summary.itertuples()])
+    for task, t in table.groupby("task", sort=False):
+        rows = []
+        for i in t.index:
+            s = robust.loc[i]
+            if not s[f"robust_{CLEAN}_n"]:
+                continue
+            row = {"method": t.at[i, "row"], "clean": cells(s, CLEAN, t.at[i, "method"])[0]}
+            for e in eps:
+                row[f"ε={e}"], row[f"ε={e} Δ vs baseline"] = cells(s, e, t.at[i, "method"])
+            rows.append(row)
+        r = radii[radii.task == task]
+        mean_radius = ", ".join(f"ε={e}: {g.radius.mean():.4g}" for e, g in r.groupby("epsilon", sort=False))
+        norms = ", ".join(f"{m}: {g.embedding_norm.mean():.4g}" for m, g in r.groupby("model"))
+        parts.append(f"### {task.upper()}\n\nMean absolute radius (over runs and examples): {mean_radius}; "
+                     f"mean token-embedding norm: {norms}.\n\n" + md_table(pd.DataFrame(rows)))
+    return "\n\n".join(parts)
+
+
+def md_table(df: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)])
+
+
+def radii(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per attacked run and eps: its task, model, mean absolute radius and embedding norm."""
+    rows = [{"task": r.task, "model": r.model, "epsilon": e, "radius": radius,
+             "embedding_norm": r.attack.get("embedding_norm")}
+            for r in runs.itertuples() if r.robust
+            for e, radius in sorted(r.attack.get("radii", {}).items(), key=lambda kv: float(kv[0]))]
+    return pd.DataFrame(rows, columns=["task", "model", "epsilon", "radius", "embedding_norm"])
+
+
+def curve_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per group and eps (0: the clean accuracy of the attacked examples): n, mean and 95 % t-interval over
+    its complete attacked runs."""
+    rows = []
+    for s in summary.itertuples():
+        group = runs[(runs.settings_id == s.settings_id) & (runs.status != DIVERGED)]
+        for key, eps in [(CLEAN, 0.0)] + [(e, float(e)) for e in epsilons(runs)]:
+            acc = values(group, key).dropna()
+            if not len(acc):
+                continue
+            lo, hi = ci95(acc)
+            rows.append({"task": s.task, "model": s.model, "method": s.method, "label": s.label,
+                         "settings_id": s.settings_id, "epsilon": eps, "n": len(acc), "mean": acc.mean(),
+                         "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=["task", "model", "method", "label", "settings_id", "epsilon", "n", "mean",
+                                       "ci_low", "ci_high"])
+
+
+def plot(data: pd.DataFrame, path: Path) -> None:
+    from experiments.results.plots import clip_to_percent, pyplot, save
+
+    plt = pyplot()
+    panels = list(data.groupby(["task", "model"], sort=False))
+    several = data.model.nunique() > 1
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, ((task, model), p) in zip(axes[0], panels):
+        for i, (_, g) in enumerate(p.groupby("settings_id", sort=False)):
+            color = f"C{i % 10}"
+            ax.plot(g.epsilon, g["mean"], "o-", color=color, ms=4, label=column_name(g.iloc[0], several))
+            ax.fill_between(g.epsilon, g.ci_low.astype(float), g.ci_high.astype(float), color=color, alpha=0.15, lw=0)
+        ax.set_title(f"{task.upper()} ({model}): dev accuracy under attack, mean and 95% band", fontsize=10)
+        ax.set_xlabel("eps (relative; 0: clean)")
+        ax.set_xticks(sorted(p.epsilon.unique()), [f"{v:g}" for v in sorted(p.epsilon.unique())])
+        ax.grid(alpha=0.3)
+        clip_to_percent(ax)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("dev accuracy (%)")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def write(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, rounded: int):
+    """(summary columns, seeds.csv columns, table.md section, written paths) when some record was attacked,
+    else None: a table without attacks is left exactly as it was."""
+    if not any(runs.robust.map(bool)):
+        return None
+    robust = summarise(runs, summary)
+    data = curve_data(runs, summary)
+    png, csv = results_dir / "robustness.png", results_dir / "robustness.csv"
+    plot(data, png)
+    data.round(rounded).to_csv(csv, index=False)
+    section = markdown(runs, summary, robust, attack_settings(runs), radii(runs))
+    return robust, seed_columns(runs), section, [png, csv]
+
