@@ -33,14 +33,20 @@ class RunState:
 
     def save_epoch(self, history: list[dict]) -> None:
         epoch = history[-1]["epoch"]
-        target = self.state_dir / f"epoch-{epoch}"
+        self._save(f"epoch-{epoch}", {"epoch": epoch}, history)
+
+    def _save(self, name: str, point: dict, history: list[dict]) -> None:
+        target = self.state_dir / name
         shutil.rmtree(target, ignore_errors=True)
         self.checkpoint.write(str(target / "ckpt"))
         previous = self._latest()
-        write_json_atomic(self.state_dir / "latest.json", {"epoch": epoch, "checkpoint": target.name,
-                                                            "history": history})
+        write_json_atomic(self.state_dir / "latest.json", {**point, "checkpoint": target.name, "history": history})
         if previous and previous["checkpoint"] != target.name:
             shutil.rmtree(self.state_dir / previous["checkpoint"], ignore_errors=True)
+
+    def save_step(self, history: list[dict]) -> None:
+        """A pretraining's save point, after its held-out evaluation at ``history[-1]["step"]``."""
+        self._save(f"step-{history[-1]['step']}", {"step": history[-1]["step"]}, history)
 
     def restore(self) -> list[dict]:
         """Load the last complete epoch's weights and optimizer; return its history ([] if none)."""
