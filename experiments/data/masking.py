@@ -11,9 +11,12 @@ words (a token and the ``##`` pieces after it) while they fit in ``num_to_predic
   with the probability of the fraction), so that the share over a corpus is 15 % exactly in
   expectation, also for TNEWS's short titles, where Google's per-sequence rounding with [CLS]
   and [SEP] counted would mask 18 %;
-- **which**: the groups of a sequence in a random order, a group taken whole while it fits (as
-  Google's whole-word masking); a group is one token, or with whole-word masking one ``jieba``
-  word (HFL segment with LTP; ``jieba`` is the common open segmenter) with its ``##`` pieces;
+- **which**: the groups of a sequence in a random order, each taken whole while it fits; the
+  first that does not fit is taken with the probability of the share of it that would, and the
+  choice ends there, so that the expected count stays the target (Google's whole-word masking
+  skips such a word and tries the next, which masks about 11 % of the tokens where the words
+  have two characters). A group is one token, or with whole-word masking one ``jieba`` word
+  (HFL segment with LTP; ``jieba`` is the common open segmenter) with its ``##`` pieces;
 - **how**: each chosen position independently 80 % [MASK], 10 % a random token (never a special
   one: [PAD], [UNK], [CLS], [SEP], [MASK]), 10 % unchanged.
 
@@ -91,12 +94,14 @@ def choose(groups: np.ndarray, share: float, rng: np.random.Generator) -> np.nda
     members = np.split(by_group, np.cumsum(sizes)[:-1])
     chosen, total = [], 0
     for g in rng.permutation(len(members)):
-        if total + len(members[g]) > count:
-            continue
-        chosen.append(members[g])
-        total += len(members[g])
         if total == count:
             break
+        if total + len(members[g]) > count:  # a word that does not fit: taken with the share of it that does
+            if rng.random() < (count - total) / len(members[g]):
+                chosen.append(members[g])
+            break
+        chosen.append(members[g])
+        total += len(members[g])
     return np.sort(np.concatenate(chosen)) if chosen else candidates[:0]
 
 
@@ -130,7 +135,7 @@ def jieba_segmenter():
         import jieba
     except ImportError:
         raise UserError("pretrain.whole_word_masking=true segments words with jieba, which is not installed in "
-                        "this environment; add jieba to pyproject.toml's dependencies (then `make env`), or set "
+                        "this environment (a dependency in pyproject.toml): run `make env`, or set "
                         "pretrain.whole_word_masking=false") from None
     jieba.setLogLevel(60)  # no "Building prefix dict" lines on stderr
     return jieba.lcut

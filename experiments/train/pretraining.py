@@ -96,6 +96,9 @@ class Pretrainer:
             loss, correct, count = mlm.masked_lm_loss(logits, labels, weights)
             return loss * count, correct, count
 
+        # Adam's slots made now, not at the first step: otherwise tf.function traces the step twice
+        # (once to lift the variables it creates), the larger part of a short pretraining's time.
+        optimizer.build(model.trainable_variables)
         self.train_step = tf.function(train_step, input_signature=SIGNATURE)
         self.eval_step = tf.function(eval_step, input_signature=SIGNATURE)
 
@@ -116,7 +119,8 @@ class Pretrainer:
         ``on_save(history)`` after each evaluation but the first."""
         steps_per_epoch = batching.num_batches(len(train), self.batch_size)
         if not self.history:
-            self.history.append(self._entry(0, steps_per_epoch, self.evaluate(held_out), None, 0.0, 0))
+            self.history.append(self._entry(0, steps_per_epoch, self._evaluate(held_out), None, 0.0, 0))
+            self._board_held_out(self.history[-1])
         disable = None if self.progress is None else not self.progress
         with tqdm(total=total_steps, initial=self.step, desc="pretrain", unit="step", disable=disable) as bar:
             while self.step < total_steps and "diverged_at" not in self.ending:
@@ -157,13 +161,20 @@ class Pretrainer:
                 self.board.flush()
         seconds = time.perf_counter() - start
         self._show(step_log, bar, tokens, start)
-        entry = self._entry(stop, steps_per_epoch, self.evaluate(held_out), step_log, seconds, tokens)
+        entry = self._entry(stop, steps_per_epoch, self._evaluate(held_out), step_log, seconds, tokens)
         self.history.append(entry)
-        if self.board is not None:
-            self.board.scalars("held_out", stop, {"loss": entry["loss"], "accuracy": entry["accuracy"]})
-            self.board.flush()
+        self._board_held_out(entry)
         log.info("step %d  held-out loss %.4f  accuracy %.4f  train loss %.4f  %.0f tokens/s", stop, entry["loss"],
                  entry["accuracy"], entry["train_loss"], entry["tokens_per_second"])
+
+    def _evaluate(self, held_out) -> dict:
+        start = time.perf_counter()
+        return {**self.evaluate(held_out), "eval_seconds": time.perf_counter() - start}
+
+    def _board_held_out(self, entry: dict) -> None:
+        if self.board is not None:
+            self.board.scalars("held_out", entry["step"], {"loss": entry["loss"], "accuracy": entry["accuracy"]})
+            self.board.flush()
 
     @staticmethod
     def _show(step_log, bar, tokens: int, start: float) -> None:
