@@ -99,4 +99,5 @@ def pretrained_from(folder) -> dict | None:
                         f"at step {at.get('global_step')}) and saved no model; pretrain again with other settings")
     return {"id": record["id"], "folder": str(folder), "tasks": record["tasks"], "model": record["model"],
             "steps": record["steps"], "init": record["start"]["init"],
-            "final": (record["history"] or [{}])[-1], "finished_at": record.get("finished_at")}
+            "final": {k: (record["history"] or [{}])[-1].get(k) for k in ("step", "loss", "accuracy")},
+            "finished_at": record.get("finished_at")}

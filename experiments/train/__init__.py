@@ -2,7 +2,7 @@
 
 Owns the Trainer loop (``loop``), the adversarial methods (``methods/``: one module and one
 config each), the learning-rate schedule (``schedule``), the optimizer, precision and
-out-of-memory advice (``optim``), run state and resume (``run_state``) and the TensorBoard
-monitor (``monitor``). May import ``experiments.data``, ``model``, ``results`` and the core;
+out-of-memory advice (``optim``, also BERT's AdamW), run state and resume (``run_state``), the
+TensorBoard monitor (``monitor``) and the masked-LM pretraining loop (``pretraining``). May import ``experiments.data``, ``model``, ``results`` and the core;
 never ``machine`` or the entry points.
 """

@@ -5,6 +5,9 @@
         state/latest.json    history so far + which epoch folder is complete
         state/epoch-N/       tf.train.Checkpoint of weights and optimizer after epoch N
 
+A pretraining (``make pretrain``) keeps the same under ``checkpoints/pretrain_<id>/``, with
+``state/step-N/`` after each held-out evaluation (``save_step``) instead of epochs.
+
 Every file appears atomically: a checkpoint is written into its own folder and only then
 named by ``latest.json`` (itself replaced atomically); best weights go through a temporary
 file and a rename. A run killed at any moment leaves the previous complete state.
