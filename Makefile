@@ -1,5 +1,6 @@
 # The front door. Every target sets up the locked environment first (uv, from uv.lock).
 #   make run TASK=iflytek METHOD=fgm            one run (fetches data and checkpoint if missing)
+#   make pretrain TASK=tnews MODEL=bert_mini    masked-LM pretraining -> data/models/pretrained/<id>/ (docs/pretraining.md)
 #   make sweep                                  every run of a study (EXPERIMENT=blog: configs/experiment/) not yet complete
 #   make sweep SEEDS=0,1,2                      the same, with TASKS= METHODS= SEEDS= MODEL= replacing the study's rows
 #   make table                                  table.md, summary.csv, seeds.csv, pictures (+ CSVs) of RESULTS
@@ -42,7 +43,7 @@ ENV_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)
 # what the other one installed).
 ENV_SWITCH := $(if $(filter $(ENV_EXTRA),$(shell cat $(ENV_STAMP) 2>/dev/null)),,env-switch)
 
-.PHONY: help env env-switch doctor data model run sweep predict submit attack table tensorboard test bench
+.PHONY: help env env-switch doctor data model run pretrain sweep predict submit attack table tensorboard test bench
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
@@ -63,6 +64,9 @@ model: $(ENV_STAMP)  ## download + verify the checkpoint of MODEL (or verify it 
 
 run: $(ENV_STAMP)  ## train one run: TASK= METHOD= MODEL= SEED= ARGS="hydra overrides"
 	$(PY) -m experiments.run task=$(TASK) method=$(METHOD) model=$(MODEL) seed=$(SEED) $(ARGS)
+
+pretrain: $(ENV_STAMP)  ## masked-LM pretraining of MODEL= on TASK='s texts, saved as a model folder (its path: the last line): ARGS="pretrain.max_steps=2000"
+	$(PY) -m experiments.pretrain task=$(TASK) model=$(MODEL) $(ARGS)
 
 # $(call given,VAR,key): key=$(VAR) if VAR was given on the command line or in the environment, else nothing
 given = $(if $(filter command line environment,$(origin $(1))),$(2)=$($(1)))

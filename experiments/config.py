@@ -79,3 +79,29 @@ def _first_failure(cfg: DictConfig, checks) -> None:
     for ok, key, want in checks:
         if not ok:
             raise UserError(f"{key}={OmegaConf.select(cfg, key)} is invalid: it must be {want}")
+
+
+def validate_pretrain(cfg: DictConfig) -> None:
+    """``validate`` for a pretraining config (configs/pretraining.yaml, the ``pretrain`` group)."""
+    p = cfg.pretrain
+    splits = list(p.corpus.splits or [])
+    checks = [
+        (p.batch_size > 0, "pretrain.batch_size", "a positive integer"),
+        (p.eval_batch_size > 0, "pretrain.eval_batch_size", "a positive integer"),
+        (p.max_steps is None or p.max_steps > 0, "pretrain.max_steps", "null (train by epochs) or a positive integer"),
+        (p.epochs > 0, "pretrain.epochs", "a positive integer"),
+        (p.eval_every > 0, "pretrain.eval_every", "a positive integer (steps)"),
+        (p.max_length > 2, "pretrain.max_length", "at least 3 ([CLS], one token, [SEP])"),
+        (0 < p.masked_share < 1, "pretrain.masked_share", "in (0, 1): BERT's is 0.15"),
+        (0 < p.held_out_share < 1, "pretrain.held_out_share", "in (0, 1), e.g. 0.02"),
+        (p.held_out_max is None or p.held_out_max > 0, "pretrain.held_out_max", "null or a positive integer"),
+        (p.learning_rate is None or p.learning_rate > 0, "pretrain.learning_rate", "null (the default) or positive"),
+        (p.weight_decay >= 0, "pretrain.weight_decay", "zero or positive"),
+        (0 <= p.warmup_ratio < 1, "pretrain.warmup_ratio", "in [0, 1): the share of all steps spent warming up"),
+        (p.corpus.max_texts is None or p.corpus.max_texts > 0, "pretrain.corpus.max_texts", "null or positive"),
+        (bool(splits) and set(splits) <= {"train", "dev", "test"}, "pretrain.corpus.splits",
+         "a list of train, dev, test, e.g. [train]"),
+    ]
+    for ok, key, want in checks:
+        if not ok:
+            raise UserError(f"{key}={OmegaConf.select(cfg, key)} is invalid: it must be {want}")

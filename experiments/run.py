@@ -29,7 +29,7 @@ log = logging.getLogger("experiments.run")
 
 def run(cfg: DictConfig) -> dict:
     """Train as ``cfg`` says and return the run record (also written under results_dir/runs/)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = records.with_pretraining(OmegaConf.to_container(cfg, resolve=True))  # model.pretrained
     record_file = records.record_path(cfg.paths.results_dir, resolved)
     if cfg.trainer.skip_completed and (done := records.read_record(record_file, records.DONE)) is not None:
         log.info("%s record exists, skipping: %s", done["status"], record_file)

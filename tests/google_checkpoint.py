@@ -71,8 +71,10 @@ CONFIGS = {
 }
 
 
-def release_variables(family: str, config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random arrays under the variable names a release of ``family`` stores."""
+def release_variables(family: str, config: dict, rng: np.random.Generator, mlm_head: bool = False) -> dict[str, np.ndarray]:
+    """Random arrays under the variable names a release of ``family`` stores; ``mlm_head`` adds
+    the masked-LM head Google's BERT and ALBERT releases ship (run_pretraining.py's
+    cls/predictions/transform/{dense,LayerNorm} and cls/predictions/output_bias)."""
     h, inter, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     e = config.get("embedding_size", h)
     top = "electra" if family == "electra" else "bert"
@@ -121,6 +123,9 @@ def release_variables(family: str, config: dict, rng: np.random.Generator) -> di
                     "discriminator_predictions/dense_1/bias": rand(1)})
     else:
         out.update({"bert/pooler/dense/kernel": rand(h, h), "bert/pooler/dense/bias": rand(h)})
+    if mlm_head:
+        out.update({"cls/predictions/transform/dense/kernel": rand(h, e), "cls/predictions/transform/dense/bias": rand(e),
+                    **norm("cls/predictions/transform/LayerNorm", e), "cls/predictions/output_bias": rand(v)})
     return out
 
 
@@ -128,7 +133,7 @@ def release_variables(family: str, config: dict, rng: np.random.Generator) -> di
 UNUSED_PREFIXES = ("bert/pooler/", "discriminator_predictions/")
 
 
-def write_release(folder: Path, release: str, vocab: list[str], seed: int = 0,
+def write_release(folder: Path, release: str, vocab: list[str], seed: int = 0, mlm_head: bool = False,
                   **config_overrides) -> dict[str, np.ndarray]:
     """Write ``release``'s checkpoint folder; return the saved arrays by variable name."""
     import tensorflow as tf
@@ -138,7 +143,7 @@ def write_release(folder: Path, release: str, vocab: list[str], seed: int = 0,
     folder.mkdir(parents=True, exist_ok=True)
     (folder / files["config"]).write_text(json.dumps(config, indent=2))
     (folder / files["vocab"]).write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
-    arrays = release_variables(family, config, np.random.default_rng(seed))
+    arrays = release_variables(family, config, np.random.default_rng(seed), mlm_head)
     graph = tf.Graph()
     with graph.as_default():  # TF1 Saver: name-based checkpoints, as the releases were written
         variables = [tf.compat.v1.Variable(value, name=name) for name, value in arrays.items()]

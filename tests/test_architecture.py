@@ -76,3 +76,12 @@ def test_every_package_says_what_it_owns_and_may_import():
     for package in ("data", "model", "train", "results", "machine"):
         doc = ast.get_docstring(ast.parse((PROJECT_ROOT / "experiments" / package / "__init__.py").read_text()))
         assert doc and "Owns" in doc and "import" in doc, package
+
+
+def test_pretrain_is_a_short_spine_like_run():
+    tree = ast.parse((PROJECT_ROOT / "experiments" / "pretrain.py").read_text(encoding="utf-8"))
+    spine = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "pretrain")
+    assert spine.end_lineno - spine.lineno + 1 <= 40
+    called = [n.func.id for n in ast.walk(spine) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    steps = ("prepare", "build", "train", "save", "write_record")
+    assert [c for c in called if c in steps] == list(steps)

@@ -3,7 +3,9 @@ planted failure (a learning rate that makes the loss non-finite) fails with its 
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import pytest
 
@@ -31,6 +33,8 @@ def test_doctor_passes_on_cpu_and_estimates_the_grid(clue_dir, tmp_path, capsys,
         line = next(l for l in out.splitlines() if l.startswith(f"ok    {name}: "))
         assert line.endswith("embedding matrix restored exactly"), line
     assert f"ok    tnews data: {clue_dir / 'tnews_public'}: 5 files, 0 match their known sha256" in out
+    pretrain = next(l for l in out.splitlines() if l.startswith("ok    pretrain: "))  # make pretrain's step
+    assert re.fullmatch(r"ok    pretrain: \d+\.\d{3} s/step \(masked LM, \d+ masked tokens, AdamW\), loss \d+\.\d{4}", pretrain)
     assert "note  bert_base checkpoint: " in out and "`make model MODEL=bert_base`" in out
     # The fixture's 400 training / 100 dev examples, TNEWS's 10 epochs, batch 32, length 128:
     step = 3 * 32 * 128 * 12 * 2 * (4 * 768**2 + 2 * 768 * 3072 + 2 * 128 * 768) / fixed_rate
@@ -60,3 +64,24 @@ def test_planted_failures_print_their_fixes(clue_dir, capsys, fixed_rate):
     assert f"{clue_dir / 'tnews_public'}/dev.json: sha256 " in lines[i] and "as in checksums.yaml" in lines[i]
     assert lines[i + 1] == f"      fix: delete {clue_dir / 'tnews_public'}/ and run `make data TASKS=tnews`"
     assert lines[-1].startswith("2 check(s) FAILED")
+
+
+def test_doctor_names_a_folder_that_make_pretrain_wrote(clue_dir, tmp_path, capsys, fixed_rate):
+    from tests.google_checkpoint import fixture_vocab, write_google_checkpoint
+
+    folder = tmp_path / "pretrained" / "tnews_tiny_0123456789"
+    write_google_checkpoint(folder, fixture_vocab())
+    (folder / "pretrain_record.json").write_text(json.dumps(
+        {"id": "tnews_tiny_0123456789", "status": "complete", "tasks": ["tnews"], "model": "tiny", "steps": 300,
+         "start": {"init": "random"}, "history": [{"step": 300, "loss": 2.0, "accuracy": 0.5}]}))
+    sums = tmp_path / "checksums.yaml"  # no known sums: the fixture is not the official data
+    sums.write_text("clue: {}\nmodels: {}\n")
+    code = doctor.main(["--tasks", "tnews", "--methods", "baseline", "--seeds", "0", "--check-methods", "baseline",
+                        f"paths.clue_dir={clue_dir}", "model=tiny", f"model.checkpoint_dir={folder}",
+                        f"download.checksums={sums}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert ("ok    tiny checkpoint: made by `make pretrain`: tnews_tiny_0123456789, 300 steps on tnews "
+            "(runs record model.pretrained)") in out
+    files = len(list(folder.iterdir()))  # config, vocab, checkpoint index, data and meta, the record
+    assert f"ok    tiny checkpoint: {folder}: {files} files, 0 match their known sha256" in out

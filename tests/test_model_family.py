@@ -231,3 +231,37 @@ def test_clue_figures_of_these_models_stand_beside_their_rows(tmp_path):
     assert "| baseline [roberta_wwm_ext] | 50.00 (n=1) |  |  | 56.94 (57.51) |" in text
     assert "| baseline [albert_base_zh] | 50.00 (n=1) |  |  | 55.06 |" in text
     assert "| baseline [macbert_base] | 50.00 (n=1) |  |  |  |" in text  # not in CLUE's tables
+
+
+def test_nezha_layer_norms_use_the_releases_epsilon(tmp_path):
+    """bert4keras builds NEZHA's LayerNorms with Keras's 1e-7; NEZHA's TensorFlow code and Hugging
+    Face use 1e-12. The embeddings' LayerNorm sees a variance near 1e-3 (0.02-scale embeddings), where
+    the two differ by about 3e-5: its output must be numpy's LayerNorm at 1e-12."""
+    import tf_keras as keras
+    from bert4keras.layers import LayerNormalization
+
+    arrays = write_release(tmp_path, "nezha_base", fixture_vocab(), **DROPOUT_FREE)
+    model = build("nezha_base", tmp_path)
+    norms = [layer for layer in model.layers if isinstance(layer, LayerNormalization)]
+    assert len(norms) == 1 + 2 * 2 and all(layer.epsilon == 1e-12 for layer in norms)
+    ids = np.array([[2, 7, 8, 9, 10, 3]], np.int32)
+    out = keras.Model(model.inputs, model.get_layer("Embedding-Norm").output)([ids, np.zeros_like(ids)]).numpy()[0]
+    x = arrays["bert/embeddings/word_embeddings"][ids[0]] + arrays["bert/embeddings/token_type_embeddings"][0]
+
+    def layer_norm(eps):
+        centred = x - x.mean(-1, keepdims=True)
+        return (centred / np.sqrt((centred**2).mean(-1, keepdims=True) + eps) * arrays["bert/embeddings/LayerNorm/gamma"]
+                + arrays["bert/embeddings/LayerNorm/beta"])
+
+    assert np.abs(out - layer_norm(1e-12)).max() < 2e-6
+    assert np.abs(out - layer_norm(1e-7)).max() > 1e-5  # the test can tell the two epsilons apart
+
+
+def test_albert_with_several_layer_groups_is_refused_in_one_line(tmp_path):
+    write_release(tmp_path, "albert_tiny_zh", fixture_vocab(), num_hidden_groups=12)
+    cfg = model_cfg("albert_tiny_zh", tmp_path)
+    with pytest.raises(UserError) as err:
+        classifier.bert_config(cfg, len(fixture_vocab()))
+    assert str(err.value) == (f"{tmp_path / 'albert_config_tiny_g.json'}: num_hidden_groups is 12, but bert4keras reads "
+                              "only ALBERT's group_0/inner_group_0 (one shared layer), so this release would load "
+                              "wrong; use an ALBERT release with num_hidden_groups 1 (albert_tiny_zh, albert_base_zh)")

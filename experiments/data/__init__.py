@@ -1,8 +1,9 @@
 """Data: from a task config to examples and batches, and getting the files there.
 
 Owns the CLUE loaders (``clue``: one loader per input kind), encoding, batching and padding
-(``batching``), the token cache (``cache``) and downloads with their verification
-(``download``). Imports no TensorFlow. May import ``experiments.model`` (a tokenizer, a
+(``batching``), the token cache (``cache``), downloads with their verification
+(``download``), and for ``make pretrain`` the masked-LM corpus (``corpus``) and BERT's masking
+(``masking``). Imports no TensorFlow. May import ``experiments.model`` (a tokenizer, a
 release's file names), ``experiments.results`` (atomic writes) and the core (``config``,
 ``errors``); never ``train``, ``machine`` or the entry points.
 """

@@ -157,12 +157,14 @@ DEVICES = ("auto", "gpu", "cpu")
 MIN_DRIVER = 525
 
 
-def check_device(cfg, environ: Mapping[str, str] = os.environ) -> str:
+def check_device(cfg, environ: Mapping[str, str] = os.environ, key: str = "trainer.device", eta=None) -> str:
     """Where the run of ``cfg`` will train, "gpu" or "cpu", or a UserError if that is not what
-    ``trainer.device`` (auto | gpu | cpu) and the model allow. Called before any download."""
-    device = OmegaConf.select(cfg, "trainer.device", default="auto")
+    ``trainer.device`` (auto | gpu | cpu; ``key`` names another, e.g. ``pretrain.device``) and the
+    model allow. ``eta(cfg)``: the phrase estimating the time on this CPU (default: a fine-tuning
+    run's, ``cpu_estimate``). Called before any download."""
+    device = OmegaConf.select(cfg, key, default="auto")
     if device not in DEVICES:
-        raise UserError(f"trainer.device={device} is invalid: it must be {', '.join(DEVICES)}")
+        raise UserError(f"{key}={device} is invalid: it must be {', '.join(DEVICES)}")
     listed = nvidia_smi_gpus(environ)
     gpus = listed if listed and visible_gpus(environ) else []  # CUDA_VISIBLE_DEVICES="" / -1 hides them
     if device == "cpu":
@@ -177,12 +179,30 @@ def check_device(cfg, environ: Mapping[str, str] = os.environ) -> str:
         return "gpu"
     hidden = " (CUDA_VISIBLE_DEVICES hides them)" if listed else ""
     if device == "gpu":
-        raise UserError(f"trainer.device=gpu but this machine has no GPU{hidden or ' (nvidia-smi lists none)'}; "
-                        "run on a GPU machine, or set trainer.device=cpu to train on the CPU")
+        raise UserError(f"{key}=gpu but this machine has no GPU{hidden or ' (nvidia-smi lists none)'}; "
+                        f"run on a GPU machine, or set {key}=cpu to train on the CPU")
     if not OmegaConf.select(cfg, "model.cpu_friendly", default=False):
-        raise UserError(f"no GPU{hidden}: {cpu_estimate(cfg)}; run it on a GPU machine (`make doctor` checks one), "
-                        "or add trainer.device=cpu to train on this CPU anyway")
+        raise UserError(f"no GPU{hidden}: {(eta or cpu_estimate)(cfg)}; run it on a GPU machine (`make doctor` checks "
+                        f"one), or add {key}=cpu to train on this CPU anyway")
     return "cpu"
+
+
+def pretrain_cpu_estimate(cfg, steps: int | None) -> str:
+    """One phrase: how long the pretraining of ``cfg`` (``steps`` steps, None if the corpus size is
+    unknown) would take on this CPU: a train step of the encoder at batch pretrain.batch_size x
+    pretrain.max_length (the MLM head scores 15 % of the positions only: left out)."""
+    shape = estimate.model_shape(cfg.model)
+    batch, seq = int(cfg.pretrain.batch_size), int(cfg.pretrain.max_length)
+    flops = estimate.train_flops(shape, batch, seq)
+    rate = estimate.cpu_flops_per_second()
+    step = flops / rate
+    how = (f"{flops / 1e12:.2f} TFLOP per step of {shape['num_hidden_layers']} layers x {shape['hidden_size']} at "
+           f"batch {batch} x length {seq} over this CPU's measured {rate / 1e9:.0f} GFLOP/s = {step:.1f} s")
+    what = f"pretraining model={cfg.model.name} on {cfg.task.name}"
+    if steps is None:
+        return f"{what} would take about {estimate.duration(step)} per step ({how})"
+    return (f"{what} would take up to {estimate.duration(steps * step)} on this CPU ({steps} steps; {how}; "
+            f"batches padded to pretrain.max_length at most, so shorter texts take less)")
 
 
 def cpu_estimate(cfg) -> str:

@@ -8,7 +8,9 @@ for it), TF32, whether the data and the checkpoint are present and verified; the
 configured trainer.precision / jit_compile / deterministic / tf32, a few train steps of every
 method on random weights (a BERT-base-shaped model on a GPU, a small one on a CPU): the loss
 must be finite, the embedding matrix must come back bit for bit after FGM's and PGD's
-perturbations, the time and peak GPU memory of a step are shown. Last, the estimated time of
+perturbations, the time and peak GPU memory of a step are shown; then `make pretrain`'s
+masked-LM step on the same shape (a finite loss). A checkpoint folder that `make pretrain`
+wrote is named with its pretraining. Last, the estimated time of
 the sweep grid (make's TASKS x METHODS x SEEDS). Every failed check ends with its fix; the
 exit code is 1 if any failed.
 """
@@ -30,6 +32,7 @@ from experiments import config
 from experiments.machine import bench, devices, estimate
 from experiments.data import download
 from experiments.errors import UserError
+from experiments.results import pretrain_records
 
 OK, NOTE, FAIL = "ok  ", "note", "FAIL"
 
@@ -105,8 +108,8 @@ def check_software_and_gpus(report: Report, cfg) -> list:
     if not listed:
         report.line(NOTE, "nvidia-smi", "lists no GPU (no NVIDIA driver, or no GPU): runs train on the CPU")
         if not OmegaConf.select(cfg, "model.cpu_friendly", default=False):
-            report.line(NOTE, f"model={cfg.model.name}", "not cpu_friendly: `make run` stops here with an estimate "
-                        "of its time unless given trainer.device=cpu")
+            report.line(NOTE, f"model={cfg.model.name}", "not cpu_friendly: `make run` (and `make pretrain`) stop here "
+                        "with an estimate of its time unless given trainer.device=cpu (pretrain.device=cpu)")
     else:
         major = int(driver.split(".")[0]) if driver and driver.split(".")[0].isdigit() else None
         too_old = major is not None and major < devices.MIN_DRIVER
@@ -171,6 +174,14 @@ def check_files(report: Report, cfg, tasks: list[str], overrides: list[str]) -> 
     if cfg.model.checkpoint_dir is not None:
         targets.append((f"{cfg.model.name} checkpoint", download.model_target(cfg.model, cfg.download),
                         f"`make model MODEL={cfg.model.name}` (make run fetches it too)"))
+        try:
+            origin = pretrain_records.pretrained_from(cfg.model.checkpoint_dir)  # a `make pretrain` folder
+        except UserError as err:
+            report.line(FAIL, f"{cfg.model.name} checkpoint", str(err).split("; ")[0], "pretrain again")
+        else:
+            if origin is not None:
+                report.line(OK, f"{cfg.model.name} checkpoint", f"made by `make pretrain`: {origin['id']}, "
+                            f"{origin['steps']} steps on {'+'.join(origin['tasks'])} (runs record model.pretrained)")
     for what, target, get in targets:
         if not target.dest.exists():
             report.line(NOTE, what, f"{target.dest} not there yet: {get}")
@@ -216,7 +227,49 @@ def check_train_steps(report: Report, cfg, gpus: list, names: list[str], n_steps
                                              float(t.learning_rate)).items():
         seconds[name] = check_method(report, name, trainer.train_step, trainer.optimizer, embeddings, inputs, labels,
                                      n_steps, bool(gpus))
+    check_pretrain_step(report, model_cfg, plan, n_steps)
     return {k: v for k, v in seconds.items() if v is not None}
+
+
+def check_pretrain_step(report: Report, model_cfg, plan: dict, n_steps: int) -> None:
+    """`make pretrain`'s train step on the same shape: the masked-LM model (random weights, its head
+    on the gathered masked positions), AdamW, a batch masked as BERT masks; the loss must be finite."""
+    from experiments.data import masking
+    from experiments.model import classifier, mlm, rewrites
+    from experiments.model.release import family
+    from experiments.train import optim
+    from experiments.train.pretraining import Pretrainer, as_inputs
+
+    if family(model_cfg) not in mlm.MLM_FAMILIES:
+        report.line(NOTE, "pretrain", f"model={model_cfg.name} ({family(model_cfg)}) has no masked-LM head: "
+                    "`make pretrain` refuses it")
+        return
+    config = classifier.shape_config(model_cfg, plan.get("layers"))
+    masked = mlm.build_mlm(OmegaConf.merge(model_cfg, {"checkpoint_dir": None}), config, seed=0)
+    rewrites.prepare_model(masked.model)
+    vocab, rng = config["vocab_size"], np.random.default_rng(0)
+    ids = rng.integers(5, vocab, size=(plan["batch"], plan["seq"])).astype(np.int32)
+    ids[:, 0], ids[:, -1] = 2, 3
+    spec = masking.MaskSpec(mask_id=4, replacement_ids=np.arange(5, vocab, dtype=np.int32))
+    batch = masking.mask_batch(ids, np.zeros_like(ids), [masking.token_groups(r, {0, 2, 3}) for r in ids], spec, rng)
+    trainer = Pretrainer(masked.model, optim.make_adamw(1e-4, masked.model), spec, plan["batch"])
+    try:
+        losses, walls = [], []
+        for _ in range(n_steps + 1):  # the first traces; untimed
+            start = time.perf_counter()
+            losses.append(float(trainer.train_step(*as_inputs(batch))["loss"]))
+            walls.append(time.perf_counter() - start)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        report.line(FAIL, "pretrain", f"{type(err).__name__}: {first[:300]}", _fix_for(err))
+        return
+    detail = (f"{float(np.median(walls[1:])) if n_steps else float('nan'):.3f} s/step (masked LM, "
+              f"{int(batch.weights.sum())} masked tokens, AdamW), loss {losses[-1]:.4f}")
+    if not all(math.isfinite(x) for x in losses):
+        report.line(FAIL, "pretrain", f"non-finite loss {losses} on random weights; {detail}",
+                    "retry with a lower pretrain.learning_rate; if it persists, check the driver and CUDA set-up")
+        return
+    report.line(OK, "pretrain", detail)
 
 
 def check_method(report: Report, name, step, optimizer, embeddings, inputs, labels, n_steps, on_gpu) -> float | None:

@@ -34,6 +34,7 @@ from experiments.model.release import check_checkpoint, family, files
 EMBEDDING_LAYER = "Embedding-Token"  # bert4keras's name for the token-embedding layer, in every family
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # The shape keys `make bench` needs (configs/model/*.yaml: shape), as in the releases' JSON configs
+NEZHA_LAYER_NORM_EPSILON = 1e-12  # NEZHA-TensorFlow's (Google BERT's) LayerNorm epsilon: see fix_layer_norm_epsilon
 SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
               "max_position_embeddings")
 
@@ -74,6 +75,7 @@ def bert_config(model_cfg, vocab_size: int) -> dict:
             config = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as err:
             raise UserError(f"{path}: not valid JSON ({err}); fetch the checkpoint folder again") from None
+        check_release_config(path, config, family(model_cfg))
         if config.get("vocab_size") != vocab_size:
             raise UserError(
                 f"{path}: vocab_size is {config.get('vocab_size')} but {names['vocab']} has {vocab_size} tokens; "
@@ -84,6 +86,22 @@ def bert_config(model_cfg, vocab_size: int) -> dict:
             "max_position_embeddings", "hidden_dropout_prob", "attention_probs_dropout_prob"]
     return {"vocab_size": vocab_size, "hidden_act": "gelu", "type_vocab_size": 2,
             **{k: model_cfg[k] for k in keys}}
+
+
+def check_release_config(path: Path, config: dict, name: str) -> None:
+    """Refuse a release config that bert4keras would load wrong without a word.
+
+    ALBERT: bert4keras's ``ALBERT.variable_mapping`` (models.py) reads only
+    ``bert/encoder/transformer/group_0/inner_group_0/``: one shared layer. A config with
+    ``num_hidden_groups`` > 1 (brightmart's albert_config_tiny_google_fast.json has 12) or
+    ``inner_group_num`` > 1 stores more layers, which would be left at random or skipped."""
+    if name != "albert":
+        return
+    for key in ("num_hidden_groups", "inner_group_num"):
+        if int(config.get(key, 1)) > 1:
+            raise UserError(f"{path}: {key} is {config[key]}, but bert4keras reads only ALBERT's group_0/inner_group_0 "
+                            f"(one shared layer), so this release would load wrong; use an ALBERT release with "
+                            f"{key} 1 (albert_tiny_zh, albert_base_zh)")
 
 
 def shape_config(model_cfg, layers: int | None = None) -> dict:
@@ -100,24 +118,57 @@ def shape_config(model_cfg, layers: int | None = None) -> dict:
     return config
 
 
+def build_encoder(model_cfg, config: dict, seed: int, checkpoint: str | None = None):
+    """The bert4keras encoder of ``model_cfg``'s family (its ``Transformer`` object; ``.model``
+    is the Keras model), with the weights of ``checkpoint`` (a TF1 checkpoint prefix) or, without
+    one, every matrix drawn at random (seeded); the family fixes (``fix_layer_norm_epsilon``) applied."""
+    from bert4keras.models import build_transformer_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "config.json"
+        config_path.write_text(json.dumps(config))
+        encoder = build_transformer_model(str(config_path), checkpoint, model=family(model_cfg),
+                                          return_keras_model=False)
+    fix_layer_norm_epsilon(encoder.model, family(model_cfg), config)
+    if checkpoint is None:
+        _random_init(encoder.model, seed)
+    return encoder
+
+
+def fix_layer_norm_epsilon(model, name: str, config: dict) -> None:
+    """Give a NEZHA encoder's LayerNorms its release's epsilon.
+
+    bert4keras 0.11.5 builds NEZHA's LayerNormalization layers without ``epsilon``
+    (models.py, ``NEZHA.apply_embeddings`` / ``apply_main_layers``), so they take Keras's
+    ``K.epsilon()`` = 1e-7 (layers.py, ``LayerNormalization.__init__``), while NEZHA's
+    TensorFlow code (NEZHA-TensorFlow/modeling.py, Google BERT's ``layer_norm``:
+    ``tf.contrib.layers.layer_norm``, epsilon 1e-12) and Hugging Face's NezhaConfig
+    (``layer_norm_eps=1e-12``) use 1e-12. On the embeddings' LayerNorm, whose input has a
+    variance near 1e-3, that moved the outputs by up to 7e-5. The layers read ``epsilon`` at
+    every call (bert4keras's and model.rewrites' LayerNorm alike), so setting it after building
+    is enough. A config's ``layer_norm_eps`` (as Hugging Face writes it) wins.
+    """
+    if name != "nezha":
+        return
+    from bert4keras.layers import LayerNormalization
+
+    epsilon = float(config.get("layer_norm_eps", NEZHA_LAYER_NORM_EPSILON))
+    for layer in model.layers:
+        if isinstance(layer, LayerNormalization):
+            layer.epsilon = epsilon
+
+
 def build_classifier(model_cfg, config: dict, num_labels: int, seed: int, load_weights: bool = True):
     """The encoder + the blog's head; the head returns logits (softmax lives in the loss).
 
     Weights come from the checkpoint when ``model.checkpoint_dir`` is set and ``load_weights``;
     otherwise every matrix is drawn at random (seeded)."""
     import tf_keras as keras
-    from bert4keras.models import build_transformer_model
 
     checkpoint = None
     if model_cfg.checkpoint_dir is not None and load_weights:
         checkpoint = str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["checkpoint"])
-    with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp) / "config.json"
-        config_path.write_text(json.dumps(config))
-        encoder = build_transformer_model(str(config_path), checkpoint, model=family(model_cfg),
-                                          return_keras_model=False)
-    if checkpoint is None:
-        _random_init(encoder.model, seed)
+    encoder = build_encoder(model_cfg, config, seed, checkpoint)
     cls = keras.layers.Lambda(lambda x: x[:, 0], name="CLS-token")(encoder.model.output)
     # float32 head: under mixed precision the logits and the loss stay in full precision.
     logits = keras.layers.Dense(

@@ -53,12 +53,13 @@ class StepKeys:
                 self._step = tf.Variable(0, dtype=tf.int32, trainable=False, name="dropout_step")
         return self._epoch_key, self._step
 
-    def start_epoch(self, seed: int, epoch: int) -> None:
-        """Key the coming epoch's draws by (seed, epoch), from its first step on."""
-        epoch_key, step = self._variables()
+    def start_epoch(self, seed: int, epoch: int, step: int = 0) -> None:
+        """Key the coming epoch's draws by (seed, epoch), from its first step on (or from ``step``
+        of the epoch: a pretraining resumed mid-epoch continues the key it had there)."""
+        epoch_key, step_variable = self._variables()
         # A child of the (seed, epoch) sequence that shuffles the epoch's batches: independent of it.
         epoch_key.assign(np.random.SeedSequence([seed, epoch]).spawn(1)[0].generate_state(2).view(np.int32))
-        step.assign(0)
+        step_variable.assign(step)
 
     @contextlib.contextmanager
     def step(self):

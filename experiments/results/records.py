@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.results import pretrain_records
+
 COMPLETE = "complete"
 DIVERGED = "diverged"  # a non-finite loss stopped the run: the record holds the history so far and diverged_at
 DONE = (COMPLETE, DIVERGED)  # a run with either record is not run again (trainer.skip_completed)
@@ -67,6 +69,16 @@ def settings_id(config: dict) -> str:
     without_seed = {k: v for k, v in settings(config).items() if k != "seed"}
     blob = json.dumps(without_seed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def with_pretraining(config: dict) -> dict:
+    """``config`` with ``model.pretrained: <pretrain record id>`` when ``model.checkpoint_dir``
+    is a folder that ``make pretrain`` wrote: its runs then have settings (and a settings id) of
+    their own, apart from random-init runs and from runs on a released checkpoint (unchanged)."""
+    origin = pretrain_records.pretrained_from((config.get("model") or {}).get("checkpoint_dir"))
+    if origin is None:
+        return config
+    return {**config, "model": {**config["model"], "pretrained": origin["id"]}}
 
 
 def record_path(results_dir: str | Path, config: dict) -> Path:
@@ -120,6 +132,7 @@ def run_record(config: dict, history: list[dict], ending: dict, facts: dict, tim
     the data's sizes; ``timings`` the total and tokenizing times and the token cache's use; ``robustness``
     (``eval.attack.epsilons`` set) ``robust_dev_acc`` and ``attack`` (experiments/train/attack.py)."""
     best = max(history, key=lambda h: h["dev_acc"], default={"dev_acc": None, "epoch": None})
+    origin = pretrain_records.pretrained_from(config["model"].get("checkpoint_dir"))
     return {
         "status": DIVERGED if "diverged_at" in ending else COMPLETE,
         "task": config["task"]["name"], "model": config["model"]["name"], "method": config["method"]["name"],
@@ -139,6 +152,7 @@ def run_record(config: dict, history: list[dict], ending: dict, facts: dict, tim
             **{k: v for k, v in timings.items() if k != "total_seconds"},
         },
         "best_weights": best_weights,
+        **({"pretrained_from": origin} if origin else {}),  # the make pretrain folder it started from
         "settings": settings(config),
         "config": config,
         "environment": environment,

@@ -34,18 +34,52 @@ def make_optimizer(learning_rate: float, precision: str, jit_compile: bool = Fal
 
 
 @contextlib.contextmanager
-def out_of_memory_advice(cfg):
+def out_of_memory_advice(cfg, group: str = "trainer", length_key: str = "task.max_length"):
     """Within the block, running out of device memory (``tf.errors.ResourceExhaustedError``, from
-    TensorFlow's allocator or from XLA) is a UserError: one line saying which settings to lower."""
+    TensorFlow's allocator or from XLA) is a UserError: one line saying which settings to lower
+    (``group``'s batch sizes and precision: trainer.* for a run, pretrain.* for a pretraining)."""
+    from omegaconf import OmegaConf
+
     try:
         yield
     except tf.errors.ResourceExhaustedError as err:
         lines = (err.message or "").strip().splitlines()
         what = lines[0][:160] if lines else "ResourceExhaustedError"
-        precision = cfg.trainer.precision
-        cheaper = ("" if precision != "float32" else
+        precision = OmegaConf.select(cfg, f"{group}.precision", default="float32")
+        cheaper = ("" if precision != "float32" or group != "trainer" else
                    ", or trainer.precision=mixed_bfloat16 (Ampere and newer) / mixed_float16 (older GPUs)")
+        now = f" (now trainer.precision={precision})" if group == "trainer" else ""
+        batch, evals = (OmegaConf.select(cfg, f"{group}.{k}") for k in ("batch_size", "eval_batch_size"))
         raise UserError(
-            f"out of memory ({what}): lower trainer.batch_size={cfg.trainer.batch_size} (halve it), "
-            f"task.max_length={cfg.task.max_length} or trainer.eval_batch_size={cfg.trainer.eval_batch_size}"
-            f"{cheaper} (now trainer.precision={precision}); or free the GPU of other processes") from None
+            f"out of memory ({what}): lower {group}.batch_size={batch} (halve it), "
+            f"{length_key}={OmegaConf.select(cfg, length_key)} or {group}.eval_batch_size={evals}"
+            f"{cheaper}{now}; or free the GPU of other processes") from None
+
+
+def make_adamw(learning_rate, model, weight_decay: float = 0.01, epsilon: float = 1e-6, clip_norm: float | None = 1.0):
+    """BERT's pretraining optimizer (google-research/bert optimization.py: AdamWeightDecayOptimizer,
+    beta 0.9 / 0.999, epsilon 1e-6, weight decay 0.01 except on LayerNorm weights and biases,
+    gradients clipped to a global norm of 1) as tf_keras's AdamW.
+
+    Two differences from Google's: tf_keras's Adam corrects the moments' bias (Google's does not),
+    and it decays a weight by ``lr * wd * w`` before the Adam step rather than adding ``wd * w`` to
+    the step. Not decayed: every weight of a LayerNorm and every bias (each Dense bias and the MLM
+    head's output bias, ``MLM-Bias``), chosen by layer, not by name. ``jit_compile=False``: see
+    ``make_optimizer`` (tf_keras would XLA-compile the update on a GPU otherwise)."""
+    optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999,
+                                       epsilon=epsilon, global_clipnorm=clip_norm, jit_compile=False)
+    optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
+    return optimizer
+
+
+def no_decay_variables(model) -> list:
+    """The trainable variables BERT's weight decay skips: LayerNorm weights and biases."""
+    from bert4keras.layers import LayerNormalization
+
+    skip = []
+    for layer in model.layers:
+        for weight in layer.trainable_weights:
+            last = weight.name.split("/")[-1].split(":")[0]
+            if isinstance(layer, LayerNormalization) or last in ("bias", "beta"):
+                skip.append(weight)
+    return skip

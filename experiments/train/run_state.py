@@ -5,6 +5,9 @@
         state/latest.json    history so far + which epoch folder is complete
         state/epoch-N/       tf.train.Checkpoint of weights and optimizer after epoch N
 
+A pretraining (``make pretrain``) keeps the same under ``checkpoints/pretrain_<id>/``, with
+``state/step-N/`` after each held-out evaluation (``save_step``) instead of epochs.
+
 Every file appears atomically: a checkpoint is written into its own folder and only then
 named by ``latest.json`` (itself replaced atomically); best weights go through a temporary
 file and a rename. A run killed at any moment leaves the previous complete state.
@@ -33,14 +36,20 @@ class RunState:
 
     def save_epoch(self, history: list[dict]) -> None:
         epoch = history[-1]["epoch"]
-        target = self.state_dir / f"epoch-{epoch}"
+        self._save(f"epoch-{epoch}", {"epoch": epoch}, history)
+
+    def _save(self, name: str, point: dict, history: list[dict]) -> None:
+        target = self.state_dir / name
         shutil.rmtree(target, ignore_errors=True)
         self.checkpoint.write(str(target / "ckpt"))
         previous = self._latest()
-        write_json_atomic(self.state_dir / "latest.json", {"epoch": epoch, "checkpoint": target.name,
-                                                            "history": history})
+        write_json_atomic(self.state_dir / "latest.json", {**point, "checkpoint": target.name, "history": history})
         if previous and previous["checkpoint"] != target.name:
             shutil.rmtree(self.state_dir / previous["checkpoint"], ignore_errors=True)
+
+    def save_step(self, history: list[dict]) -> None:
+        """A pretraining's save point, after its held-out evaluation at ``history[-1]["step"]``."""
+        self._save(f"step-{history[-1]['step']}", {"step": history[-1]["step"]}, history)
 
     def restore(self) -> list[dict]:
         """Load the last complete epoch's weights and optimizer; return its history ([] if none)."""
