@@ -354,3 +354,50 @@ def corpus_with_labels(tmp_path):
     """The fixture CLUE folder with labels (a fine-tune needs them), written once per test."""
     clue = tmp_path / "clue"
     return clue if clue.exists() else make_clue(clue)
+
+
+# --- the corpus of pair and WSC tasks, a given vocabulary, the interface -------------------------------
+
+
+def test_pair_and_wsc_corpora_are_the_runs_texts_and_segments(tmp_path):
+    """AFQMC's pairs as [CLS] a [SEP] b [SEP] with segments 0 then 1, CLUEWSC's marked spans; test
+    files (no labels) opt-in, CLUEWSC's two test files both read."""
+    from bert4keras.tokenizers import Tokenizer
+
+    from experiments.data import corpus, loaders
+    from tests.clue_tasks import make_clue_tasks
+
+    clue = make_clue_tasks(tmp_path / "clue")
+    tasks = [compose(["task=afqmc"]).task, compose(["task=cluewsc2020"]).task]
+    texts = corpus.read_texts(clue, tasks, ["train", "test"])
+    assert [(f["task"], f["split"], f["texts"]) for f in texts.files] == [
+        ("afqmc", "train", 100), ("afqmc", "test", 20), ("cluewsc2020", "train", 100),
+        ("cluewsc2020", "test", 20), ("cluewsc2020", "test", 20)]
+    pairs = loaders.read_split(clue / "afqmc_public" / "train.json", [], labelled=False,
+                               fmt=loaders.task_format(tasks[0]))
+    assert texts.texts[:100] == pairs.texts and texts.texts_b[:100] == pairs.texts_b
+    wsc = loaders.load_task(clue, compose(["task=cluewsc2020"]).task)[1]
+    assert texts.texts[120:220] == wsc.texts and texts.texts[120].startswith("_") and "[" in texts.texts[120]
+    vocab = classifier.char_vocab(texts.texts + [b for b in texts.texts_b if b])
+    tokenizer = Tokenizer(vocab, do_lower_case=True)
+    special = {vocab["[PAD]"], vocab["[CLS]"], vocab["[SEP]"]}
+    data = corpus.tokenize(tokenizer, texts.texts, texts.texts_b, 64, special, whole_words=False)
+    ids, segments = tokenizer.encode(pairs.texts[0], pairs.texts_b[0], maxlen=64)
+    np.testing.assert_array_equal(data.token_ids[0], ids)
+    np.testing.assert_array_equal(data.segment_ids[0], segments)
+    assert set(segments) == {0, 1} and (data.groups[0] == -1).sum() == 3  # [CLS] and two [SEP]s
+    assert (data.segment_ids[120] == 0).all()
+
+
+def test_a_given_vocabulary_is_used_and_the_last_line_printed_is_the_folder(corpus, tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    tokens = [*fixture_vocab(), "[unused1]"]
+    vocab.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    record = pretrain(pretrain_cfg(corpus, tmp_path, extra={"pretrain.vocab": vocab, "pretrain.max_steps": 2,
+                                                            "pretrain.eval_every": 2}))
+    folder = folder_of(record, tmp_path)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(folder)
+    assert (folder / "vocab.txt").read_text(encoding="utf-8").split() == tokens
+    assert json.loads((folder / "bert_config.json").read_text())["vocab_size"] == len(tokens)
+    assert record["corpus"]["vocab_size"] == len(tokens) and "vocab" not in record["settings"]["pretrain"]
+    assert record["settings"]["init"] == "random, vocab sha256:" + hashlib.sha256(vocab.read_bytes()).hexdigest()
