@@ -303,17 +303,14 @@ def test_a_diverged_pretraining_is_marked_and_no_run_starts_from_it(corpus, tmp_
         run(compose(tiny_overrides(corpus, tmp_path, extra={"model.checkpoint_dir": folder})))
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.pretrain", *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
-                                                                               "CUDA_VISIBLE_DEVICES": ""})
-
-
-def test_electra_is_refused_in_one_line(corpus, tmp_path):
-    out = cli(*overrides(corpus, tmp_path, "electra_base"))
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith(
-        "error: model=electra_base is ELECTRA's discriminator, which has no masked-LM head")
+def test_make_pretrain_of_electra_is_refused_in_one_line(corpus, tmp_path):
+    args = " ".join(o for o in overrides(corpus, tmp_path, "electra_base") if not o.startswith(("task=", "model=")))
+    out = subprocess.run(["make", "-s", "-o", ".venv/.synced", "pretrain", "TASK=tnews", "MODEL=electra_base",
+                          f"ARGS={args}", f"PY={sys.executable}"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    [line] = [line for line in out.stderr.strip().splitlines() if not line.startswith("make: ")]  # one line
+    assert line.startswith("error: model=electra_base is ELECTRA's discriminator, which has no masked-LM head")
 
 
 def test_bert_base_on_a_cpu_stops_with_the_device_guard_and_the_pretrainings_eta(corpus, tmp_path):
@@ -401,3 +398,19 @@ def test_a_given_vocabulary_is_used_and_the_last_line_printed_is_the_folder(corp
     assert json.loads((folder / "bert_config.json").read_text())["vocab_size"] == len(tokens)
     assert record["corpus"]["vocab_size"] == len(tokens) and "vocab" not in record["settings"]["pretrain"]
     assert record["settings"]["init"] == "random, vocab sha256:" + hashlib.sha256(vocab.read_bytes()).hexdigest()
+
+
+def test_make_predict_finds_a_pretrained_fine_tune_by_its_hydra_folder(learned, tmp_path):
+    """A run folder's .hydra/config.yaml has no model.pretrained: predict adds it as run() did."""
+    from experiments import predict
+
+    pre, folder, _ = learned
+    cfg = OmegaConf.to_container(compose(["model=tiny", f"model.checkpoint_dir={folder}",
+                                          f"paths.results_dir={tmp_path}"]), resolve=True)
+    named = records.with_pretraining(cfg)
+    path = records.record_path(tmp_path, named)
+    records.write_json_atomic(path, {"status": "complete", "settings_id": records.settings_id(named)})
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(cfg), tmp_path / "run" / ".hydra" / "config.yaml")
+    assert predict.find_record(tmp_path / "run")[0] == path
+    assert path != records.record_path(tmp_path, cfg)  # the random-init name

@@ -31,7 +31,8 @@ NOT_SETTINGS = {("paths",), ("hydra",), ("download",), ("model", "checkpoint_dir
                 ("model", "learning_rate"),  # the fine-tuning rate; pretraining has pretrain.learning_rate
                 ("pretrain", "resume"), ("pretrain", "progress"), ("pretrain", "tensorboard"),
                 ("pretrain", "device"), ("pretrain", "name"), ("pretrain", "eval_batch_size"),
-                ("pretrain", "vocab")}  # a given vocab.txt counts by its sha256, in ``init``
+                ("pretrain", "vocab"),  # a given vocab.txt counts by its sha256, in ``init``
+                ("pretrain", "eval_every")}  # where the evaluations and save points fall, not the weights
 # What of a task config the corpus depends on (its texts, not its labels or training defaults).
 TASK_KEYS = ("name", "dir", "input", "text_fields", "train_file", "dev_file", "predict_files")
 
