@@ -29,8 +29,8 @@ def find_record(run: str | Path) -> tuple[Path, dict]:
         saved = run / ".hydra" / "config.yaml"
         if not saved.is_file():
             raise UserError(f"{run}: neither a run record (.json) nor a run folder with .hydra/config.yaml")
-        cfg = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
-        run = records.record_path(cfg["paths"]["results_dir"], cfg)
+        cfg = records.with_pretraining(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
+        run = records.record_path(cfg["paths"]["results_dir"], cfg)  # as run() named it (model.pretrained)
     record = records.read_record(run, records.DONE)
     if record is None:
         raise UserError(f"{run}: no complete run record there; the run did not finish (see `make sweep` to resume)")

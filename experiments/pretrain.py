@@ -60,7 +60,7 @@ class Plan:
 
     tasks: list
     checkpoint: str | None  # the source checkpoint prefix (TAPT), None from scratch
-    init: str               # "random" or "sha256:<the source .index file's hash>"
+    init: str               # "random" (", vocab sha256:..." with pretrain.vocab) or "sha256:<the source .index's hash>"
     id: str
     folder: Path
 
@@ -88,9 +88,11 @@ def prepare(cfg: DictConfig) -> Plan:
         release.check_checkpoint(cfg.model)
         checkpoint = str(Path(cfg.model.checkpoint_dir) / release.files(cfg.model)["checkpoint"])
         init = "sha256:" + hashlib.sha256(Path(checkpoint + ".index").read_bytes()).hexdigest()
-    elif cfg.pretrain.vocab is not None and not Path(cfg.pretrain.vocab).is_file():
-        raise UserError(f"pretrain.vocab={cfg.pretrain.vocab}: file not found; give a vocab.txt or null (a character "
-                        "vocabulary from the corpus)")
+    elif cfg.pretrain.vocab is not None:  # the file's content is a setting, not its path
+        if not Path(cfg.pretrain.vocab).is_file():
+            raise UserError(f"pretrain.vocab={cfg.pretrain.vocab}: file not found; give a vocab.txt or null (a "
+                            "character vocabulary from the corpus)")
+        init = "random, vocab sha256:" + hashlib.sha256(Path(cfg.pretrain.vocab).read_bytes()).hexdigest()
     if cfg.pretrain.learning_rate is None:
         cfg.pretrain.learning_rate = RATE_FROM_SCRATCH if checkpoint is None else RATE_FROM_CHECKPOINT
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -303,17 +303,14 @@ def test_a_diverged_pretraining_is_marked_and_no_run_starts_from_it(corpus, tmp_
         run(compose(tiny_overrides(corpus, tmp_path, extra={"model.checkpoint_dir": folder})))
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.pretrain", *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
-                                                                               "CUDA_VISIBLE_DEVICES": ""})
-
-
-def test_electra_is_refused_in_one_line(corpus, tmp_path):
-    out = cli(*overrides(corpus, tmp_path, "electra_base"))
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith(
-        "error: model=electra_base is ELECTRA's discriminator, which has no masked-LM head")
+def test_make_pretrain_of_electra_is_refused_in_one_line(corpus, tmp_path):
+    args = " ".join(o for o in overrides(corpus, tmp_path, "electra_base") if not o.startswith(("task=", "model=")))
+    out = subprocess.run(["make", "-s", "-o", ".venv/.synced", "pretrain", "TASK=tnews", "MODEL=electra_base",
+                          f"ARGS={args}", f"PY={sys.executable}"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    [line] = [line for line in out.stderr.strip().splitlines() if not line.startswith("make: ")]  # one line
+    assert line.startswith("error: model=electra_base is ELECTRA's discriminator, which has no masked-LM head")
 
 
 def test_bert_base_on_a_cpu_stops_with_the_device_guard_and_the_pretrainings_eta(corpus, tmp_path):
@@ -354,3 +351,66 @@ def corpus_with_labels(tmp_path):
     """The fixture CLUE folder with labels (a fine-tune needs them), written once per test."""
     clue = tmp_path / "clue"
     return clue if clue.exists() else make_clue(clue)
+
+
+# --- the corpus of pair and WSC tasks, a given vocabulary, the interface -------------------------------
+
+
+def test_pair_and_wsc_corpora_are_the_runs_texts_and_segments(tmp_path):
+    """AFQMC's pairs as [CLS] a [SEP] b [SEP] with segments 0 then 1, CLUEWSC's marked spans; test
+    files (no labels) opt-in, CLUEWSC's two test files both read."""
+    from bert4keras.tokenizers import Tokenizer
+
+    from experiments.data import corpus, loaders
+    from tests.clue_tasks import make_clue_tasks
+
+    clue = make_clue_tasks(tmp_path / "clue")
+    tasks = [compose(["task=afqmc"]).task, compose(["task=cluewsc2020"]).task]
+    texts = corpus.read_texts(clue, tasks, ["train", "test"])
+    assert [(f["task"], f["split"], f["texts"]) for f in texts.files] == [
+        ("afqmc", "train", 100), ("afqmc", "test", 20), ("cluewsc2020", "train", 100),
+        ("cluewsc2020", "test", 20), ("cluewsc2020", "test", 20)]
+    pairs = loaders.read_split(clue / "afqmc_public" / "train.json", [], labelled=False,
+                               fmt=loaders.task_format(tasks[0]))
+    assert texts.texts[:100] == pairs.texts and texts.texts_b[:100] == pairs.texts_b
+    wsc = loaders.load_task(clue, compose(["task=cluewsc2020"]).task)[1]
+    assert texts.texts[120:220] == wsc.texts and texts.texts[120].startswith("_") and "[" in texts.texts[120]
+    vocab = classifier.char_vocab(texts.texts + [b for b in texts.texts_b if b])
+    tokenizer = Tokenizer(vocab, do_lower_case=True)
+    special = {vocab["[PAD]"], vocab["[CLS]"], vocab["[SEP]"]}
+    data = corpus.tokenize(tokenizer, texts.texts, texts.texts_b, 64, special, whole_words=False)
+    ids, segments = tokenizer.encode(pairs.texts[0], pairs.texts_b[0], maxlen=64)
+    np.testing.assert_array_equal(data.token_ids[0], ids)
+    np.testing.assert_array_equal(data.segment_ids[0], segments)
+    assert set(segments) == {0, 1} and (data.groups[0] == -1).sum() == 3  # [CLS] and two [SEP]s
+    assert (data.segment_ids[120] == 0).all()
+
+
+def test_a_given_vocabulary_is_used_and_the_last_line_printed_is_the_folder(corpus, tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    tokens = [*fixture_vocab(), "[unused1]"]
+    vocab.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    record = pretrain(pretrain_cfg(corpus, tmp_path, extra={"pretrain.vocab": vocab, "pretrain.max_steps": 2,
+                                                            "pretrain.eval_every": 2}))
+    folder = folder_of(record, tmp_path)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(folder)
+    assert (folder / "vocab.txt").read_text(encoding="utf-8").split() == tokens
+    assert json.loads((folder / "bert_config.json").read_text())["vocab_size"] == len(tokens)
+    assert record["corpus"]["vocab_size"] == len(tokens) and "vocab" not in record["settings"]["pretrain"]
+    assert record["settings"]["init"] == "random, vocab sha256:" + hashlib.sha256(vocab.read_bytes()).hexdigest()
+
+
+def test_make_predict_finds_a_pretrained_fine_tune_by_its_hydra_folder(learned, tmp_path):
+    """A run folder's .hydra/config.yaml has no model.pretrained: predict adds it as run() did."""
+    from experiments import predict
+
+    pre, folder, _ = learned
+    cfg = OmegaConf.to_container(compose(["model=tiny", f"model.checkpoint_dir={folder}",
+                                          f"paths.results_dir={tmp_path}"]), resolve=True)
+    named = records.with_pretraining(cfg)
+    path = records.record_path(tmp_path, named)
+    records.write_json_atomic(path, {"status": "complete", "settings_id": records.settings_id(named)})
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(cfg), tmp_path / "run" / ".hydra" / "config.yaml")
+    assert predict.find_record(tmp_path / "run")[0] == path
+    assert path != records.record_path(tmp_path, cfg)  # the random-init name

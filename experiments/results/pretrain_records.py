@@ -2,8 +2,9 @@
 run record names the pretraining it started from.
 
 A pretraining's **id** is ``<tasks>_<model>_<hash>``: the hash of its settings (corpus, model,
-masking, optimisation, seed) and of the weights it started from (``init``: "random", or the
-sha256 of the source checkpoint's ``.index`` file, which holds a CRC32C of every tensor). The
+masking, optimisation, seed) and of the weights it started from (``init``: "random", with the
+sha256 of a given ``pretrain.vocab``, or the sha256 of the source checkpoint's ``.index`` file,
+which holds a CRC32C of every tensor). The
 same settings from the same start give the same id, as a run's settings give one record file.
 
 A run whose ``model.checkpoint_dir`` holds a ``pretrain_record.json`` gets ``model.pretrained:
@@ -29,7 +30,9 @@ NOT_SETTINGS = {("paths",), ("hydra",), ("download",), ("model", "checkpoint_dir
                 ("model", "files"), ("model", "url"), ("model", "source"), ("model", "shape"),
                 ("model", "learning_rate"),  # the fine-tuning rate; pretraining has pretrain.learning_rate
                 ("pretrain", "resume"), ("pretrain", "progress"), ("pretrain", "tensorboard"),
-                ("pretrain", "device"), ("pretrain", "name"), ("pretrain", "eval_batch_size")}
+                ("pretrain", "device"), ("pretrain", "name"), ("pretrain", "eval_batch_size"),
+                ("pretrain", "vocab"),  # a given vocab.txt counts by its sha256, in ``init``
+                ("pretrain", "eval_every")}  # where the evaluations and save points fall, not the weights
 # What of a task config the corpus depends on (its texts, not its labels or training defaults).
 TASK_KEYS = ("name", "dir", "input", "text_fields", "train_file", "dev_file", "predict_files")
 
