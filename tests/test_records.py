@@ -76,3 +76,16 @@ def test_warmup_ratio_is_a_setting_only_under_the_linear_schedule():
     assert linear["trainer"] == {"schedule": "linear", "warmup_ratio": 0.1, "epochs": 2}
     assert rec.settings_id(config("constant", 0.1)) == rec.settings_id(config("constant", 0.3))
     assert rec.settings_id(config("linear", 0.1)) != rec.settings_id(config("linear", 0.3))
+
+
+def test_a_study_table_is_not_a_setting_the_values_it_sets_are():
+    from experiments.results import records as rec
+
+    def config(fgm_eps):
+        return {"task": {"name": "tnews"}, "model": {"name": "tiny"}, "seed": 0,
+                "study": {"name": "s", "epsilon": {"baseline": None, "fgm": fgm_eps}},
+                "method": {"name": "baseline", "epsilon": None, "unused": ["epsilon"]}}
+
+    # The baseline's settings do not change when the study's FGM epsilon is chosen later.
+    assert rec.settings_id(config(None)) == rec.settings_id(config(0.03))
+    assert "study" not in rec.settings(config(0.03))

@@ -31,6 +31,7 @@ os.umask(_UMASK)
 # but not what it computes: they are left out of a run's settings.
 NOT_SETTINGS = {
     ("paths",), ("hydra",), ("download",), ("launcher",),
+    ("study",),  # a study's name and per-method table (configs/experiment/): the values it sets are settings themselves
     ("eval",),  # measurements after training (accuracy under attack): the record holds their own parameters
     ("model", "checkpoint_dir"), ("model", "cpu_friendly"), ("trainer", "device"),
     ("model", "files"), ("model", "url"), ("model", "source"),
