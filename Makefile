@@ -112,6 +112,11 @@ STUDY_MODEL := data/models/pretrained/tnews-tiny-mlm
 evidence: $(ENV_STAMP)  ## the TNEWS self-pretrained study from scratch or where it stopped, then its tables (docs/evidence/tnews-self-pretrained/): ARGS="paths.clue_dir=..."
 	test -f $(STUDY_MODEL)/pretrain_record.json || $(PY) -m experiments.pretrain task=tnews model=tiny seed=0 \
 		pretrain.name=tnews-tiny-mlm pretrain.max_steps=15000 pretrain.eval_every=1000 pretrain.resume=true $(ARGS)
+	@# The committed records count as done: a fresh clone (or a machine that lost results/) goes on
+	@# where the study stopped instead of running them again (cp -n keeps any newer local record).
+	mkdir -p $(STUDY_RESULTS)/main/runs $(STUDY_RESULTS)/tune/runs
+	cp -n $(STUDY)/runs/*.json $(STUDY_RESULTS)/main/runs/ 2>/dev/null || true
+	cp -n $(STUDY)/tuning/runs/*.json $(STUDY_RESULTS)/tune/runs/ 2>/dev/null || true
 	$(MAKE) sweep EXPERIMENT=tnews_self_pretrained_tune ARGS="paths.results_dir=$(STUDY_RESULTS)/tune $(ARGS)"
 	$(PY) -m experiments.table $(STUDY_RESULTS)/tune
 	@! grep -q "fgm: null" configs/experiment/tnews_self_pretrained.yaml || { echo "error: tuning done ($(STUDY_RESULTS)/tune/table.md): put each method's epsilon, by PLAN.md's rule, into configs/experiment/tnews_self_pretrained.yaml (study.epsilon), then run make evidence again" >&2; exit 2; }
