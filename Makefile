@@ -119,7 +119,8 @@ evidence: $(ENV_STAMP)  ## the TNEWS self-pretrained study from scratch or where
 	cp -n $(STUDY)/tuning/runs/*.json $(STUDY_RESULTS)/tune/runs/ 2>/dev/null || true
 	$(MAKE) sweep EXPERIMENT=tnews_self_pretrained_tune ARGS="paths.results_dir=$(STUDY_RESULTS)/tune $(ARGS)"
 	$(PY) -m experiments.table $(STUDY_RESULTS)/tune
-	@! grep -q "fgm: null" configs/experiment/tnews_self_pretrained.yaml || { echo "error: tuning done ($(STUDY_RESULTS)/tune/table.md): put each method's epsilon, by PLAN.md's rule, into configs/experiment/tnews_self_pretrained.yaml (study.epsilon), then run make evidence again" >&2; exit 2; }
+	$(PY) -m experiments.study tuning $(STUDY_RESULTS)/tune
+	@! grep -q "fgm: null" configs/experiment/tnews_self_pretrained.yaml || { echo "error: tuning done: put each method's epsilon that $(STUDY_RESULTS)/tune/tuning.md chose (PLAN.md's rule) into configs/experiment/tnews_self_pretrained.yaml (study.epsilon), then run make evidence again" >&2; exit 2; }
 	$(MAKE) sweep EXPERIMENT=tnews_self_pretrained ARGS="paths.results_dir=$(STUDY_RESULTS)/main $(ARGS)"
 	$(MAKE) sweep EXPERIMENT=tnews_random_init ARGS="paths.results_dir=$(STUDY_RESULTS)/main $(ARGS)"
 	mkdir -p $(STUDY)/runs $(STUDY)/tuning/runs
@@ -127,3 +128,5 @@ evidence: $(ENV_STAMP)  ## the TNEWS self-pretrained study from scratch or where
 	cp $(STUDY_MODEL)/pretrain_record.json $(STUDY)/
 	$(PY) -m experiments.table $(STUDY)
 	$(PY) -m experiments.table $(STUDY)/tuning
+	$(PY) -m experiments.study tuning $(STUDY)/tuning
+	$(PY) -m experiments.study main $(STUDY)
