@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
@@ -64,7 +65,11 @@ def vector_extensions(flags: str | None = None) -> str:
                 "none")
 
 
+@functools.cache
 def git_commit() -> str | None:
+    """HEAD ("-dirty" with uncommitted changes to tracked files) as it was when this process started:
+    read once, at this module's import (below), so that a run that takes an hour records the code it
+    loaded, not a commit made while it ran (a pretraining of 2026-12-02 recorded the latter)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -73,6 +78,9 @@ def git_commit() -> str | None:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+git_commit()  # at import: entry points import this module as they start
 
 
 def describe(trainer=None) -> dict:
