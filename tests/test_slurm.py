@@ -133,12 +133,15 @@ def requeue_settings(results) -> dict:
     histories = [r["history"] for r in records.load_records(results)]
     start_s = max(starts)
     first, epoch = max(h[0]["seconds"] for h in histories), max(h[1]["seconds"] for h in histories)
+    fastest = min(h[1]["seconds"] for h in histories)
     # The earliest signal comes after a job's start and two epochs, with 20 % to spare.
     timeout_min = 1
     while 60 * timeout_min - SIGNAL_DELAY_S - 30 < 1.2 * (start_s + first + epoch):
         timeout_min += 1
-    # The run outlasts the latest first signal by 30 % (epoch times vary).
-    epochs = max(6, 1 + math.ceil(1.3 * (60 * timeout_min - SIGNAL_DELAY_S - start_s - first) / epoch))
+    # The run outlasts the latest first signal by 50 %, counted in the fastest epoch seen: epoch times
+    # vary with the machine's load, and a run that ends inside its time limit tests nothing (a fresh
+    # clone beside a pretraining once measured slow epochs here, then ran fast ones and never requeued).
+    epochs = max(6, 1 + math.ceil(1.5 * (60 * timeout_min - SIGNAL_DELAY_S - start_s - first) / fastest))
     return {"timeout_min": timeout_min, "epochs": epochs,
             "measured": f"start {start_s:.0f} s, first epoch {first:.1f} s, epoch {epoch:.1f} s"}
 
