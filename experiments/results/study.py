@@ -28,6 +28,7 @@ from scipy import stats
 
 from experiments.errors import UserError, reported
 from experiments.results import records
+from experiments.results.stats import ci95
 
 TIE = 0.05  # points of best dev accuracy: a mean this close to the best counts as a tie (PLAN.md)
 ALPHA = 0.05
@@ -64,8 +65,8 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict:
     sem = stats.sem(d)
     if sem == 0:
         return {**out, "ci95": (out["mean"],) * 2, "ci975": (out["mean"],) * 2, "p": 0.0 if out["mean"] else 1.0}
-    interval = lambda level: tuple(float(x) for x in stats.t.interval(level, len(d) - 1, loc=d.mean(), scale=sem))
-    return {**out, "ci95": interval(0.95), "ci975": interval(1 - ALPHA / 2),
+    ci975 = tuple(float(x) for x in stats.t.interval(1 - ALPHA / 2, len(d) - 1, loc=d.mean(), scale=sem))
+    return {**out, "ci95": tuple(float(x) for x in ci95(d)), "ci975": ci975,
             "p": float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)}
 
 
