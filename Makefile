@@ -57,47 +57,47 @@ env-switch:
 env: $(ENV_STAMP)  ## create .venv from uv.lock (with the CUDA wheels if nvidia-smi lists a GPU; GPU=1/0 decides)
 
 data: $(ENV_STAMP)  ## download + verify CLUE data (or verify it if present): TASKS=iflytek,tnews ARGS=
-	$(PY) -m experiments.download data --tasks $(TASKS) $(ARGS)
+	$(PY) -m experiments.commands.download data --tasks $(TASKS) $(ARGS)
 
 model: $(ENV_STAMP)  ## download + verify the checkpoint of MODEL (or verify it if present): ARGS=
-	$(PY) -m experiments.download model model=$(MODEL) $(ARGS)
+	$(PY) -m experiments.commands.download model model=$(MODEL) $(ARGS)
 
 run: $(ENV_STAMP)  ## train one run: TASK= METHOD= MODEL= SEED= ARGS="hydra overrides"
-	$(PY) -m experiments.run task=$(TASK) method=$(METHOD) model=$(MODEL) seed=$(SEED) $(ARGS)
+	$(PY) -m experiments.commands.run task=$(TASK) method=$(METHOD) model=$(MODEL) seed=$(SEED) $(ARGS)
 
 pretrain: $(ENV_STAMP)  ## masked-LM pretraining of MODEL= on TASK='s texts, saved as a model folder (its path: the last line): ARGS="pretrain.max_steps=2000"
-	$(PY) -m experiments.pretrain task=$(TASK) model=$(MODEL) $(ARGS)
+	$(PY) -m experiments.commands.pretrain task=$(TASK) model=$(MODEL) $(ARGS)
 
 # $(call given,VAR,key): key=$(VAR) if VAR was given on the command line or in the environment, else nothing
 given = $(if $(filter command line environment,$(origin $(1))),$(2)=$($(1)))
 
 sweep: $(ENV_STAMP)  ## Hydra multirun of a study, EXPERIMENT=blog (configs/experiment/); TASKS= METHODS= SEEDS= MODEL= replace its grid's rows; ARGS=, LAUNCHER=joblib|slurm|submitit_local; skips complete runs, resumes interrupted ones
-	$(PY) -m experiments.run -m experiment=$(EXPERIMENT) $(call given,TASKS,task) $(call given,METHODS,method) \
+	$(PY) -m experiments.commands.run -m experiment=$(EXPERIMENT) $(call given,TASKS,task) $(call given,METHODS,method) \
 		$(call given,MODEL,model) $(call given,SEEDS,seed) \
 		trainer.skip_completed=true trainer.resume=true $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
 
 predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weights: RUN=<record or run folder> [TASK=]
 	@test -n "$(RUN)" || { echo "error: say which run: make predict RUN=results/runs/<record>.json" >&2; exit 2; }
-	$(PY) -m experiments.predict $(RUN) $(if $(filter command line,$(origin TASK)),--task $(TASK))
+	$(PY) -m experiments.commands.predict $(RUN) $(if $(filter command line,$(origin TASK)),--task $(TASK))
 
 attack: $(ENV_STAMP)  ## accuracy under attack of a run's best weights, added to its record: RUN=<record or run folder> ARGS="eval.attack.epsilons=[0.05,0.1,0.2]"
 	@test -n "$(RUN)" || { echo "error: say which run: make attack RUN=results/runs/<record>.json ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\"" >&2; exit 2; }
-	$(PY) -m experiments.attack $(RUN) $(ARGS)
+	$(PY) -m experiments.commands.attack $(RUN) $(ARGS)
 
 submit: $(ENV_STAMP)  ## CLUE upload zip of each task's best-dev run of METHOD= MODEL= in RESULTS=, or of RUNS="a.json b.json"
-	$(PY) -m experiments.submit $(RESULTS) --method $(METHOD) --model $(MODEL) $(if $(RUNS),--runs "$(RUNS)")
+	$(PY) -m experiments.commands.submit $(RESULTS) --method $(METHOD) --model $(MODEL) $(if $(RUNS),--runs "$(RUNS)")
 
 table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy/curves/sweep_<key>.png (+ CSVs) from the run records in RESULTS=
-	$(PY) -m experiments.table $(RESULTS)
+	$(PY) -m experiments.commands.table $(RESULTS)
 
 tensorboard: $(ENV_STAMP)  ## TensorBoard on the runs' event files in RESULTS=/tensorboard (http://localhost:6006; ARGS="--port 6007 --bind_all")
 	$(PY) -m tensorboard.main --logdir $(RESULTS)/tensorboard $(ARGS)
 
 bench: $(ENV_STAMP)  ## seconds per train step of each method, MODEL='s shape (no weights), one process: ARGS="--layers 2 --rounds 3"
-	$(PY) -m experiments.bench --model $(MODEL) $(ARGS)
+	$(PY) -m experiments.commands.bench --model $(MODEL) $(ARGS)
 
 doctor: $(ENV_STAMP)  ## check this machine before a sweep: GPU, CUDA, data, a few steps of each method, the grid's time (TASKS= METHODS= SEEDS= MODEL= ARGS=)
-	$(PY) -m experiments.doctor --tasks $(TASKS) --methods $(METHODS) --seeds $(SEEDS) model=$(MODEL) $(ARGS)
+	$(PY) -m experiments.commands.doctor --tasks $(TASKS) --methods $(METHODS) --seeds $(SEEDS) model=$(MODEL) $(ARGS)
 
 test: $(ENV_STAMP)  ## the import contracts (pyproject.toml: lint-imports), then the test suite
 	.venv/bin/lint-imports --no-cache
@@ -110,7 +110,7 @@ STUDY := docs/evidence/tnews-self-pretrained
 STUDY_RESULTS := results/evidence
 STUDY_MODEL := data/models/pretrained/tnews-tiny-mlm
 evidence: $(ENV_STAMP)  ## the TNEWS self-pretrained study from scratch or where it stopped, then its tables (docs/evidence/tnews-self-pretrained/): ARGS="paths.clue_dir=..."
-	test -f $(STUDY_MODEL)/pretrain_record.json || $(PY) -m experiments.pretrain task=tnews model=tiny seed=0 \
+	test -f $(STUDY_MODEL)/pretrain_record.json || $(PY) -m experiments.commands.pretrain task=tnews model=tiny seed=0 \
 		pretrain.name=tnews-tiny-mlm pretrain.max_steps=15000 pretrain.eval_every=1000 pretrain.resume=true $(ARGS)
 	@# The committed records count as done: a fresh clone (or a machine that lost results/) goes on
 	@# where the study stopped instead of running them again (cp -n keeps any newer local record).
@@ -118,15 +118,15 @@ evidence: $(ENV_STAMP)  ## the TNEWS self-pretrained study from scratch or where
 	cp -n $(STUDY)/runs/*.json $(STUDY_RESULTS)/main/runs/ 2>/dev/null || true
 	cp -n $(STUDY)/tuning/runs/*.json $(STUDY_RESULTS)/tune/runs/ 2>/dev/null || true
 	$(MAKE) sweep EXPERIMENT=tnews_self_pretrained_tune ARGS="paths.results_dir=$(STUDY_RESULTS)/tune $(ARGS)"
-	$(PY) -m experiments.table $(STUDY_RESULTS)/tune
-	$(PY) -m experiments.study tuning $(STUDY_RESULTS)/tune
+	$(PY) -m experiments.commands.table $(STUDY_RESULTS)/tune
+	$(PY) -m experiments.commands.study tuning $(STUDY_RESULTS)/tune
 	@! grep -q "fgm: null" configs/experiment/tnews_self_pretrained.yaml || { echo "error: tuning done: put each method's epsilon that $(STUDY_RESULTS)/tune/tuning.md chose (PLAN.md's rule) into configs/experiment/tnews_self_pretrained.yaml (study.epsilon), then run make evidence again" >&2; exit 2; }
 	$(MAKE) sweep EXPERIMENT=tnews_self_pretrained ARGS="paths.results_dir=$(STUDY_RESULTS)/main $(ARGS)"
 	$(MAKE) sweep EXPERIMENT=tnews_random_init ARGS="paths.results_dir=$(STUDY_RESULTS)/main $(ARGS)"
 	mkdir -p $(STUDY)/runs $(STUDY)/tuning/runs
 	cp $(STUDY_RESULTS)/main/runs/*.json $(STUDY)/runs/ && cp $(STUDY_RESULTS)/tune/runs/*.json $(STUDY)/tuning/runs/
 	cp $(STUDY_MODEL)/pretrain_record.json $(STUDY)/
-	$(PY) -m experiments.table $(STUDY)
-	$(PY) -m experiments.table $(STUDY)/tuning
-	$(PY) -m experiments.study tuning $(STUDY)/tuning
-	$(PY) -m experiments.study main $(STUDY)
+	$(PY) -m experiments.commands.table $(STUDY)
+	$(PY) -m experiments.commands.table $(STUDY)/tuning
+	$(PY) -m experiments.commands.study tuning $(STUDY)/tuning
+	$(PY) -m experiments.commands.study main $(STUDY)

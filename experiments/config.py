@@ -15,7 +15,7 @@ SCHEDULES = ("constant", "linear")  # experiments/train/schedule.py
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
-    """The config ``python -m experiments.run`` would get for ``overrides`` (for tests and tools)."""
+    """The config ``python -m experiments.commands.run`` would get for ``overrides`` (for tests and tools)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

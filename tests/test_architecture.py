@@ -47,7 +47,7 @@ def test_tensorflow_in_results_breaks_the_forbidden_contract(tmp_path):
     done = lint_imports(root)
     assert done.returncode == 1
     assert "results never imports TensorFlow" in done.stdout and "BROKEN" in done.stdout
-    assert "experiments.results.plots -> tensorflow" in done.stdout
+    assert "experiments.report.plots -> tensorflow" in done.stdout
 
 
 def modules() -> list[Path]:

@@ -1,4 +1,4 @@
-"""Accuracy under attack (experiments/train/attack.py, make attack): values against independent
+"""Accuracy under attack (experiments/train/embedding_attack.py, make attack): values against independent
 computations on tiny models.
 
 On the fixture of tests/conftest.py a model trained with FGM (method.epsilon 0.05) did not hold
@@ -17,14 +17,14 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from experiments import PROJECT_ROOT
-from experiments import attack as make_attack
+from experiments.commands import attack as make_attack
 from experiments.config import compose
 from experiments.data import batching
 from experiments.model import classifier
-from experiments.results import records
-from experiments.run import run
+from experiments import records
+from experiments.commands.run import run
 from experiments.train import loop, optim
-from experiments.train.attack import Attack, embedding_norm, record_fields
+from experiments.train.embedding_attack import Attack, embedding_norm, record_fields
 from experiments.train.methods.baseline import Baseline
 from tests.conftest import tiny_overrides
 from tests.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch, tiny_model
@@ -220,7 +220,7 @@ def test_make_attack_takes_only_attack_keys_and_some_eps(tmp_path):
     for args, message in ((["trainer.epochs=3"], "only eval.attack.<key>=<value> can be set here"),
                           ([], "no eps to attack with"),
                           (["eval.attack.epsilons=[-0.1]"], "eval.attack.epsilons=[-0.1] is invalid")):
-        done = subprocess.run([sys.executable, "-m", "experiments.attack", str(path), *args], cwd=PROJECT_ROOT,
+        done = subprocess.run([sys.executable, "-m", "experiments.commands.attack", str(path), *args], cwd=PROJECT_ROOT,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
         assert message in done.stderr

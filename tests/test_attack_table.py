@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments.results import records, table
+from experiments import records
+from experiments.report import summary
 from tests.test_table import settings
 
 EPS = ("0.05", "0.1")
@@ -42,7 +43,7 @@ def results(tmp_path_factory):
         for seed, run in seeds.items():
             rec = attacked(method, seed, *run)
             records.write_json_atomic(records.record_path(results, rec["settings"]), rec)
-    table.write_all(results)
+    summary.write_all(results)
     return results
 
 
@@ -110,7 +111,7 @@ def test_a_table_without_attacks_has_no_robust_columns(tmp_path):
             for key in ("robust_dev_acc", "attack"):
                 rec.pop(key)
             records.write_json_atomic(records.record_path(tmp_path, rec["settings"]), rec)
-    table.write_all(tmp_path)
+    summary.write_all(tmp_path)
     assert not any("robust" in c for c in pd.read_csv(tmp_path / "summary.csv").columns)
     assert not any("robust" in c for c in pd.read_csv(tmp_path / "seeds.csv").columns)
     assert "under attack" not in (tmp_path / "table.md").read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from experiments.data import cache, loaders, batching
 from experiments.model import classifier
 from experiments.config import compose
 from experiments.errors import UserError
-from experiments.run import run
+from experiments.commands.run import run
 from tests.clue_tasks import DASHES, NEW_TASKS, NLI, make_clue_tasks
 from tests.conftest import tiny_overrides, write_jsonl
 
@@ -226,7 +226,7 @@ def test_make_submit_zips_each_tasks_prediction_files(clue, tiny_runs):
 
 
 def test_submit_named_runs_and_wrong_choices(tiny_runs, tmp_path):
-    from experiments import submit
+    from experiments.commands import submit
 
     results, _ = tiny_runs
     with pytest.raises(UserError, match="no complete run of method=fgm, model=tiny"):
@@ -237,7 +237,7 @@ def test_submit_named_runs_and_wrong_choices(tiny_runs, tmp_path):
 
 
 def test_a_later_test_file_that_is_absent_is_skipped(clue, tiny_runs, tmp_path, capsys):
-    from experiments import predict
+    from experiments.commands import predict
 
     results, _ = tiny_runs
     [wsc_run] = (results / "runs").glob("cluewsc2020_*.json")

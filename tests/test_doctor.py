@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from experiments.machine import doctor, estimate
+from experiments.commands import doctor
+from experiments.machine import estimate
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""experiments.download against a local HTTP server (127.0.0.1 only) serving zips built here."""
+"""experiments.commands.download against a local HTTP server (127.0.0.1 only) serving zips built here."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from experiments import PROJECT_ROOT
-from experiments.data import download
+from experiments.data import fetch
 from experiments.config import compose
 from experiments.errors import UserError
 from tests.conftest import SHARED_BERT, SHARED_CLUE, make_clue, requires_shared
@@ -113,13 +113,13 @@ def config(tmp_path, url: str, checksums: Path, **extra):
 
 
 def fetch(cfg):
-    download.fetch_or_verify(download.task_target(cfg.paths.clue_dir, cfg.task, cfg.download), cfg.download)
+    fetch.fetch_or_verify(fetch.task_target(cfg.paths.clue_dir, cfg.task, cfg.download), cfg.download)
 
 
 @pytest.fixture
 def archives(monkeypatch) -> list[bytes]:
     """The bytes of every downloaded archive, as unpacked: resuming must not garble them."""
-    seen, unpack = [], download._unpack
+    seen, unpack = [], fetch._unpack
 
     def spy(t, part, into):
         seen.append(part.read_bytes())
@@ -298,12 +298,12 @@ def test_no_server_fails_at_once_with_the_url_and_the_folder(tmp_path, tnews_fil
 def test_parallel_runs_download_once(tmp_path, server, tnews_files):
     server.files[PATH] = zip_bytes(tnews_files)
     cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files))
-    target = download.task_target(cfg.paths.clue_dir, cfg.task, cfg.download)
+    target = fetch.task_target(cfg.paths.clue_dir, cfg.task, cfg.download)
     errors = []
 
     def install():
         try:
-            download.install(target, cfg.download)
+            fetch.install(target, cfg.download)
         except Exception as err:  # surfaced by the assert below
             errors.append(err)
 
@@ -324,17 +324,17 @@ def test_fetch_missing_puts_the_checkpoint_where_the_model_config_points(tmp_pat
     server.files["/bert.zip"] = zip_bytes(ckpt, "chinese_L-12_H-768_A-12")
     cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files),
                  **{"model": "bert_base", "model.url": server.url + "bert.zip"})
-    download.fetch_missing(cfg)
+    fetch.fetch_missing(cfg)
     assert Path(cfg.model.checkpoint_dir) == tmp_path / "models" / "chinese_L-12_H-768_A-12"
     assert {p.name: p.read_bytes() for p in Path(cfg.model.checkpoint_dir).iterdir()} == ckpt
     assert listing(tmp_path / "models") == ["SHA256SUMS", "chinese_L-12_H-768_A-12"]
     assert_installed(tmp_path / "clue", tnews_files)
-    download.fetch_missing(cfg)  # both present: no request at all
+    fetch.fetch_missing(cfg)  # both present: no request at all
     assert server.log == [(PATH, None), ("/bert.zip", None)]
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.download", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "experiments.commands.download", *args], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -392,13 +392,13 @@ def test_real_tnews_zip_passes_the_shipped_checksums(tmp_path, server):
 
 @requires_shared(SHARED_CLUE)
 def test_shipped_checksums_match_the_reference_copies():
-    known = download._known_sums(compose().download, "clue", "iflytek")
+    known = fetch._known_sums(compose().download, "clue", "iflytek")
     assert sorted(known) == ["dev.json", "labels.json", "test.json"]
     for folder, task in ((SHARED_CLUE / "tnews_public", "tnews"), (SHARED_CLUE / "iflytek_public", "iflytek"),
                          (SHARED_BERT, "bert_base")):
         section = "models" if task == "bert_base" else "clue"
-        for name, want in download._known_sums(compose().download, section, task).items():
-            assert download.digest(folder / name) == (want["sha256"], want["lines"]), folder / name
+        for name, want in fetch._known_sums(compose().download, section, task).items():
+            assert fetch.digest(folder / name) == (want["sha256"], want["lines"]), folder / name
 
 
 def tar_gz_bytes(files: dict[str, bytes], folder: str = "", extra: list | None = None) -> bytes:
@@ -433,7 +433,7 @@ def model_config(tmp_path, model, url, **extra):
 
 
 def fetch_model(cfg):
-    download.fetch_or_verify(download.model_target(cfg.model, cfg.download), cfg.download)
+    fetch.fetch_or_verify(fetch.model_target(cfg.model, cfg.download), cfg.download)
 
 
 def test_a_tar_gz_release_unpacks_into_the_model_folder(tmp_path, server):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiments import PROJECT_ROOT
-from experiments.results import study, table
+from experiments.commands import study, table
 
 STUDY = PROJECT_ROOT / "docs" / "evidence" / "tnews-self-pretrained"
 # make table's text outputs (the pictures' CSVs hold their numbers; PNG bytes carry no promise)

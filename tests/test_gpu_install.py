@@ -14,7 +14,7 @@ import pytest
 
 from experiments import PROJECT_ROOT
 from experiments.machine import devices, environment
-from experiments.results import records
+from experiments import records
 from experiments.config import compose
 from experiments.errors import UserError
 from tests.conftest import tiny_overrides
@@ -91,7 +91,7 @@ def test_lock_holds_the_cuda_wheels_of_the_gpu_extra():
 
 
 def cli(overrides: list[str], smi_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.run", *overrides], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "experiments.commands.run", *overrides], cwd=PROJECT_ROOT,
                           env=env_with(smi_dir), capture_output=True, text=True, timeout=300)
 
 
@@ -155,7 +155,7 @@ def test_checkpoint_model_trains_on_the_cpu_with_device_cpu(clue_dir, tmp_path):
     trains with trainer.device=cpu; its record tells the numerics it ran with."""
     import tensorflow as tf
 
-    from experiments.run import run
+    from experiments.commands.run import run
 
     write_google_checkpoint(tmp_path / "ckpt", fixture_vocab())
     overrides = [o for o in tiny_overrides(clue_dir, tmp_path / "r", extra={"trainer.epochs": 1})

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from experiments import CONFIG_DIR
 from experiments.machine import devices, estimate
-from experiments.results import records
+from experiments import records
 from tests.conftest import make_clue
 from tests.test_sweep import sweep_command
 
@@ -69,7 +69,7 @@ def test_a_worker_slot_is_held_until_its_process_lets_go(tmp_path):
 
 
 def test_the_entry_point_imports_no_tensorflow_before_the_devices_are_set():
-    code = "import sys, experiments.run; assert 'tensorflow' not in sys.modules, 'imported too early'"
+    code = "import sys, experiments.commands.run; assert 'tensorflow' not in sys.modules, 'imported too early'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 

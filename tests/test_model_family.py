@@ -12,14 +12,14 @@ import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from experiments.machine import bench
-from experiments.data import download
+from experiments.commands import bench
+from experiments.data import fetch
 from experiments.model import classifier
 from experiments.config import compose
 from experiments.errors import UserError
 from experiments.train.methods.fgm import FGM
 from experiments.train.methods.gp import GradientPenalty
-from experiments.run import run
+from experiments.commands.run import run
 from tests.conftest import make_clue, tiny_overrides
 from tests.google_checkpoint import RELEASES, UNUSED_PREFIXES, fixture_vocab, write_release
 from tests.test_methods import per_position_reference, reference_fgm
@@ -168,7 +168,7 @@ def test_a_vocab_from_another_checkpoint_is_an_error(releases, tmp_path, name):
 
 def make_model(capsys, *overrides) -> tuple[int, str]:
     """`make model ...` in this process: its exit code and what it printed on stderr."""
-    code = download.main(["model", *overrides])
+    code = fetch.main(["model", *overrides])
     return code, capsys.readouterr().err
 
 
@@ -183,7 +183,7 @@ def test_a_model_without_url_says_where_to_get_it(releases, tmp_path, name):
                 f"unpack it into {dest}/ so that it holds {required}; or set model.checkpoint_dir to a folder that "
                 "already does")
     with pytest.raises(UserError) as err:  # what `make run` meets first (download.auto)
-        download.ensure(download.model_target(cfg.model, cfg.download), cfg.download)
+        fetch.ensure(fetch.model_target(cfg.model, cfg.download), cfg.download)
     assert str(err.value) == expected
     assert list(tmp_path.iterdir()) == []  # nothing downloaded, nothing created
 
@@ -218,15 +218,15 @@ def test_bench_builds_a_models_shape_without_weights():
 
 def test_clue_figures_of_these_models_stand_beside_their_rows(tmp_path):
     """results/reference/clue.csv's rows for the models CLUE lists reach `make table`; ALBERT-base has no dev."""
-    from experiments.results import table
+    from experiments.report import summary
     from tests.test_table import write
 
-    clue = pd.read_csv(table.CLUE_CSV, comment="#")
+    clue = pd.read_csv(summary.CLUE_CSV, comment="#")
     assert set(clue.model) == {"bert_base", "roberta_wwm_ext", "roberta_wwm_ext_large", "albert_tiny_zh",
                                "albert_base_zh"} and set(clue.model) <= set(RELEASES)
     for model in ("roberta_wwm_ext", "albert_base_zh", "macbert_base"):
         write(tmp_path, "tnews", "baseline", 0, 0.5, final=0.5, model=model)
-    table.write_all(tmp_path)
+    summary.write_all(tmp_path)
     text = (tmp_path / "table.md").read_text()
     assert "| baseline [roberta_wwm_ext] | 50.00 (n=1) |  |  | 56.94 (57.51) |" in text
     assert "| baseline [albert_base_zh] | 50.00 (n=1) |  |  | 55.06 |" in text

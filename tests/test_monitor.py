@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import predict
+from experiments.commands import predict
 from experiments.data import batching
 from experiments.train import monitor, loop, optim
-from experiments.results import records
+from experiments import records
 from experiments.config import compose
 from experiments.errors import UserError
 from experiments.train.methods import build, cross_entropy
 from experiments.train.methods.baseline import Baseline
-from experiments.run import run, tensorboard_dir
+from experiments.commands.run import run, tensorboard_dir
 from tests.conftest import tiny_overrides
 from tests.tiny_bert import repeated_token_batch, tiny_model
 

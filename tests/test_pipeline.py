@@ -13,7 +13,7 @@ from experiments.data import cache, batching
 from experiments.train import run_state, loop
 from experiments.model import classifier
 from experiments.config import compose
-from experiments.run import run
+from experiments.commands.run import run
 from tests.conftest import CLASS_WORDS, tiny_overrides, write_jsonl
 
 TEXTS = ["今天天气很好", "股票大涨", "我们一起看电影吧", "手机", "足球比赛非常精彩今天晚上"]

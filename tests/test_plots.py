@@ -1,5 +1,5 @@
 """make table's pictures and diverged runs: the numbers behind each picture equal an independent
-computation from synthetic run records (the format experiments/run.py writes), no TensorFlow."""
+computation from synthetic run records (the format experiments/commands/run.py writes), no TensorFlow."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments.results import plots, records, table
+from experiments import records
+from experiments.report import plots, summary
 from tests.test_table import settings
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +32,7 @@ STOPPED_EARLY = {("gp", 0.01, 2): 2}  # patience ran out after epoch 2: a comple
 
 
 def record(method, eps, seed):
-    """A run record as experiments/run.py writes it (complete, stopped early, or diverged)."""
+    """A run record as experiments/commands/run.py writes it (complete, stopped early, or diverged)."""
     s = settings("tnews", method, seed, model="tiny", **({KEY: eps} if eps is not None else {}))
     accs = HISTORIES[method, eps][seed]
     history = [{"epoch": e + 1, "dev_acc": a, "train_loss": 1.0 / (e + 1), "seconds": 1.0} for e, a in enumerate(accs)]
@@ -55,7 +56,7 @@ def results(tmp_path_factory):
         for seed in seeds:
             rec = record(method, eps, seed)
             records.write_json_atomic(records.record_path(results, rec["config"]), rec)
-    table.write_all(results)
+    summary.write_all(results)
     return results
 
 

@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import PROJECT_ROOT, predict
+from experiments import PROJECT_ROOT
+from experiments.commands import predict
 from experiments.data import loaders, batching
 from experiments.errors import UserError
-from experiments.run import run
+from experiments.commands.run import run
 from experiments.config import compose
 from tests.conftest import tiny_overrides
 

@@ -1,4 +1,4 @@
-"""`make pretrain` (experiments/pretrain.py): the masked-LM loss against numpy, BERT's weight-decay
+"""`make pretrain` (experiments/commands/pretrain.py): the masked-LM loss against numpy, BERT's weight-decay
 exclusions, learning on a small corpus, the model folder in each family's release layout loading
 back through the run path, TAPT starting from the checkpoint's weights, an exact resume after a
 kill, a diverged pretraining, the one-line refusals, and fine-tunes from the folder kept apart
@@ -23,9 +23,10 @@ from experiments import PROJECT_ROOT
 from experiments.config import compose
 from experiments.errors import UserError
 from experiments.model import classifier, export, mlm
-from experiments.pretrain import pretrain
-from experiments.results import pretrain_records, records, table
-from experiments.run import run
+from experiments.commands.pretrain import pretrain
+from experiments import records
+from experiments.report import summary
+from experiments.commands.run import run
 from experiments.train import monitor, optim
 from tests.conftest import CLASS_WORDS, make_clue, tiny_overrides, write_jsonl
 from tests.google_checkpoint import RELEASES, fixture_vocab, write_release
@@ -144,7 +145,7 @@ def test_pretraining_from_scratch_lowers_the_held_out_loss(learned, corpus):
     assert record["corpus"]["held_out_texts"] == 40 and record["corpus"]["train_texts"] == 360
     assert record["corpus"]["tokens"] == record["corpus"]["train_tokens"] + record["corpus"]["held_out_tokens"]
     assert record["settings"]["init"] == "random" and record["settings"]["pretrain"]["learning_rate"] == 2e-3
-    assert json.loads((folder / pretrain_records.RECORD_FILE).read_text()) == json.loads(json.dumps(record))
+    assert json.loads((folder / records.PRETRAIN_RECORD_FILE).read_text()) == json.loads(json.dumps(record))
     scalars = monitor.read_scalars(root / "results" / "tensorboard" / f"pretrain_{record['id']}")
     assert [s for s, _ in scalars["train/loss"]] == list(range(1, 301))
     assert {"train/accuracy", "train/learning_rate"} <= set(scalars)
@@ -194,7 +195,7 @@ def test_continued_pretraining_writes_its_familys_release_layout(corpus, tmp_pat
     # The release's own file names, config and vocabulary; the same variables, shapes and dtypes.
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [files["config"], files["vocab"], f"{files['checkpoint']}.index", f"{files['checkpoint']}.data-00000-of-00001",
-         pretrain_records.RECORD_FILE])
+         records.PRETRAIN_RECORD_FILE])
     assert (folder / files["vocab"]).read_bytes() == (source / files["vocab"]).read_bytes()
     assert json.loads((folder / files["config"]).read_text()) == json.loads((source / files["config"]).read_text())
     saved = tf.train.load_checkpoint(str(folder / files["checkpoint"]))
@@ -269,7 +270,7 @@ def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(corpus, tmp_pa
     extra = {"pretrain.max_steps": 6 * 12, "pretrain.eval_every": 12, "pretrain.batch_size": 32,
              "pretrain.resume": True, "pretrain.tensorboard": False, "model.hidden_dropout_prob": 0.1}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.pretrain", *overrides(corpus, killed, extra=extra)],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.commands.pretrain", *overrides(corpus, killed, extra=extra)],
                             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     latest, deadline = None, time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -298,7 +299,7 @@ def test_a_diverged_pretraining_is_marked_and_no_run_starts_from_it(corpus, tmp_
                                                             "pretrain.warmup_ratio": 0.0}))
     folder = folder_of(record, tmp_path)
     assert record["status"] == "diverged" and record["diverged_at"]["global_step"] >= 1
-    assert sorted(p.name for p in folder.iterdir()) == [pretrain_records.RECORD_FILE]  # no weights
+    assert sorted(p.name for p in folder.iterdir()) == [records.PRETRAIN_RECORD_FILE]  # no weights
     with pytest.raises(UserError, match="this pretraining diverged .* and saved no model; pretrain again"):
         run(compose(tiny_overrides(corpus, tmp_path, extra={"model.checkpoint_dir": folder})))
 
@@ -349,7 +350,7 @@ def test_a_fine_tune_names_its_pretraining_and_the_table_keeps_it_apart(learned,
     # A released checkpoint (no pretrain record in its folder) keeps its settings and settings id.
     config = OmegaConf.to_container(compose(["model=bert_base"]), resolve=True)
     assert records.with_pretraining(config) is config
-    table.write_all(results)
+    summary.write_all(results)
     text = (results / "table.md").read_text()
     assert f"| baseline (model.pretrained={pre['id']}) |" in text and "| baseline |" in text
 
@@ -409,7 +410,7 @@ def test_a_given_vocabulary_is_used_and_the_last_line_printed_is_the_folder(corp
 
 def test_make_predict_finds_a_pretrained_fine_tune_by_its_hydra_folder(learned, tmp_path):
     """A run folder's .hydra/config.yaml has no model.pretrained: predict adds it as run() did."""
-    from experiments import predict
+    from experiments.commands import predict
 
     pre, folder, _ = learned
     cfg = OmegaConf.to_container(compose(["model=tiny", f"model.checkpoint_dir={folder}",

@@ -4,7 +4,7 @@ import json
 
 from omegaconf import OmegaConf
 
-from experiments.results import records
+from experiments import records
 from experiments.config import compose
 
 
@@ -65,7 +65,7 @@ def test_only_complete_records_are_loaded(tmp_path):
 
 
 def test_warmup_ratio_is_a_setting_only_under_the_linear_schedule():
-    from experiments.results import records as rec
+    from experiments import records as rec
 
     def config(schedule, warmup):
         return {"task": {"name": "tnews"}, "model": {"name": "tiny"}, "method": {"name": "fgm", "epsilon": 0.1},
@@ -79,7 +79,7 @@ def test_warmup_ratio_is_a_setting_only_under_the_linear_schedule():
 
 
 def test_a_study_table_is_not_a_setting_the_values_it_sets_are():
-    from experiments.results import records as rec
+    from experiments import records as rec
 
     def config(fgm_eps):
         return {"task": {"name": "tnews"}, "model": {"name": "tiny"}, "seed": 0,

@@ -1,16 +1,15 @@
 """Interruptions lose nothing and reruns are identical (CPU, same seed)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 from experiments import PROJECT_ROOT
-from experiments.results import records
+from experiments import records
 from experiments.config import compose
-from experiments.run import run
+from experiments.commands.run import run
 from tests.conftest import tiny_overrides
 
 TIMING_KEYS = {"seconds", "train_seconds", "eval_seconds", "samples_per_second", "input_wait_seconds"}
@@ -31,7 +30,7 @@ def test_two_runs_with_the_same_seed_are_identical(clue_dir, tmp_path):
 def test_killed_run_resumes_to_the_uninterrupted_record(clue_dir, tmp_path):
     overrides = tiny_overrides(clue_dir, tmp_path / "killed", extra={"trainer.epochs": 4, "trainer.resume": True})
     runs = tmp_path / "killed" / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *overrides], cwd=PROJECT_ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.commands.run", *overrides], cwd=PROJECT_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     latest = next((tmp_path / "killed").glob("checkpoints/*/state/latest.json"), None)
     deadline = time.time() + 300
@@ -59,7 +58,7 @@ def test_ctrl_c_says_how_to_resume(clue_dir, tmp_path):
     overrides = tiny_overrides(clue_dir, tmp_path / "r", extra={"trainer.epochs": 50})
     # As from a terminal: a shell starts background jobs with SIGINT ignored, and a child
     # inherits that (CI may run the tests so), so the run would never see the Ctrl-C.
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *overrides], cwd=PROJECT_ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.commands.run", *overrides], cwd=PROJECT_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from experiments import PROJECT_ROOT
-from experiments.results import records
+from experiments import records
 from experiments.config import compose
-from experiments.run import run
+from experiments.commands.run import run
 from tests.conftest import CLASS_WORDS, tiny_overrides
 
 RECORD_KEYS = {"status", "task", "model", "method", "seed", "settings_id", "best_dev_acc", "best_epoch",
@@ -51,7 +51,7 @@ def test_skip_completed_returns_the_existing_record(clue_dir, tmp_path):
 
 def cli(*overrides, cwd=PROJECT_ROOT):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, "-m", "experiments.run", *overrides], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "experiments.commands.run", *overrides], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

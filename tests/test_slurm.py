@@ -19,7 +19,7 @@ import time
 import pytest
 
 from experiments import PROJECT_ROOT
-from experiments.results import records
+from experiments import records
 from experiments.machine import slurm
 from tests import slurm_cluster
 from tests.conftest import make_clue, tiny_overrides
@@ -128,7 +128,7 @@ def requeue_settings(results) -> dict:
     for log in results.glob("logs/multirun/*/submitit/*/*_log.out"):
         lines = log.read_text().splitlines()
         begun = stamp(next(ln for ln in lines if "Starting with JobEnvironment" in ln))
-        training = stamp(next(ln for ln in lines if "experiments.run][INFO] - training " in ln))
+        training = stamp(next(ln for ln in lines if "experiments.commands.run][INFO] - training " in ln))
         starts.append(training - begun)
     histories = [r["history"] for r in records.load_records(results)]
     start_s = max(starts)
@@ -157,7 +157,7 @@ def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(clu
     # Meanwhile, on the other core: the same run outside Slurm, never interrupted.
     reference_dir = tmp_path / "reference"
     reference = subprocess.run(
-        [sys.executable, "-m", "experiments.run", *tiny_overrides(clue, reference_dir, extra=extra),
+        [sys.executable, "-m", "experiments.commands.run", *tiny_overrides(clue, reference_dir, extra=extra),
          "trainer.skip_completed=true", "trainer.resume=true", f"hydra.run.dir={reference_dir}/hydra"],
         cwd=PROJECT_ROOT, env={**os.environ, **THREADS}, capture_output=True, text=True, timeout=1200)
     assert reference.returncode == 0, reference.stderr[-3000:]

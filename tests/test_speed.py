@@ -1,21 +1,21 @@
 """The speed options compute what the plain float32 step computes: rewrites.prepare_model's
 layer rewrites, mixed precision (float16 with loss scaling, bfloat16) and XLA, each checked
 on FGM and gradient penalty against the float32, non-XLA reference; and a short run under
-each option learns. Correctness only: timings live in `make bench` (experiments/machine/bench.py)."""
+each option learns. Correctness only: timings live in `make bench` (experiments/commands/bench.py)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from experiments.machine import bench
+from experiments.commands import bench
 from experiments.model import classifier, rewrites
 from experiments.train import loop, optim
 from experiments.config import compose
 from experiments.train.methods.fgm import FGM, fgm_delta
 from experiments.train.methods.gp import GradientPenalty
 from experiments.train.methods.pgd import PGD
-from experiments.run import run
+from experiments.commands.run import run
 from tests.conftest import CLASS_WORDS, tiny_overrides
 from tests.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch
 

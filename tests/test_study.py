@@ -1,4 +1,4 @@
-"""experiments.study: the preregistered study's tuning rule and its paired tests with Holm's
+"""experiments.commands.study: the preregistered study's tuning rule and its paired tests with Holm's
 correction, against hand computations on made-up records."""
 
 import json
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from experiments import PROJECT_ROOT
-from experiments.results import study
+from experiments.report import preregistered
 
 PRE = "tnews_tiny_0123456789"
 
@@ -22,15 +22,15 @@ def rec(method, seed, acc, eps=None, pretrained=PRE, robust=None, status="comple
 
 
 def test_holm_adjusts_step_down_and_keeps_the_order_given():
-    assert study.holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])  # 0.01 x 2, then max(0.02, 0.04 x 1)
-    assert study.holm([0.03, 0.04]) == pytest.approx([0.06, 0.06])  # monotone: the second cannot fall below the first
-    assert study.holm([0.6, 0.001, 0.02]) == pytest.approx([0.6, 0.003, 0.04])
-    assert study.holm([0.7, 0.9]) == pytest.approx([1.0, 1.0])
+    assert preregistered.holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])  # 0.01 x 2, then max(0.02, 0.04 x 1)
+    assert preregistered.holm([0.03, 0.04]) == pytest.approx([0.06, 0.06])  # monotone: the second cannot fall below the first
+    assert preregistered.holm([0.6, 0.001, 0.02]) == pytest.approx([0.6, 0.003, 0.04])
+    assert preregistered.holm([0.7, 0.9]) == pytest.approx([1.0, 1.0])
 
 
 def test_paired_differences_equal_the_t_formula():
     a, b = {0: 51.0, 1: 50.0, 2: 52.5, 3: 49.0}, {0: 50.0, 1: 50.5, 2: 50.5, 3: 48.0, 9: 1.0}  # seed 9 unpaired
-    t = study.paired(a, b)
+    t = preregistered.paired(a, b)
     d = [1.0, -0.5, 2.0, 1.0]
     mean = sum(d) / 4
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 3)
@@ -41,7 +41,7 @@ def test_paired_differences_equal_the_t_formula():
     assert t["ci975"] == pytest.approx((mean - 4.176535 * sd / 2, mean + 4.176535 * sd / 2), abs=1e-5)
     # two-sided p of t = 1.6977 with 3 df: the interval's edge at 0 is where p crosses 0.05
     assert 0.05 < t["p"] < 0.25 and tstat == pytest.approx(1.69775, abs=1e-4)
-    edge = study.paired({0: 3.0, 1: 1.0}, {0: 0.0, 1: 0.0})  # d = 3, 1: t = 2 / (sqrt(2) / sqrt(2)) = 2, 1 df
+    edge = preregistered.paired({0: 3.0, 1: 1.0}, {0: 0.0, 1: 0.0})  # d = 3, 1: t = 2 / (sqrt(2) / sqrt(2)) = 2, 1 df
     assert edge["p"] == pytest.approx(1 - 2 * math.atan(2) / math.pi, abs=1e-9)  # Cauchy: t with 1 df
 
 
@@ -52,7 +52,7 @@ def test_the_tuning_rule_takes_the_best_mean_and_the_smaller_eps_within_0_05_poi
             rec("gp", 100, 0.4990, 0.01), rec("gp", 101, 0.5000, 0.01),     # 49.95
             rec("gp", 100, 0.5010, 0.1), rec("gp", 101, 0.5002, 0.1),       # 50.06: beyond the tie -> 0.1
             rec("gp", 100, 0.4900, 0.03), rec("gp", 101, 0.9, 0.03, status="diverged")]
-    choice = study.tuning_choice([r for r in runs if r["status"] == "complete"])
+    choice = preregistered.tuning_choice([r for r in runs if r["status"] == "complete"])
     assert choice["fgm"]["chosen"] == 0.01 and choice["gp"]["chosen"] == 0.1
     assert choice["gp"]["means"][0.03] == (pytest.approx(49.0), 1)
 
@@ -75,7 +75,7 @@ def test_main_analysis_reports_holm_verdicts_attack_and_the_pretraining_gap(tmp_
     (tmp_path / "runs").mkdir()
     for i, r in enumerate(main_grid() + [rec("gp", 7, None, 0.1, status="diverged")]):
         (tmp_path / "runs" / f"{i:02d}.json").write_text(json.dumps(r))
-    out = subprocess.run([sys.executable, "-m", "experiments.study", "main", str(tmp_path)], cwd=PROJECT_ROOT,
+    out = subprocess.run([sys.executable, "-m", "experiments.commands.study", "main", str(tmp_path)], cwd=PROJECT_ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "analysis.md").read_text()
@@ -93,7 +93,7 @@ def test_main_analysis_reports_holm_verdicts_attack_and_the_pretraining_gap(tmp_
 
 
 def test_a_folder_without_records_is_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "experiments.study", "main", str(tmp_path)], cwd=PROJECT_ROOT,
+    out = subprocess.run([sys.executable, "-m", "experiments.commands.study", "main", str(tmp_path)], cwd=PROJECT_ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'runs'}: no complete run records; run the study's sweep first (make evidence)"]

@@ -10,7 +10,7 @@ import time
 
 from tests.conftest import make_clue, tiny_overrides
 from experiments import PROJECT_ROOT
-from experiments.results import records
+from experiments import records
 
 
 def sweep_command(clue, results) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import subprocess
 import sys
@@ -14,7 +13,8 @@ import pytest
 from scipy import stats
 
 from experiments import PROJECT_ROOT
-from experiments.results import records, table
+from experiments import records
+from experiments.report import summary
 
 EPSILON = {"fgm": 0.5, "gp": 1.0}
 
@@ -74,7 +74,7 @@ def results(tmp_path_factory):
     write(results, "tnews", "baseline", 9, 0.99, status="running")
     (results / "runs" / "tnews_bert_base_fgm_seed9_0123456789.json").write_text('{"status": "complete", "ta')
     (results / "runs" / ".tnews_bert_base_gp_seed9_x.json.abc.tmp").write_text("{}")
-    table.write_all(results)
+    summary.write_all(results)
     return results
 
 
@@ -144,7 +144,7 @@ def test_methods_in_order_and_incomplete_records_ignored(results):
     summary = pd.read_csv(results / "summary.csv")
     tnews = summary[(summary.task == "tnews") & summary["task.max_train_samples"].isna()]
     assert list(tnews.method) == ["baseline", "fgm", "gp", "freelb", "pgd"]
-    assert list(summary.task.unique()) == ["tnews", "iflytek"]  # CLUE's order (table.TASKS)
+    assert list(summary.task.unique()) == ["tnews", "iflytek"]  # CLUE's order (summary.TASKS)
     seeds = pd.read_csv(results / "seeds.csv")
     assert len(seeds) == sum(len(accs) for accs in GRID.values())
     assert 9 not in set(seeds.seed) and seeds.best_dev_acc.max() < 99
@@ -158,7 +158,7 @@ def test_exact_files_for_a_small_sweep(tmp_path):
     for seed, (b, f) in enumerate([(0.5, 0.53), (0.52, 0.56)]):
         write(tmp_path, "tnews", "baseline", seed, b, final=b)
         write(tmp_path, "tnews", "fgm", seed, f, final=f)
-    table.write_all(tmp_path)
+    summary.write_all(tmp_path)
     sid = {m: records.settings_id(settings("tnews", m, 0)) for m in ("baseline", "fgm")}
     assert (tmp_path / "seeds.csv").read_text() == (
         "task,model,method,seed,status,best_dev_acc,final_dev_acc,diverged_at_epoch,diverged_at_step,"
@@ -186,34 +186,34 @@ def test_exact_files_for_a_small_sweep(tmp_path):
 
 
 def test_blog_figures_are_data():
-    blog = pd.read_csv(table.BLOG_CSV, comment="#")
+    blog = pd.read_csv(summary.BLOG_CSV, comment="#")
     assert {(r.task, r.model, r.method): r.accuracy for r in blog.itertuples()} == {
         (t, "bert_base", m): v for (t, m), v in BLOG.items()}
-    assert "kexue.fm/archives/7234" in table.BLOG_CSV.read_text()
+    assert "kexue.fm/archives/7234" in summary.BLOG_CSV.read_text()
 
 
 def test_clue_figures_are_data_and_order_the_task_columns(tmp_path):
-    clue = pd.read_csv(table.CLUE_CSV, comment="#")
+    clue = pd.read_csv(summary.CLUE_CSV, comment="#")
     bert = clue[clue.model == "bert_base"]  # the other models' rows: tests/test_model_family.py
     assert {r.task: (r.test, r.dev) for r in bert.itertuples()} == {
         "afqmc": (73.70, 74.16), "tnews": (56.58, 56.09), "iflytek": (60.29, 60.37), "cmnli": (79.69, 79.47),
         "ocnli": (72.2, 74.5), "cluewsc2020": (62.0, 59.6), "csl": (80.36, 79.63)}
-    assert tuple(bert.task) == table.TASKS and set(clue.method) == {"baseline"}
-    text = table.CLUE_CSV.read_text()
+    assert tuple(bert.task) == summary.TASKS and set(clue.method) == {"baseline"}
+    text = summary.CLUE_CSV.read_text()
     assert "github.com/CLUEbenchmark/CLUE" in text and "github.com/CLUEbenchmark/OCNLI" in text
     for task in ("csl", "ocnli", "tnews", "afqmc", "iflytek", "cluewsc2020", "cmnli"):  # written out of order
         for seed in (0, 1):
             write(tmp_path, task, "baseline", seed, 0.5 + seed / 100, final=0.5)
-    table.write_all(tmp_path)
+    summary.write_all(tmp_path)
     header = [line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| method |")][0]
     columns = [c.strip() for c in header.strip("|").split("|")]
-    assert [c for c in columns if " " not in c and c != "method"] == [t.upper() for t in table.TASKS]
+    assert [c for c in columns if " " not in c and c != "method"] == [t.upper() for t in summary.TASKS]
     assert columns[columns.index("OCNLI") + 3] == "OCNLI CLUE test (dev)"
     assert "| baseline | 50.50 ± 0.71 (n=2) |  |  | 73.70 (74.16) |" in (tmp_path / "table.md").read_text()
 
 
 def test_table_never_imports_tensorflow(results):
-    code = ("import sys, experiments.table as t; t.main([sys.argv[1]]); "
+    code = ("import sys, experiments.commands.table as t; t.main([sys.argv[1]]); "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tf_keras', 'bert4keras'}); "
             "assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code, str(results)], cwd=PROJECT_ROOT, capture_output=True,
@@ -224,7 +224,7 @@ def test_table_never_imports_tensorflow(results):
 
 
 def test_no_records_is_a_one_line_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "experiments.table", str(tmp_path)], cwd=PROJECT_ROOT,
+    done = subprocess.run([sys.executable, "-m", "experiments.commands.table", str(tmp_path)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: no complete run records in {tmp_path / 'runs'}: run `make sweep` first"

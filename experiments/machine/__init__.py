@@ -2,6 +2,6 @@
 
 Owns the devices and the device guard (``devices``), time estimates (``estimate``), the
 software and hardware description every record carries and seeding (``environment``), Slurm
-(``slurm``), and the two commands that measure a machine, ``doctor`` and ``bench``. May import
-``experiments.train``, ``data``, ``model``, ``results`` and the core; never the entry points.
+(``slurm``). May import ``experiments.train``, ``data``, ``model``, ``records`` and the core;
+never ``report`` or the commands.
 """

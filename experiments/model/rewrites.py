@@ -80,7 +80,7 @@ def attention_call(layer):
 
 
 def prepare_model(model, precision: str = "float32") -> None:
-    """Adjust a built bert4keras classifier in place, before training (experiments/run.py, machine/bench.py):
+    """Adjust a built bert4keras classifier in place, before training (experiments/commands/run.py, machine/bench.py):
 
     - its GELUs, LayerNorms and attentions become the equivalent, cheaper-to-differentiate
       ``gelu``, ``layer_norm_call`` and ``attention_call`` above: gradient penalty's double

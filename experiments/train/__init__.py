@@ -4,7 +4,7 @@ Owns the Trainer loop (``loop``), the adversarial methods (``methods/``: one mod
 config each), the learning-rate schedule (``schedule``), the optimizer, precision and
 out-of-memory advice (``optim``, also BERT's AdamW), run state and resume (``run_state``), the
 TensorBoard monitor (``monitor``), the masked-LM pretraining loop (``pretraining``), the
-perturbation of the looked-up token embeddings (``perturb``) and accuracy under attack
-(``attack``). May import ``experiments.data``, ``model``, ``results`` and the core;
-never ``machine`` or the entry points.
+perturbation of the looked-up token embeddings (``perturb``) and accuracy under PGD in embedding space
+(``embedding_attack``). May import ``experiments.data``, ``model``, ``records`` and the core;
+never ``machine``, ``report`` or the commands.
 """

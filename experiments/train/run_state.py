@@ -20,7 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
-from experiments.results.records import write_json_atomic
+from experiments.records import write_json_atomic
 
 
 class RunState:

@@ -8,7 +8,7 @@ whose ``_target_`` names the class; its other keys are the class's keyword argum
 from hydra.utils import get_class
 
 from experiments.train.methods.base import Method, cross_entropy
-from experiments.results.records import method_options
+from experiments.records import method_options
 
 __all__ = ["Method", "cross_entropy", "build"]
 

@@ -1,7 +1,7 @@
 """Fetch the CLUE task zips and the model checkpoints, verify them, unpack them.
 
-    python -m experiments.download data [--tasks iflytek,tnews] [hydra overrides]   # make data
-    python -m experiments.download model [hydra overrides]                           # make model
+    python -m experiments.commands.download data [--tasks iflytek,tnews] [hydra overrides]   # make data
+    python -m experiments.commands.download model [hydra overrides]                           # make model
 
 The runner reads ``paths.clue_dir/<task>_public/`` and ``model.checkpoint_dir``, so those
 folders must appear whole or not at all. For each archive:
@@ -25,7 +25,6 @@ mismatches are ``UserError``s: one line naming the URL or file, the folder and t
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import gzip
 import hashlib
@@ -34,7 +33,6 @@ import os
 import re
 import shutil
 import socket
-import sys
 import tarfile
 import zipfile
 import zlib
@@ -45,7 +43,6 @@ from pathlib import Path
 import requests
 from omegaconf import OmegaConf
 
-from experiments import CONFIG_DIR
 from experiments.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -369,47 +366,3 @@ def _recorded(dest: Path) -> dict[str, str]:
 
 
 # --- command line ------------------------------------------------------------------------------
-
-
-def _compose(overrides: list[str]):
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from experiments import config
-
-    try:
-        return config.compose(overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(" ".join(f"invalid overrides: {err}".split())) from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.download",
-                                     description="Download and verify CLUE task data or a model checkpoint.")
-    parser.add_argument("what", choices=["data", "model"])
-    parser.add_argument("--tasks", default="iflytek,tnews", help="comma-separated tasks for `data`")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.run")
-    args = parser.parse_intermixed_args(argv)  # options may come after overrides and vice versa
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.what == "model":
-            cfg = _compose(args.overrides)
-            fetch_or_verify(model_target(cfg.model, cfg.download), cfg.download)
-            return 0
-        known_tasks = sorted(p.stem for p in (CONFIG_DIR / "task").glob("*.yaml"))
-        tasks = [t for t in args.tasks.split(",") if t]
-        for task in tasks:
-            if task not in known_tasks:
-                raise UserError(f"unknown task {task!r} in TASKS; choose from {', '.join(known_tasks)}")
-        for task in tasks:
-            cfg = _compose([*args.overrides, f"task={task}"])
-            fetch_or_verify(task_target(cfg.paths.clue_dir, cfg.task, cfg.download), cfg.download)
-    except UserError as err:
-        # An expected failure: one line naming the URL or file and the fix, no traceback.
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

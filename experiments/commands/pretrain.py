@@ -1,6 +1,6 @@
 """Masked-LM pretraining of one model on CLUE texts, saved as a model folder every command takes.
 
-    python -m experiments.pretrain task=tnews model=bert_mini pretrain.max_steps=2000
+    python -m experiments.commands.pretrain task=tnews model=bert_mini pretrain.max_steps=2000
 
 From scratch for a model config without a checkpoint (``tiny``, ``bert_mini``: a character
 vocabulary from the corpus, or ``pretrain.vocab``), or continued from its checkpoint (TAPT:
@@ -31,9 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import CONFIG_DIR, config
 from experiments.errors import UserError, reported
 from experiments.machine import devices, environment
-from experiments.results import pretrain_records, records
+from experiments import records
 
-log = logging.getLogger("experiments.pretrain")
+log = logging.getLogger("experiments.commands.pretrain")
 
 # The peak learning rate when pretrain.learning_rate is null: Gururangan et al. (2020) continue
 # RoBERTa at 1e-4 (TAPT); from scratch a small BERT takes a larger step on a small corpus.
@@ -69,7 +69,7 @@ def prepare(cfg: DictConfig) -> Plan:
     """Everything that can fail before TensorFlow's import: settings, the family (ELECTRA has no
     MLM head), the device (BERT-base on a CPU: the guard's one line with this pretraining's ETA),
     the data and the checkpoint (fetched first where download.auto says so)."""
-    from experiments.data import download, loaders
+    from experiments.data import fetch, loaders
     from experiments.model import mlm, release
 
     config.validate_pretrain(cfg)
@@ -78,9 +78,9 @@ def prepare(cfg: DictConfig) -> Plan:
     devices.check_device(cfg, key="pretrain.device",
                          eta=lambda c: devices.pretrain_cpu_estimate(c, planned_steps(c, tasks)))
     if OmegaConf.select(cfg, "download.auto", default=False):
-        download.fetch_missing(cfg)
+        fetch.fetch_missing(cfg)
         for task_cfg in tasks[1:]:
-            download.ensure(download.task_target(cfg.paths.clue_dir, task_cfg, cfg.download), cfg.download)
+            fetch.ensure(fetch.task_target(cfg.paths.clue_dir, task_cfg, cfg.download), cfg.download)
     for task_cfg in tasks:
         loaders.task_dir(cfg.paths.clue_dir, task_cfg)
     checkpoint, init = None, "random"
@@ -97,7 +97,7 @@ def prepare(cfg: DictConfig) -> Plan:
         cfg.pretrain.learning_rate = RATE_FROM_SCRATCH if checkpoint is None else RATE_FROM_CHECKPOINT
     resolved = OmegaConf.to_container(cfg, resolve=True)
     task_dicts = [OmegaConf.to_container(t, resolve=True) for t in tasks]
-    pid = pretrain_records.pretrain_id(resolved, task_dicts, init)
+    pid = records.pretrain_id(resolved, task_dicts, init)
     folder = Path(cfg.paths.models_dir) / "pretrained" / (cfg.pretrain.name or pid)
     return Plan(tasks, checkpoint, init, pid, folder)
 
@@ -270,11 +270,11 @@ def write_record(cfg: DictConfig, job: Job, folder: Path, seconds: float) -> dic
                **{k: v for k, v in job.timings.items() if k != "copied_unchanged"}}
     model = {"family": OmegaConf.select(cfg, "model.family", default="bert"), "checkpoint": job.plan.checkpoint,
              "mlm_head": job.mlm.head_source, "copied_unchanged": job.timings.get("copied_unchanged", [])}
-    status = pretrain_records.DIVERGED if "diverged_at" in job.trainer.ending else pretrain_records.COMPLETE
-    record = pretrain_records.pretrain_record(
+    status = records.DIVERGED if "diverged_at" in job.trainer.ending else records.COMPLETE
+    record = records.pretrain_record(
         OmegaConf.to_container(cfg, resolve=True), [OmegaConf.to_container(t, resolve=True) for t in job.plan.tasks],
         job.plan.init, status, history, job.trainer.ending, job.corpus, model, timings, environment.describe())
-    records.write_json_atomic(folder / pretrain_records.RECORD_FILE, record)
+    records.write_json_atomic(folder / records.PRETRAIN_RECORD_FILE, record)
     job.state.discard_state()
     return record
 

@@ -6,7 +6,7 @@
 
 The CSVs hold exactly what is drawn (accuracies in %), so tests compare numbers, not pixels, and a
 reader can replot. Only complete runs are drawn; diverged ones are counted in the labels.
-Called by ``experiments.results.table.write_all``; never imports TensorFlow.
+Called by ``experiments.report.summary.write_all``; never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.results.stats import DIVERGED, ci95, column_name, paired_differences, pct
+from experiments.report.stats import DIVERGED, ci95, column_name, paired_differences, pct
 
 ROUND = 4
 

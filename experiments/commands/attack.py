@@ -1,6 +1,6 @@
 """Accuracy under attack of a finished run, added to its record (docs/attack.md).
 
-    python -m experiments.attack RUN eval.attack.epsilons=[0.05,0.1,0.2] [eval.attack.steps=10 ...]
+    python -m experiments.commands.attack RUN eval.attack.epsilons=[0.05,0.1,0.2] [eval.attack.steps=10 ...]
 
 RUN is a run record (results/runs/*.json) or a run's Hydra folder. The run is rebuilt from its
 record as ``make predict`` rebuilds it, with its best-dev weights (read, never written), and
@@ -21,10 +21,10 @@ from omegaconf import OmegaConf
 
 from experiments import CONFIG_DIR, config
 from experiments.errors import UserError, reported
-from experiments.predict import find_record, load_run
-from experiments.results import records
+from experiments.commands.predict import find_record, load_run
+from experiments import records
 
-log = logging.getLogger("experiments.attack")
+log = logging.getLogger("experiments.commands.attack")
 FIELDS = ("robust_dev_acc", "attack")
 
 
@@ -60,7 +60,7 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
     record_file, record = find_record(run)
     attack_cfg = attack_config(record, overrides)  # mistakes first, before TensorFlow's slow import
     from experiments.data import cache, loaders
-    from experiments.train import attack as pgd
+    from experiments.train import embedding_attack
 
     cfg, _, tokenizer, trainer = load_run(record)
     _, _, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)  # task.max_dev_samples as the run had it
@@ -68,7 +68,7 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
     if len(dev) != record.get("dev_samples", len(dev)):
         raise UserError(f"{loaders.task_dir(cfg.paths.clue_dir, cfg.task) / cfg.task.dev_file}: {len(dev)} dev examples, "
                         f"but {record_file.name} was scored on {record['dev_samples']}; the data changed since the run")
-    fields = pgd.record_fields(trainer.model, tokenizer, dev, attack_cfg, "best", cfg.trainer.eval_batch_size,
+    fields = embedding_attack.record_fields(trainer.model, tokenizer, dev, attack_cfg, "best", cfg.trainer.eval_batch_size,
                                cfg.trainer.pad_to_multiple_of, cfg.trainer.jit_compile, cfg.seed, cfg.trainer.progress)
     clean = fields["attack"]["clean_dev_acc"]
     if attack_cfg.max_samples is None and clean != record["best_dev_acc"]:
@@ -83,7 +83,7 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.attack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.commands.attack", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run record (results/runs/*.json) or a run's Hydra folder")
     parser.add_argument("overrides", nargs="*", help="eval.attack.<key>=<value>, e.g. eval.attack.epsilons=[0.05,0.1]")
     args = parser.parse_args(argv)

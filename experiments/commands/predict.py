@@ -1,6 +1,6 @@
 """CLUE test-set predictions from a finished run's best-dev weights.
 
-    python -m experiments.predict RUN [--task TASK] [--out DIR]
+    python -m experiments.commands.predict RUN [--task TASK] [--out DIR]
 
 RUN is a run record (results/runs/*.json) or a run's Hydra folder (results/logs/...).
 Writes the task's submission files (configs/task/*.yaml: predict_files, CLUE's names), one
@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments import config as _config  # noqa: F401  (registers the project_root resolver)
-from experiments.results import records
+from experiments import records
 from experiments.errors import UserError, reported
 
 

@@ -1,6 +1,6 @@
 """`make doctor`: is this machine ready for a sweep? Checks in one command, before days of GPU time.
 
-    python -m experiments.doctor [--tasks iflytek,tnews --methods baseline,fgm,gp --seeds 0,1,2,3,4] [overrides]
+    python -m experiments.commands.doctor [--tasks iflytek,tnews --methods baseline,fgm,gp --seeds 0,1,2,3,4] [overrides]
 
 Prints the software (Python, TensorFlow, the CUDA/cuDNN TensorFlow was built with), the NVIDIA
 driver, every GPU (name, memory, compute capability, fp16/bf16, whether the wheel has kernels
@@ -29,10 +29,11 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from experiments import config
-from experiments.machine import bench, devices, estimate
-from experiments.data import download
+from experiments.commands import bench
+from experiments.machine import devices, estimate
+from experiments.data import fetch
 from experiments.errors import UserError
-from experiments.results import pretrain_records
+from experiments import records
 
 OK, NOTE, FAIL = "ok  ", "note", "FAIL"
 
@@ -50,14 +51,14 @@ class Report:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.doctor", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.commands.doctor", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="iflytek,tnews", help="the sweep grid's tasks (make's TASKS)")
     p.add_argument("--methods", default="baseline,fgm,gp", help="the sweep grid's methods (make's METHODS)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="the sweep grid's seeds (make's SEEDS)")
     p.add_argument("--check-methods", default=",".join(bench.METHODS),
                    help="methods whose train steps are checked (default: all)")
     p.add_argument("--steps", type=int, default=2, help="timed steps per method, after one untimed")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.run (model=, trainer.*)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.commands.run (model=, trainer.*)")
     return p.parse_intermixed_args(argv)
 
 
@@ -169,13 +170,13 @@ def check_files(report: Report, cfg, tasks: list[str], overrides: list[str]) -> 
     targets = []
     for task in tasks:
         task_cfg = config.compose([*overrides, f"task={task}"]).task
-        targets.append((f"{task} data", download.task_target(cfg.paths.clue_dir, task_cfg, cfg.download),
+        targets.append((f"{task} data", fetch.task_target(cfg.paths.clue_dir, task_cfg, cfg.download),
                         f"`make data TASKS={task}` (make run fetches it too)"))
     if cfg.model.checkpoint_dir is not None:
-        targets.append((f"{cfg.model.name} checkpoint", download.model_target(cfg.model, cfg.download),
+        targets.append((f"{cfg.model.name} checkpoint", fetch.model_target(cfg.model, cfg.download),
                         f"`make model MODEL={cfg.model.name}` (make run fetches it too)"))
         try:
-            origin = pretrain_records.pretrained_from(cfg.model.checkpoint_dir)  # a `make pretrain` folder
+            origin = records.pretrained_from(cfg.model.checkpoint_dir)  # a `make pretrain` folder
         except UserError as err:
             report.line(FAIL, f"{cfg.model.name} checkpoint", str(err).split("; ")[0], "pretrain again")
         else:
@@ -187,7 +188,7 @@ def check_files(report: Report, cfg, tasks: list[str], overrides: list[str]) -> 
             report.line(NOTE, what, f"{target.dest} not there yet: {get}")
             continue
         try:
-            checked, total = download.verify(target, fix=f"delete {target.dest}/ and run {get.split(' (')[0]}")
+            checked, total = fetch.verify(target, fix=f"delete {target.dest}/ and run {get.split(' (')[0]}")
         except UserError as err:
             message, _, fix = str(err).partition("; ")
             report.line(FAIL, what, message, fix)

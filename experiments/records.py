@@ -1,4 +1,6 @@
-"""Run records: one JSON file per run, the only contract between training and the tables.
+"""The records layer: run records and pretrain records, their settings and ids, atomic writes.
+
+Run records: one JSON file per run, the only contract between training and the tables.
 
 A record is written atomically (temporary file + rename) when its run finishes, with
 ``"status": "complete"``, or ``"diverged"`` when a non-finite loss stopped it (then it
@@ -7,7 +9,13 @@ counts. Sweeps skip both; the tables average complete ones only. Its file name
 is fixed by the run's settings and seed, so a rerun of the same settings replaces its
 own record and runs of different settings never touch each other's files.
 
-This module must not import TensorFlow: ``make table`` reads records with it.
+Pretrain records: ``pretrain_record.json`` in a pretrained model's folder. A pretraining's **id**
+is ``<tasks>_<model>_<hash>``: the hash of its settings (corpus, model, masking, optimisation,
+seed) and of the weights it started from (``init``). A run whose ``model.checkpoint_dir`` holds
+one gets ``model.pretrained: <id>`` in its settings and ``pretrained_from`` in its record.
+
+Every package that writes a file writes it through ``write_json_atomic``/``write_text_atomic``.
+This module is the bottom layer above the core and never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.results import pretrain_records
+from experiments.errors import UserError
 
 COMPLETE = "complete"
 DIVERGED = "diverged"  # a non-finite loss stopped the run: the record holds the history so far and diverged_at
@@ -76,7 +84,7 @@ def with_pretraining(config: dict) -> dict:
     """``config`` with ``model.pretrained: <pretrain record id>`` when ``model.checkpoint_dir``
     is a folder that ``make pretrain`` wrote: its runs then have settings (and a settings id) of
     their own, apart from random-init runs and from runs on a released checkpoint (unchanged)."""
-    origin = pretrain_records.pretrained_from((config.get("model") or {}).get("checkpoint_dir"))
+    origin = pretrained_from((config.get("model") or {}).get("checkpoint_dir"))
     if origin is None:
         return config
     return {**config, "model": {**config["model"], "pretrained": origin["id"]}}
@@ -127,13 +135,13 @@ def load_records(results_dir: str | Path, statuses=(COMPLETE,)) -> list[dict]:
 
 def run_record(config: dict, history: list[dict], ending: dict, facts: dict, timings: dict,
                best_weights: str | None, environment: dict, hydra_dir: str | None, robustness: dict | None = None) -> dict:
-    """The record of a finished run (experiments/run.py): complete, or diverged (a non-finite loss
+    """The record of a finished run (experiments/commands/run.py): complete, or diverged (a non-finite loss
     stopped it: the history so far, ``diverged_at``, ``partial_epoch``); early stopping adds
     ``stopped_at_epoch``. Either way the run is done. ``config`` is the resolved config; ``facts``
     the data's sizes; ``timings`` the total and tokenizing times and the token cache's use; ``robustness``
-    (``eval.attack.epsilons`` set) ``robust_dev_acc`` and ``attack`` (experiments/train/attack.py)."""
+    (``eval.attack.epsilons`` set) ``robust_dev_acc`` and ``attack`` (experiments/train/embedding_attack.py)."""
     best = max(history, key=lambda h: h["dev_acc"], default={"dev_acc": None, "epoch": None})
-    origin = pretrain_records.pretrained_from(config["model"].get("checkpoint_dir"))
+    origin = pretrained_from(config["model"].get("checkpoint_dir"))
     return {
         "status": DIVERGED if "diverged_at" in ending else COMPLETE,
         "task": config["task"]["name"], "model": config["model"]["name"], "method": config["method"]["name"],
@@ -174,3 +182,86 @@ def outcome(record: dict) -> str:
         return "diverged in epoch 1"
     return (f"{'diverged; ' * (record['status'] == DIVERGED)}best dev acc {record['best_dev_acc']:.4f} "
             f"(epoch {record['best_epoch']}), final {record['final_dev_acc']:.4f}")
+
+
+# Pretrain records (make pretrain's model folders)
+PRETRAIN_RECORD_FILE = "pretrain_record.json"
+# Keys of a pretraining's config that say where or how it is shown, not what it computes.
+PRETRAIN_NOT_SETTINGS = {("paths",), ("hydra",), ("download",), ("model", "checkpoint_dir"), ("model", "cpu_friendly"),
+                ("model", "files"), ("model", "url"), ("model", "source"), ("model", "shape"),
+                ("model", "learning_rate"),  # the fine-tuning rate; pretraining has pretrain.learning_rate
+                ("pretrain", "resume"), ("pretrain", "progress"), ("pretrain", "tensorboard"),
+                ("pretrain", "device"), ("pretrain", "name"), ("pretrain", "eval_batch_size"),
+                ("pretrain", "vocab"),  # a given vocab.txt counts by its sha256, in ``init``
+                ("pretrain", "eval_every")}  # where the evaluations and save points fall, not the weights
+# What of a task config the corpus depends on (its texts, not its labels or training defaults).
+TASK_KEYS = ("name", "dir", "input", "text_fields", "train_file", "dev_file", "predict_files")
+
+
+def pretrain_settings(config: dict, tasks: list[dict], init: str) -> dict:
+    """What determines a pretraining's weights: the corpus tasks' text files and fields, the model,
+    the pretrain settings, the seed and the start (``init``)."""
+
+    def keep(node, prefix=()):
+        if not isinstance(node, dict):
+            return node
+        return {k: keep(v, prefix + (k,)) for k, v in node.items() if prefix + (k,) not in PRETRAIN_NOT_SETTINGS}
+
+    kept = keep({k: v for k, v in config.items() if k in ("model", "pretrain", "seed")})
+    return {"tasks": [{k: t.get(k) for k in TASK_KEYS} for t in tasks], **kept, "init": init}
+
+
+def pretrain_id(config: dict, tasks: list[dict], init: str) -> str:
+    blob = json.dumps(pretrain_settings(config, tasks, init), sort_keys=True, default=str).encode()
+    names = "+".join(t["name"] for t in tasks)
+    return f"{names}_{config['model']['name']}_{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+def pretrain_record(config: dict, tasks: list[dict], init: str, status: str, history: list[dict], ending: dict,
+                    corpus: dict, model: dict, timings: dict, environment: dict) -> dict:
+    """The record of a finished (or diverged) pretraining; ``history`` holds one entry per
+    held-out evaluation (step, loss, accuracy, and the training means since the one before)."""
+    return {
+        "id": pretrain_id(config, tasks, init),
+        "status": status,
+        "tasks": [t["name"] for t in tasks], "model": config["model"]["name"], "seed": config["seed"],
+        "steps": history[-1]["step"] if history else 0,
+        "start": {"init": init, **model},
+        **ending,
+        "history": history,
+        "corpus": corpus,
+        "timings": timings,
+        "settings": pretrain_settings(config, tasks, init),
+        "config": config,
+        "environment": environment,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def read_pretrain_record(folder) -> dict | None:
+    """The pretrain record in ``folder``, None if it has none (a released checkpoint)."""
+    path = Path(folder) / PRETRAIN_RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserError(f"{path}: not valid JSON ({err}); pretrain the model again") from None
+    if not isinstance(record, dict) or "id" not in record:
+        raise UserError(f"{path}: not a pretrain record (no id); pretrain the model again")
+    return record
+
+
+def pretrained_from(folder) -> dict | None:
+    """What a fine-tune's run record says of the pretraining that made ``folder`` (None: no
+    pretraining record there). A diverged pretraining is refused in one line."""
+    if folder is None or (record := read_pretrain_record(folder)) is None:
+        return None
+    if record.get("status") != COMPLETE:
+        at = record.get("diverged_at") or {}
+        raise UserError(f"{Path(folder) / PRETRAIN_RECORD_FILE}: this pretraining {record.get('status')} (a non-finite loss "
+                        f"at step {at.get('global_step')}) and saved no model; pretrain again with other settings")
+    return {"id": record["id"], "folder": str(folder), "tasks": record["tasks"], "model": record["model"],
+            "steps": record["steps"], "init": record["start"]["init"],
+            "final": {k: (record["history"] or [{}])[-1].get(k) for k in ("step", "loss", "accuracy")},
+            "finished_at": record.get("finished_at")}

@@ -1,11 +1,11 @@
 """CLUE's upload: for each task the best-dev run, its prediction files, all in one zip.
 
-    python -m experiments.submit RESULTS [--method baseline] [--model bert_base] [--runs A.json,B.json] [--out ZIP]
+    python -m experiments.commands.submit RESULTS [--method baseline] [--model bert_base] [--runs A.json,B.json] [--out ZIP]
 
 Without --runs, each task's run is the complete record under ``RESULTS/runs/`` of that
 method and model with the highest best-dev accuracy (on a tie, the first by file name).
 With --runs, the named records (or run folders), one per task. Each run's prediction files
-(experiments/predict.py, CLUE's names) are written to ``RESULTS/predictions/<run>/`` and
+(experiments/commands/predict.py, CLUE's names) are written to ``RESULTS/predictions/<run>/`` and
 zipped, at the zip's top level as CLUE's upload expects, into
 ``RESULTS/submission/submit_<model>_<method>_<date>.zip`` unless --out says otherwise.
 Prints what is in the zip and which of CLUE's classification files are missing, and why.
@@ -20,8 +20,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments import CONFIG_DIR, predict
-from experiments.results import records
+from experiments import CONFIG_DIR
+from experiments.commands import predict
+from experiments import records
 from experiments.errors import UserError, reported
 
 CLUE_TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020", "csl")  # CLUE's order

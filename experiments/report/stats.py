@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from experiments.results.records import DIVERGED
+from experiments.records import DIVERGED
 
 
 def ci95(values) -> tuple[float, float]:

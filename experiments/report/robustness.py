@@ -1,4 +1,4 @@
-"""Accuracy under attack in ``make table``: the records' ``robust_dev_acc`` (experiments/train/attack.py,
+"""Accuracy under attack in ``make table``: the records' ``robust_dev_acc`` (experiments/train/embedding_attack.py,
 docs/attack.md) per eps, beside the clean accuracy.
 
     summary.csv    robust_<eps>_n, _mean, _std, _delta_vs_baseline, _delta_ci_low, _delta_ci_high
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.results.stats import DIVERGED, ci95, column_name, paired_differences
+from experiments.report.stats import DIVERGED, ci95, column_name, paired_differences
 
 CLEAN = "clean"  # the key of the clean accuracy of the attacked examples in ``of_record``
 SETTINGS = ("kind", "steps", "step_size_ratio", "random_start", "perturb_special_tokens", "max_samples", "weights")
@@ -166,7 +166,7 @@ def curve_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(data: pd.DataFrame, path: Path) -> None:
-    from experiments.results.plots import clip_to_percent, pyplot, save
+    from experiments.report.plots import clip_to_percent, pyplot, save
 
     plt = pyplot()
     panels = list(data.groupby(["task", "model"], sort=False))

@@ -1,6 +1,6 @@
 """Fine-tune one model on one CLUE task with one method and write its run record.
 
-    python -m experiments.run task=iflytek method=fgm model=bert_base seed=0 trainer.epochs=3
+    python -m experiments.commands.run task=iflytek method=fgm model=bert_base seed=0 trainer.epochs=3
 
 ``run`` reads as the steps of a run: prepare (checks that need no TensorFlow, so that a mistake
 is one line within seconds), build (data, model, method, trainer), train (resuming where an
@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import CONFIG_DIR, config
 from experiments.errors import reported
 from experiments.machine import devices, environment, slurm
-from experiments.results import records
+from experiments import records
 
-log = logging.getLogger("experiments.run")
+log = logging.getLogger("experiments.commands.run")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -54,13 +54,13 @@ def prepare(cfg: DictConfig) -> None:
     """Everything that can fail before TensorFlow's slow, noisy import: the settings, the device
     (a GPU TensorFlow cannot use, or days on a CPU), and the data and checkpoint on disk (fetched
     first on a fresh machine, so that offline it fails in a second)."""
-    from experiments.data import download, loaders
+    from experiments.data import fetch, loaders
     from experiments.model import release
 
     config.validate(cfg)
     devices.check_device(cfg)
     if OmegaConf.select(cfg, "download.auto", default=False):
-        download.fetch_missing(cfg)
+        fetch.fetch_missing(cfg)
     loaders.task_dir(cfg.paths.clue_dir, cfg.task)
     if cfg.model.checkpoint_dir is not None:
         release.check_checkpoint(cfg.model)
@@ -149,10 +149,10 @@ def train(cfg: DictConfig, job: Job) -> None:
 
 
 def attack(cfg: DictConfig, job: Job) -> dict | None:
-    """Accuracy under attack (experiments/train/attack.py) on the dev examples the run was scored on,
+    """Accuracy under attack (experiments/train/embedding_attack.py) on the dev examples the run was scored on,
     from its best weights (restored from the run state; the final ones under trainer.save_best=false),
     when ``eval.attack.epsilons`` lists any; None otherwise, and for a run that diverged."""
-    from experiments.train import attack as pgd
+    from experiments.train import embedding_attack
 
     attack_cfg = OmegaConf.select(cfg, "eval.attack")
     if attack_cfg is None or not attack_cfg.epsilons or not job.trainer.history or "diverged_at" in job.trainer.ending:
@@ -161,7 +161,7 @@ def attack(cfg: DictConfig, job: Job) -> dict | None:
     if cfg.trainer.save_best and job.state.best_weights.is_file():
         job.trainer.model.load_weights(str(job.state.best_weights))
         weights = "best"
-    return pgd.record_fields(job.trainer.model, job.tokenizer, job.dev, attack_cfg, weights,
+    return embedding_attack.record_fields(job.trainer.model, job.tokenizer, job.dev, attack_cfg, weights,
                              cfg.trainer.eval_batch_size, cfg.trainer.pad_to_multiple_of, cfg.trainer.jit_compile,
                              cfg.seed, cfg.trainer.progress)
 

@@ -6,7 +6,7 @@ measured in one process; the data pipeline's share of a step and of a training e
 in length order (now); and accuracy under attack of one eps (configs/eval/default.yaml, K=10) against
 a clean evaluation of the same texts, per dev example (``attack_over_clean_eval``).
 
-    python -m experiments.bench --model albert_tiny_zh --layers 0 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
+    python -m experiments.commands.bench --model albert_tiny_zh --layers 0 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
 
 Methods are timed in interleaved rounds (each round runs every method for ``--steps``
 steps), so a load spike from another process hits all of them alike; the figure kept
@@ -30,7 +30,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from experiments import CONFIG_DIR, PROJECT_ROOT
-from experiments.results import records
+from experiments import records
 
 # name -> (config file under configs/method/, overrides of its keys)
 METHODS = {
@@ -48,7 +48,7 @@ TARGETS = {"fgm": 1.8, "gp": 2.0}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.commands.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="bert_base", help="a configs/model/ name: its family and shape (make bench MODEL=)")
     p.add_argument("--layers", type=int, default=2, help="transformer layers (BERT-base has 12); 0: the model's own count")
     p.add_argument("--batch", type=int, default=32)
@@ -203,7 +203,7 @@ def time_attack(trainer, rng, n: int, seq: int, vocab: int) -> dict:
     settings (K=10 steps: K forward/backward passes and one forward pass per example) against the clean
     evaluation of the same texts (``Trainer.predict``), each timed after an untimed pass."""
     from experiments.data import batching
-    from experiments.train.attack import Attack
+    from experiments.train.embedding_attack import Attack
 
     defaults = OmegaConf.load(CONFIG_DIR / "eval" / "default.yaml").attack
     dev = batching.Dataset(tnews_like(rng, n, seq, vocab), rng.integers(0, 15, n).astype(np.int32))
@@ -305,7 +305,7 @@ def main(argv=None) -> dict:
     print("timing accuracy under attack", file=sys.stderr, flush=True)
     attack = time_attack(trainers["baseline"], rng, args.attack_texts, args.seq, vocab)
     result = {
-        "command": " ".join(["python -m experiments.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python -m experiments.commands.bench", *(argv if argv is not None else sys.argv[1:])]),
         "model": {"name": model_cfg.name, "family": release.family(model_cfg), "parameters": model.count_params(),
                   "layers_of": classifier.shape_config(model_cfg)["num_hidden_layers"]},
         "shape": {"vocab": vocab, "hidden": shape["hidden_size"], "layers": shape["num_hidden_layers"],
