@@ -112,7 +112,7 @@ def config(tmp_path, url: str, checksums: Path, **extra):
     return compose([f"{k}={v}" for k, v in overrides.items()])
 
 
-def fetch(cfg):
+def fetch_task(cfg):
     fetch.fetch_or_verify(fetch.task_target(cfg.paths.clue_dir, cfg.task, cfg.download), cfg.download)
 
 
@@ -144,7 +144,7 @@ def assert_installed(clue: Path, files: dict[str, bytes]):
 def test_both_zip_layouts_unpack_to_the_task_folder(tmp_path, server, tnews_files, folder):
     server.files[PATH] = zip_bytes(tnews_files, folder)
     cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files))
-    fetch(cfg)
+    fetch_task(cfg)
     assert_installed(tmp_path / "clue", tnews_files)  # the __MACOSX junk is gone too
     assert server.log == [(PATH, None)]
 
@@ -152,7 +152,7 @@ def test_both_zip_layouts_unpack_to_the_task_folder(tmp_path, server, tnews_file
 def test_a_cut_connection_is_resumed_with_range(tmp_path, server, tnews_files, archives):
     server.files[PATH] = body = zip_bytes(tnews_files)
     server.cut_after = half = len(body) // 2
-    fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    fetch_task(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
     assert server.log == [(PATH, None), (PATH, f"bytes={half}-")]
     assert_installed(tmp_path / "clue", tnews_files)
     assert archives == [body]
@@ -164,11 +164,11 @@ def test_an_interrupted_download_resumes_on_the_next_run(tmp_path, server, tnews
     cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files), **{"download.retries": 0})
     with pytest.raises(UserError, match=rf"^download of {re.escape(server.url)}tnews_public\.zip broke off after {half} bytes "
                                         r"\(.*\); run the command again to resume it, or download it elsewhere"):
-        fetch(cfg)
+        fetch_task(cfg)
     clue = tmp_path / "clue"
     assert listing(clue) == [".tnews_public.zip.part"]  # the start, kept; no task folder
     assert (clue / ".tnews_public.zip.part").read_bytes() == body[:half]
-    fetch(cfg)
+    fetch_task(cfg)
     assert server.log == [(PATH, None), (PATH, f"bytes={half}-")]
     assert_installed(clue, tnews_files)
     assert archives == [body]
@@ -180,7 +180,7 @@ def test_a_server_without_range_support_sends_everything_again(tmp_path, server,
     clue = tmp_path / "clue"
     clue.mkdir()
     (clue / ".tnews_public.zip.part").write_bytes(body[:100])  # left by an interrupted run
-    fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    fetch_task(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
     assert server.log == [(PATH, "bytes=100-")]  # asked for the rest, got a 200 with everything
     assert_installed(clue, tnews_files)
     assert archives == [body]
@@ -191,7 +191,7 @@ def test_a_complete_part_is_not_downloaded_again(tmp_path, server, tnews_files, 
     clue = tmp_path / "clue"
     clue.mkdir()
     (clue / ".tnews_public.zip.part").write_bytes(body)  # a run stopped before unpacking
-    fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+    fetch_task(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
     assert server.log == [(PATH, f"bytes={len(body)}-")]  # answered 416: nothing after the end
     assert_installed(clue, tnews_files)
     assert archives == [body]
@@ -202,7 +202,7 @@ def test_a_sum_mismatch_is_an_error_and_leaves_nothing(tmp_path, server, tnews_f
     server.files[PATH] = zip_bytes(bad)
     url, dest = server.url + "tnews_public.zip", tmp_path / "clue" / "tnews_public"
     with pytest.raises(UserError) as err:
-        fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+        fetch_task(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
     lines = tnews_files["dev.json"].count(b"\n")
     assert str(err.value) == (
         f"{url}: tnews_public/dev.json: sha256 {sha(bad['dev.json'])} ({lines} lines), expected "
@@ -214,7 +214,7 @@ def test_a_sum_mismatch_is_an_error_and_leaves_nothing(tmp_path, server, tnews_f
 def test_a_known_file_missing_from_the_zip_is_an_error(tmp_path, server, tnews_files):
     server.files[PATH] = zip_bytes({n: d for n, d in tnews_files.items() if n != "labels.json"})
     with pytest.raises(UserError, match=r"tnews_public.zip: tnews_public/labels.json: missing; the download"):
-        fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+        fetch_task(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
     assert listing(tmp_path / "clue") == []
 
 
@@ -222,18 +222,18 @@ def test_sums_recorded_by_the_first_download_are_checked_from_then_on(tmp_path, 
     server.files[PATH] = zip_bytes(tnews_files)
     checksums = checksums_file(tmp_path, tnews_files)  # train.json has no known sum
     cfg = config(tmp_path, server.url, checksums)
-    fetch(cfg)
+    fetch_task(cfg)
     clue = tmp_path / "clue"
     manifest = (clue / "SHA256SUMS").read_text()
     assert f"{sha(tnews_files['train.json'])}  tnews_public/train.json\n" in manifest
 
     # The folder in place: verified with no request; a changed file is named with both sums.
-    fetch(cfg)
+    fetch_task(cfg)
     assert len(server.log) == 1
     train, changed = clue / "tnews_public" / "train.json", tnews_files["train.json"] + b"\n"
     train.write_bytes(changed)
     with pytest.raises(UserError) as err:
-        fetch(cfg)
+        fetch_task(cfg)
     assert str(err.value) == (
         f"{train}: sha256 {sha(changed)}, expected {sha(tnews_files['train.json'])} "
         f"as recorded in {clue / 'SHA256SUMS'} by the first download; delete {clue / 'tnews_public'}/ and run "
@@ -246,7 +246,7 @@ def test_sums_recorded_by_the_first_download_are_checked_from_then_on(tmp_path, 
     server.files[PATH] = zip_bytes({**tnews_files, "train.json": tnews_files["train.json"][:-1]})
     with pytest.raises(UserError, match=rf"tnews_public/train.json: sha256 \w+, expected "
                                         rf"{sha(tnews_files['train.json'])} as recorded in"):
-        fetch(cfg)
+        fetch_task(cfg)
     assert listing(clue) == ["SHA256SUMS"]
     assert (clue / "SHA256SUMS").read_text() == manifest
 
@@ -261,13 +261,13 @@ def test_a_corrupt_archive_is_an_error_and_leaves_nothing(tmp_path, server, tnew
     server.files[PATH] = bytes(body)
     with pytest.raises(UserError, match=rf"^{re.escape(server.url)}tnews_public\.zip: not a valid zip archive \(.+\); nothing "
                                         rf"was placed in {re.escape(str(tmp_path))}/clue/tnews_public/; run this again"):
-        fetch(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
+        fetch_task(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
     assert listing(tmp_path / "clue") == []
 
 
 def test_404_names_the_url_the_folder_and_the_alternative(tmp_path, server, tnews_files):
     with pytest.raises(UserError) as err:
-        fetch(config(tmp_path, server.url + "mirror", checksums_file(tmp_path, tnews_files)))
+        fetch_task(config(tmp_path, server.url + "mirror", checksums_file(tmp_path, tnews_files)))
     dest = tmp_path / "clue" / "tnews_public"
     assert str(err.value) == (
         f"cannot download {server.url}mirror/tnews_public.zip (HTTP 404 Not Found) to fill {dest}/: download it "
@@ -287,7 +287,7 @@ def test_no_server_fails_at_once_with_the_url_and_the_folder(tmp_path, tnews_fil
     url = closed_port_url()
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        fetch(config(tmp_path, url, checksums_file(tmp_path, tnews_files)))
+        fetch_task(config(tmp_path, url, checksums_file(tmp_path, tnews_files)))
     assert time.monotonic() - start < 5
     dest = tmp_path / "clue" / "tnews_public"
     assert str(err.value).startswith(f"cannot download {url}tnews_public.zip (connection refused: no server at "
@@ -369,15 +369,15 @@ def test_a_new_tasks_zip_is_checked_for_the_files_its_config_names(tmp_path, ser
     server.files["/ocnli_public.zip"] = zip_bytes({k: v for k, v in files.items() if k != "train.50k.json"})
     with pytest.raises(UserError, match=rf"^{re.escape(server.url)}ocnli_public\.zip: ocnli_public/train\.50k\.json: "
                                         "missing; the download is corrupt"):
-        fetch(cfg)
+        fetch_task(cfg)
     server.files["/ocnli_public.zip"] = zip_bytes(files, "ocnli_public")
-    fetch(cfg)
+    fetch_task(cfg)
     clue = tmp_path / "clue"
     assert {p.name: p.read_bytes() for p in (clue / "ocnli_public").iterdir()} == files
     assert (clue / "SHA256SUMS").read_text() == "".join(f"{sha(files[n])}  ocnli_public/{n}\n" for n in sorted(files))
     (clue / "ocnli_public" / "dev.json").write_bytes(b"changed\n")
     with pytest.raises(UserError, match=r"ocnli_public/dev\.json: sha256 .* as recorded in .*SHA256SUMS"):
-        fetch(cfg)
+        fetch_task(cfg)
 
 
 @requires_shared(SHARED_CLUE / "tnews_public")
@@ -386,7 +386,7 @@ def test_real_tnews_zip_passes_the_shipped_checksums(tmp_path, server):
     server.files[PATH] = zip_bytes(files, "tnews_public")
     cfg = compose(["task=tnews", "model=tiny", f"paths.clue_dir={tmp_path / 'clue'}",
                    f"download.clue_base_url={server.url}", "download.progress=false"])
-    fetch(cfg)
+    fetch_task(cfg)
     assert {p.name: p.read_bytes() for p in (tmp_path / "clue" / "tnews_public").iterdir()} == files
 
 
