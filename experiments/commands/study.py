@@ -11,7 +11,7 @@ from pathlib import Path
 
 from experiments import records
 from experiments.errors import UserError, reported
-from experiments.report.preregistered import main_markdown, tuning_markdown
+from experiments.report.preregistered import frame, main_markdown, tuning_markdown
 
 
 def main(argv=None) -> None:
@@ -20,11 +20,10 @@ def main(argv=None) -> None:
     p.add_argument("folder", type=Path, help="the folder whose runs/ holds the step's records")
     args = p.parse_args(argv)
     with reported():
-        runs = records.load_records(args.folder)
-        everyone = records.load_records(args.folder, records.DONE)
-        if not runs:
+        everyone = frame(records.load_records(args.folder, records.DONE))
+        if not (everyone.status == records.COMPLETE).any():
             raise UserError(f"{args.folder / 'runs'}: no complete run records; run the study's sweep first (make evidence)")
-        text = tuning_markdown(runs) if args.step == "tuning" else main_markdown(runs, everyone)
+        text = tuning_markdown(everyone) if args.step == "tuning" else main_markdown(everyone)
         out = args.folder / ("tuning.md" if args.step == "tuning" else "analysis.md")
         records.write_text_atomic(out, text)
         print(out)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.report.stats import DIVERGED, ci95, column_name, paired_differences, pct
+from experiments.report.formatting import column_name, paired_cell, pct
+from experiments.report.stats import DIVERGED, ci95, paired_differences
 
 ROUND = 4
 
@@ -259,23 +260,16 @@ def best_values(runs: pd.DataFrame, data: pd.DataFrame, key: str) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def paired_text(delta, lo, hi, n) -> str:
-    if n == 0:
-        return "no shared seeds"
-    interval = "" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]"
-    return f"{delta:+.2f}{interval} ({n} seed{'s' * (n > 1)})"
-
-
 def sweep_markdown(best: pd.DataFrame, key: str) -> str:
     lines = [f"## Sweep over `{key}` (`sweep_{key}.png`, numbers in `sweep_{key}.csv`)", "",
              f"Best value of `{key}` by mean best dev accuracy; Δ paired over shared seeds, 95% t-interval in brackets.",
              ""]
     for b in best.itertuples():
         vs_base = "no baseline to pair with" if pd.isna(b.delta_vs_baseline) and b.n_paired == 0 else \
-            paired_text(b.delta_vs_baseline, b.delta_ci_low, b.delta_ci_high, b.n_paired)
+            paired_cell(b.delta_vs_baseline, b.delta_ci_low, b.delta_ci_high, b.n_paired)
         lines.append(f"- {b.task.upper()} [{b.model}] {b.method}: best `{key}={b.best}`, {pct(b.mean)} (n={b.n}); "
                      f"vs baseline {vs_base}; vs the runner-up `{key}={b.runner_up}` "
-                     + paired_text(b.delta_vs_runner_up, b.runner_up_ci_low, b.runner_up_ci_high,
+                     + paired_cell(b.delta_vs_runner_up, b.runner_up_ci_low, b.runner_up_ci_high,
                                    b.n_paired_runner_up) + ".")
     if best.empty:
         lines.append("(no method has two or more values with a complete run)")

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.report.stats import DIVERGED, ci95, column_name, paired_differences
+from experiments.report.formatting import column_name, md_table, mean_cell, paired_cell
+from experiments.report.stats import DIVERGED, ci95, paired_differences
 
 CLEAN = "clean"  # the key of the clean accuracy of the attacked examples in ``of_record``
 SETTINGS = ("kind", "steps", "step_size_ratio", "random_start", "perturb_special_tokens", "max_samples", "weights")
@@ -81,14 +82,12 @@ def cells(s: pd.Series, e: str, method: str) -> tuple[str, str]:
     n = int(s[f"robust_{e}_n"])
     if not n:
         return "", ""
-    mean = f"{s[f'robust_{e}_mean']:.2f}" + ("" if pd.isna(s[f"robust_{e}_std"]) else f" ± {s[f'robust_{e}_std']:.2f}") \
-        + f" (n={n})"
+    mean = mean_cell(s[f"robust_{e}_mean"], s[f"robust_{e}_std"], n)
     pairs = int(s[f"robust_{e}_n_paired"])
     if method == "baseline" or not pairs:
         return mean, "" if method == "baseline" else "no baseline run attacked at this eps"
-    lo, hi = s[f"robust_{e}_delta_ci_low"], s[f"robust_{e}_delta_ci_high"]
-    interval = "" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]"
-    return mean, f"{s[f'robust_{e}_delta_vs_baseline']:+.2f}{interval} ({pairs} seed{'s' * (pairs > 1)})"
+    return mean, paired_cell(s[f"robust_{e}_delta_vs_baseline"], s[f"robust_{e}_delta_ci_low"],
+                             s[f"robust_{e}_delta_ci_high"], pairs)
 
 
 def attack_settings(runs: pd.DataFrame) -> list[dict]:
@@ -131,11 +130,6 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFrame, se
         parts.append(f"### {task.upper()}\n\nMean absolute radius (over runs and examples): {mean_radius}; "
                      f"mean token-embedding norm: {norms}.\n\n" + md_table(pd.DataFrame(rows)))
     return "\n\n".join(parts)
-
-
-def md_table(df: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)])
 
 
 def radii(runs: pd.DataFrame) -> pd.DataFrame:

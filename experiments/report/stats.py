@@ -1,5 +1,5 @@
-"""What the table and its pictures compute from records alike: 95 % t-intervals, paired
-differences over seeds, column names and percentages."""
+"""What the table and its pictures compute from records alike: 95 % t-intervals and paired
+differences over seeds (how they are written: ``formatting``)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,3 @@ def paired_differences(acc: pd.Series, other: pd.DataFrame) -> pd.Series:
     other = other[other.status != DIVERGED].set_index("seed")["best_dev_acc"]
     return (acc - other).dropna()
 
-
-def column_name(row, several_models: bool) -> str:
-    return row.method + (f" [{row.model}]" if several_models else "") + (f" ({row.label})" if row.label else "")
-
-
-def pct(x) -> str:
-    return "" if pd.isna(x) else f"{x:.2f}"

@@ -22,7 +22,8 @@ import pandas as pd
 from experiments import PROJECT_ROOT
 from experiments import records
 from experiments.report import plots, robustness
-from experiments.report.stats import DIVERGED, ci95, column_name, paired_differences, pct
+from experiments.report.formatting import column_name, md_table, mean_cell, paired_cell, pct
+from experiments.report.stats import DIVERGED, ci95, paired_differences
 from experiments.errors import UserError
 
 BLOG_CSV = PROJECT_ROOT / "results" / "reference" / "blog.csv"
@@ -130,16 +131,10 @@ def summarise(runs: pd.DataFrame, keys: list[str], blog_csv=BLOG_CSV, clue_csv=C
     return summary[first + ["n_paired", "n_diverged", *keys, "settings_id", "has_baseline", "label"]]
 
 
-def md_table(df: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)])
-
-
 def summary_cells(s) -> tuple[str, str]:
     """The 'mean ± std (n)' and 'Δ [interval] (pairs)' cells of one summary row."""
     diverged = f", {s['n_diverged']} diverged" if s["n_diverged"] else ""
-    mean = ("–" if pd.isna(s["mean"]) else f"{s['mean']:.2f}") + ("" if pd.isna(s["std"]) else f" ± {s['std']:.2f}") \
-        + f" (n={s['n']}{diverged})"
+    mean = mean_cell(s["mean"], s["std"], s["n"], diverged)
     if s["method"] == "baseline":
         delta = ""
     elif s["n"] == 0:
@@ -149,8 +144,7 @@ def summary_cells(s) -> tuple[str, str]:
     elif s["n_paired"] == 0:
         delta = "no shared seeds"
     else:
-        interval = "" if pd.isna(s["delta_ci_low"]) else f" [{s['delta_ci_low']:+.2f}, {s['delta_ci_high']:+.2f}]"
-        delta = f"{s['delta_vs_baseline']:+.2f}{interval} ({s['n_paired']} seed{'s' * (s['n_paired'] > 1)})"
+        delta = paired_cell(s["delta_vs_baseline"], s["delta_ci_low"], s["delta_ci_high"], s["n_paired"])
     return mean, delta
 
 
