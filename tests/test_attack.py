@@ -20,7 +20,7 @@ from experiments import PROJECT_ROOT
 from experiments.commands import attack as make_attack
 from experiments.config import compose
 from experiments.data import batching
-from experiments.model import classifier
+from experiments.model import encoder
 from experiments import records
 from experiments.commands.run import run
 from experiments.train import loop, optim
@@ -105,10 +105,10 @@ def reference_step(model, batch, delta0, radius, step_size):
     b, length = ids.shape
     ext = tiny_model(vocab=VOCAB + b * length)
     for layer in model.layers:
-        if layer.name != classifier.EMBEDDING_LAYER:
+        if layer.name != encoder.EMBEDDING_LAYER:
             ext.get_layer(layer.name).set_weights(layer.get_weights())
-    e = classifier.embedding_matrix(model).numpy()
-    ext_emb = classifier.embedding_matrix(ext)
+    e = encoder.embedding_matrix(model).numpy()
+    ext_emb = encoder.embedding_matrix(ext)
     ext_emb.assign(np.concatenate([e, (e[ids] + delta0).reshape(b * length, TINY.hidden_size)]))
     ext_ids = np.where(ids != 0, VOCAB + np.arange(b * length).reshape(b, length), 0).astype(np.int32)
     with tf.GradientTape() as tape:
@@ -155,7 +155,7 @@ def test_robust_accuracy_never_rises_with_eps_and_large_eps_flips_predictions(tr
     assert (result.robust[:, 1:] <= result.robust[:, :-1]).all()  # an example broken at eps stays broken above it
     assert accuracy[0.6] < 0.1 < values[0] - 0.5, values  # a large ball flips nearly every right answer
     # The radius of each example, against the formula computed here.
-    rows = classifier.embedding_matrix(model).numpy()[1:].astype(np.float64)
+    rows = encoder.embedding_matrix(model).numpy()[1:].astype(np.float64)
     norm = np.sqrt((rows ** 2).sum(axis=1)).mean()
     tokens = np.array([np.isin(t, (0, CLS, SEP), invert=True).sum() for t in dev.token_ids])
     np.testing.assert_allclose(result.radii, np.outer(norm * np.sqrt(tokens), sorted(epsilons)), rtol=1e-6)

@@ -14,7 +14,7 @@ from bert4keras.tokenizers import Tokenizer
 
 from experiments import PROJECT_ROOT
 from experiments.data import cache, loaders, batching
-from experiments.model import classifier
+from experiments.model import tokenizer as tokenizers
 from experiments.config import compose
 from experiments.errors import UserError
 from experiments.commands.run import run
@@ -119,7 +119,7 @@ def kept_lengths(a: int, b: int, budget: int) -> tuple[int, int]:
 def test_pair_encoding_segments_and_longer_first_truncation(a, b, max_length):
     first, second = "甲乙丙丁戊己庚辛壬癸" * 3, "子丑寅卯辰巳午未申酉戌亥" * 3
     first, second = first[:a], second[:b]
-    vocab = classifier.char_vocab([first + second])
+    vocab = tokenizers.char_vocab([first + second])
     tokenizer = Tokenizer(vocab, do_lower_case=True)
     [ids], [segments] = batching.encode(tokenizer, [first], max_length, texts_b=[second])
     ka, kb = kept_lengths(a, b, max_length - 3)  # [CLS] a [SEP] b [SEP]
@@ -140,7 +140,7 @@ def test_pair_batches_carry_segment_ids():
 def test_cache_key_covers_both_fields_and_the_wsc_marking(tmp_path):
     source = tmp_path / "train.json"
     write_jsonl(source, [{"sentence1": "甲乙", "sentence2": "丙丁", "label": "0"}])
-    tokenizer = Tokenizer(classifier.char_vocab(["甲乙丙丁_[]"]), do_lower_case=True)
+    tokenizer = Tokenizer(tokenizers.char_vocab(["甲乙丙丁_[]"]), do_lower_case=True)
     keys = {cache.cache_key(source, tokenizer, 16, ["甲乙"], ["丙丁"]),
             cache.cache_key(source, tokenizer, 16, ["甲乙"], ["丙"]),      # another second field
             cache.cache_key(source, tokenizer, 16, ["甲乙"], None),        # the first field alone

@@ -11,7 +11,7 @@ import tf_keras as keras
 from omegaconf import OmegaConf
 
 from experiments.train import run_state, loop, optim
-from experiments.model import dropout, classifier, rewrites
+from experiments.model import dropout, encoder, head, rewrites
 from experiments.config import compose
 from experiments.errors import UserError
 from experiments.train.methods.baseline import Baseline
@@ -122,10 +122,10 @@ def test_token_ids_beyond_the_embedding_stop_the_run(tmp_path):
     model = tiny_model()
     source = tmp_path / "train.json"
     fine = [np.array([2, 7, VOCAB - 1, 3], np.int32), np.array([2, 3], np.int32)]
-    classifier.check_token_ids(model, fine, source, "vocab.txt")  # the largest valid id passes
+    encoder.check_token_ids(model, fine, source, "vocab.txt")  # the largest valid id passes
     bad = fine + [np.array([2, 5, VOCAB, 3], np.int32)]
     with pytest.raises(UserError) as err:
-        classifier.check_token_ids(model, bad, source, "/ckpt/vocab.txt")
+        encoder.check_token_ids(model, bad, source, "/ckpt/vocab.txt")
     message = str(err.value)
     assert message.startswith(f"{source}: example 3 has token id {VOCAB}, but the model's embedding has {VOCAB} rows")
     assert "/ckpt/vocab.txt does not belong to this model" in message and "model.checkpoint_dir" in message
@@ -187,7 +187,7 @@ def test_dropout_draws_depend_on_seed_epoch_step_only_and_xla_draws_the_same():
 
 
 def test_prepared_model_draws_every_dropout_from_the_step_key():
-    model = classifier.build_classifier(DROPOUT_BERT, classifier.bert_config(DROPOUT_BERT, VOCAB), 4, seed=0)
+    model = head.build_classifier(DROPOUT_BERT, encoder.bert_config(DROPOUT_BERT, VOCAB), 4, seed=0)
     rewrites.prepare_model(model)
     inputs, labels = repeated_token_batch()
     eval_out = model(inputs, training=False).numpy()
@@ -202,7 +202,7 @@ def test_prepared_model_draws_every_dropout_from_the_step_key():
     assert np.array_equal(train_out(), a) and not np.allclose(a, eval_out)
     # The attention's dropout counts too: with only attention dropout, training differs from eval.
     attention_only = OmegaConf.merge(TINY, {"attention_probs_dropout_prob": 0.5})
-    model2 = classifier.build_classifier(attention_only, classifier.bert_config(attention_only, VOCAB), 4, seed=0)
+    model2 = head.build_classifier(attention_only, encoder.bert_config(attention_only, VOCAB), 4, seed=0)
     rewrites.prepare_model(model2)
     with dropout.KEYS.step():
         assert not np.allclose(model2(inputs, training=True), model2(inputs, training=False))

@@ -7,7 +7,7 @@ import pytest
 from bert4keras.tokenizers import Tokenizer
 
 from experiments.data import masking
-from experiments.model import classifier
+from experiments.model import tokenizer as tokenizers
 
 PAD, UNK, CLS, SEP, MASK = range(5)
 VOCAB = {**{t: i for i, t in enumerate(masking.SPECIAL_TOKENS)}, **{f"t{i}": i for i in range(5, 100)}}
@@ -66,7 +66,7 @@ SENTENCES = ["今天我们一起看看这个新闻的内容非常有意思", "ip
 
 
 def whole_word_case(segment, n=3000):
-    tokenizer = Tokenizer(classifier.char_vocab(SENTENCES), do_lower_case=True)
+    tokenizer = Tokenizer(tokenizers.char_vocab(SENTENCES), do_lower_case=True)
     vocab = tokenizer._token_dict
     special = {vocab["[PAD]"], vocab["[CLS]"], vocab["[SEP]"]}
     texts = [SENTENCES[i % 3] for i in range(n)]

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from experiments.model import classifier
+from experiments.model import encoder
 from experiments.train import loop
 from experiments.errors import UserError
 from experiments.train.methods import cross_entropy
@@ -26,7 +26,7 @@ def loss_of(model, inputs, labels):
 
 def test_fgm_delta_equals_the_dense_formula(batch):
     model = tiny_model()
-    emb = classifier.embedding_matrix(model)
+    emb = encoder.embedding_matrix(model)
     with tf.GradientTape() as tape:
         loss = loss_of(model, *batch)
     sparse = tape.gradient(loss, emb)
@@ -41,7 +41,7 @@ def test_fgm_delta_equals_the_dense_formula(batch):
 def reference_delta(model, batch, eps, training=True):
     """(clean loss, dense FGM perturbation) from a pass with dropout on iff ``training``."""
     inputs, labels = batch
-    emb = classifier.embedding_matrix(model)
+    emb = encoder.embedding_matrix(model)
     with tf.GradientTape() as tape:
         clean = cross_entropy(labels, model(inputs, training=training))
     g = tf.convert_to_tensor(tape.gradient(clean, emb)).numpy()
@@ -51,7 +51,7 @@ def reference_delta(model, batch, eps, training=True):
 def reference_fgm(model, batch, eps, attack_training=True):
     """The blog's recipe with dense tensors: (clean loss, perturbed loss, perturbed gradients).
     The attack gradient's pass has dropout on iff ``attack_training``; the update's always."""
-    emb = classifier.embedding_matrix(model)
+    emb = encoder.embedding_matrix(model)
     e0 = emb.numpy()
     clean, delta = reference_delta(model, batch, eps, attack_training)
     emb.assign(e0 + delta)
@@ -64,7 +64,7 @@ def reference_fgm(model, batch, eps, attack_training=True):
 
 def test_fgm_gradients_equal_the_dense_recipe(batch):
     model = tiny_model()
-    e0 = classifier.embedding_matrix(model).numpy()
+    e0 = encoder.embedding_matrix(model).numpy()
     clean, adv, ref_grads = reference_fgm(model, batch, 0.5)
 
     loss, grads = tf.function(FGM(model, epsilon=0.5))(*batch)
@@ -72,7 +72,7 @@ def test_fgm_gradients_equal_the_dense_recipe(batch):
     assert adv > clean  # the perturbation ascends the loss
     for a, b in zip(dense(grads), dense(ref_grads)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(classifier.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(encoder.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
 
 
 def test_fgm_train_step_equals_reference_update(batch):
@@ -90,7 +90,7 @@ def test_fgm_train_step_equals_reference_update(batch):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
         assert not np.array_equal(a, w0) or a.ndim == 1  # every matrix moved
     # Embedding rows of tokens absent from the batch are exactly as before (no leftover delta).
-    emb_index = [v.name for v in model.weights].index(classifier.embedding_matrix(model).name)
+    emb_index = [v.name for v in model.weights].index(encoder.embedding_matrix(model).name)
     absent = np.setdiff1d(np.arange(VOCAB), np.unique(batch[0][0].numpy()))
     np.testing.assert_array_equal(model.get_weights()[emb_index][absent], start[emb_index][absent])
 
@@ -126,7 +126,7 @@ def test_fgm_attack_gradient_is_taken_with_dropout_off_by_default(batch):
 def test_fgm_with_dropout_equals_the_reference_in_its_attack_mode(batch, fixed_dropout_masks, attack_dropout):
     eps = 0.5
     model = tiny_model(dropout=0.3)
-    e0 = classifier.embedding_matrix(model).numpy()
+    e0 = encoder.embedding_matrix(model).numpy()
     method = FGM(model, epsilon=eps, attack_dropout=attack_dropout)
     delta = tf.convert_to_tensor(tf.function(method.attack)(*batch)).numpy()
     _, same_mode = reference_delta(model, batch, eps, training=attack_dropout)
@@ -139,7 +139,7 @@ def test_fgm_with_dropout_equals_the_reference_in_its_attack_mode(batch, fixed_d
     assert float(loss) == pytest.approx(adv, rel=1e-5)
     for a, b in zip(dense(grads), dense(ref_grads)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(classifier.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(encoder.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
 
 
 def test_fgm_refuses_an_inference_mode_attack_with_accumulate_clean():
@@ -151,7 +151,7 @@ def per_position_reference(model, batch, eps):
     """GP from scratch: the looked-up vectors e_i become one watched tensor (B, L, H) that is
     fed to the network in place of the lookup, so dL/de_i is taken per position directly."""
     inputs, labels = batch
-    layer = model.get_layer(classifier.EMBEDDING_LAYER)
+    layer = model.get_layer(encoder.EMBEDDING_LAYER)
     original_call = layer.call
     layer.call = lambda x, mode="embedding": looked_up if mode == "embedding" else original_call(x, mode)
     try:
@@ -173,7 +173,7 @@ def test_gp_loss_is_the_per_position_formula(batch):
     model = tiny_model()
     clean, expected_total, per_position, ref_grads = per_position_reference(model, batch, eps)
     # Tokens repeat in this batch, so summing per vocabulary row would give another number.
-    emb = classifier.embedding_matrix(model)
+    emb = encoder.embedding_matrix(model)
     with tf.GradientTape() as tape:
         loss = loss_of(model, *batch)
     per_row = tf.convert_to_tensor(tape.gradient(loss, emb)).numpy()

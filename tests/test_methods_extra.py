@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.model import classifier
+from experiments.model import encoder
 from experiments.train import loop
 from experiments.train.methods import cross_entropy
 from experiments.train.methods.fgm import FGM
@@ -46,7 +46,7 @@ def frobenius(x):
 def test_fgm_accumulate_clean_adds_the_clean_gradients(batch):
     eps = 0.5
     model = tiny_model()
-    emb, variables = classifier.embedding_matrix(model), model.trainable_variables
+    emb, variables = encoder.embedding_matrix(model), model.trainable_variables
     e0 = emb.numpy()
     index = [v.ref() for v in variables].index(emb.ref())
     clean, clean_grads = loss_and_grads(model, batch, variables)
@@ -72,7 +72,7 @@ def test_fgm_accumulate_clean_adds_the_clean_gradients(batch):
 def reference_pgd(model, batch, eps, alpha, steps):
     """The PyTorch PGD recipe with dense vocab x hidden tensors: returns the clean and last
     adversarial losses and gradients, and the total perturbation after every ascent step."""
-    emb, variables = classifier.embedding_matrix(model), model.trainable_variables
+    emb, variables = encoder.embedding_matrix(model), model.trainable_variables
     e0 = emb.numpy()
     index = [v.ref() for v in variables].index(emb.ref())
     clean, clean_grads = loss_and_grads(model, batch, variables)
@@ -94,7 +94,7 @@ def reference_pgd(model, batch, eps, alpha, steps):
 @pytest.mark.parametrize("eps, alpha, steps", [(1.0, 0.3, 3), (0.5, 0.3, 3)])  # the defaults; a binding ball
 def test_pgd_equals_the_dense_recipe(batch, eps, alpha, steps):
     model = tiny_model()
-    e0 = classifier.embedding_matrix(model).numpy()
+    e0 = encoder.embedding_matrix(model).numpy()
     clean, adv, clean_grads, adv_grads, history = reference_pgd(model, batch, eps, alpha, steps)
     assert adv > clean  # the ascent ascends
     if eps < alpha * steps:  # the projection really acted in this case
@@ -103,7 +103,7 @@ def test_pgd_equals_the_dense_recipe(batch, eps, alpha, steps):
     loss, grads = traced(PGD(model, epsilon=eps, alpha=alpha, steps=steps))(*batch)
     assert float(loss) == pytest.approx(clean + adv, rel=1e-5)
     assert_grads_close(grads, [c + a for c, a in zip(clean_grads, adv_grads)])
-    np.testing.assert_array_equal(classifier.embedding_matrix(model).numpy(), e0)  # restored bit-exact
+    np.testing.assert_array_equal(encoder.embedding_matrix(model).numpy(), e0)  # restored bit-exact
 
 
 def test_pgd_perturbation_never_leaves_the_ball(batch):
@@ -111,7 +111,7 @@ def test_pgd_perturbation_never_leaves_the_ball(batch):
     always, the ball is reached (alpha * steps > eps), rows outside the batch never move."""
     eps, alpha, steps = 0.5, 0.4, 5
     model = tiny_model()
-    emb = classifier.embedding_matrix(model)
+    emb = encoder.embedding_matrix(model)
     e0 = emb.numpy()
     absent = np.setdiff1d(np.arange(VOCAB), np.unique(batch[0][0].numpy()))
     method = PGD(model, epsilon=eps, alpha=alpha, steps=steps)
@@ -146,10 +146,10 @@ def reference_freelb(model, batch, delta0, adv_steps, adv_lr, adv_max_norm):
     hidden = TINY.hidden_size
     ext = tiny_model(vocab=VOCAB + b * length)
     for layer in model.layers:
-        if layer.name != classifier.EMBEDDING_LAYER:
+        if layer.name != encoder.EMBEDDING_LAYER:
             ext.get_layer(layer.name).set_weights(layer.get_weights())
     ext_ids = np.where(ids != 0, VOCAB + np.arange(b * length).reshape(b, length), 0).astype(np.int32)
-    ext_emb, emb = classifier.embedding_matrix(ext), classifier.embedding_matrix(model)
+    ext_emb, emb = encoder.embedding_matrix(ext), encoder.embedding_matrix(model)
     index = [v.ref() for v in model.trainable_variables].index(emb.ref())
     real = (ids != 0)[..., None].astype(np.float32)
     e, delta, losses, step_grads, projected = emb.numpy(), delta0, [], [], 0
@@ -180,7 +180,7 @@ def reference_freelb(model, batch, delta0, adv_steps, adv_lr, adv_max_norm):
                           (4, 0.3, 0.5, 0.35)])   # a projection that acts
 def test_freelb_equals_the_reference_and_averages_the_steps(batch, adv_steps, adv_lr, adv_init_mag, adv_max_norm):
     model = tiny_model()
-    emb = classifier.embedding_matrix(model)
+    emb = encoder.embedding_matrix(model)
     e0 = emb.numpy()
     ids = batch[0][0].numpy()
     noise = np.random.default_rng(3).uniform(-1, 1, size=ids.shape + (TINY.hidden_size,)).astype(np.float32)
@@ -199,7 +199,7 @@ def test_freelb_equals_the_reference_and_averages_the_steps(batch, adv_steps, ad
     assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
     assert_grads_close(grads, expected)
     np.testing.assert_array_equal(emb.numpy(), e0)
-    assert "call" not in vars(model.get_layer(classifier.EMBEDDING_LAYER))  # the hook is gone
+    assert "call" not in vars(model.get_layer(encoder.EMBEDDING_LAYER))  # the hook is gone
 
 
 def test_freelb_initial_delta_lies_on_real_tokens_within_init_mag(batch):

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from experiments.commands import bench
 from experiments.data import fetch
-from experiments.model import classifier
+from experiments.model import encoder, head, tokenizer as tokenizers
 from experiments.config import compose
 from experiments.errors import UserError
 from experiments.train.methods.fgm import FGM
@@ -45,8 +45,8 @@ def model_cfg(name, folder):
 
 def build(name, folder, num_labels=4):
     cfg = model_cfg(name, folder)
-    _, vocab = classifier.load_tokenizer(cfg, [])
-    return classifier.build_classifier(cfg, classifier.bert_config(cfg, len(vocab)), num_labels, seed=0)
+    _, vocab = tokenizers.load_tokenizer(cfg, [])
+    return head.build_classifier(cfg, encoder.bert_config(cfg, len(vocab)), num_labels, seed=0)
 
 
 @pytest.mark.parametrize("name", RELEASES)
@@ -56,7 +56,7 @@ def test_each_config_names_its_release(name):
     assert (cfg.family, dict(cfg.files)) == (family, files)
     assert (cfg.url is None) == (name in NO_URL) and cfg.source
     assert OmegaConf.select(cfg, "cpu_friendly", default=False) is (name == "albert_tiny_zh")
-    assert set(cfg.shape) >= set(classifier.SHAPE_KEYS) and cfg.learning_rate > 0
+    assert set(cfg.shape) >= set(encoder.SHAPE_KEYS) and cfg.learning_rate > 0
 
 
 @pytest.mark.parametrize("name", RELEASES)
@@ -65,15 +65,15 @@ def test_loading_gives_exactly_the_saved_weights(releases, name):
     model = build(name, folder)
     used = {k: v for k, v in arrays.items() if not k.startswith(UNUSED_PREFIXES)}
     top = "electra" if RELEASES[name][0] == "electra" else "bert"
-    np.testing.assert_array_equal(classifier.embedding_matrix(model).numpy(), arrays[f"{top}/embeddings/word_embeddings"])
-    encoder = [w for w in model.trainable_weights if not w.name.startswith("classifier")]
+    np.testing.assert_array_equal(encoder.embedding_matrix(model).numpy(), arrays[f"{top}/embeddings/word_embeddings"])
+    encoder_weights = [w for w in model.trainable_weights if not w.name.startswith("classifier")]
     # Each encoder weight is one saved array, bit for bit, and each saved array is used:
     # nothing is left at its random initial value, nothing saved is skipped.
-    matches = [[k for k, v in used.items() if w.shape == v.shape and np.array_equal(w.numpy(), v)] for w in encoder]
-    assert all(len(m) == 1 for m in matches), [w.name for w, m in zip(encoder, matches) if len(m) != 1]
+    matches = [[k for k, v in used.items() if w.shape == v.shape and np.array_equal(w.numpy(), v)] for w in encoder_weights]
+    assert all(len(m) == 1 for m in matches), [w.name for w, m in zip(encoder_weights, matches) if len(m) != 1]
     assert sorted(k for m in matches for k in m) == sorted(used)
     if RELEASES[name][0] == "albert":  # one shared layer, factorised embeddings projected up
-        assert classifier.embedding_matrix(model).shape == (len(fixture_vocab()), 16)
+        assert encoder.embedding_matrix(model).shape == (len(fixture_vocab()), 16)
         assert model.get_layer("Embedding-Mapping").kernel.shape == (16, 32)
 
 
@@ -81,13 +81,13 @@ def test_loading_gives_exactly_the_saved_weights(releases, name):
 def test_fgm_step_equals_the_dense_reference(releases, family):
     folder, _ = releases[BY_FAMILY[family]]
     model, batch = build(BY_FAMILY[family], folder), repeated_token_batch()
-    e0 = classifier.embedding_matrix(model).numpy()
+    e0 = encoder.embedding_matrix(model).numpy()
     clean, adv, ref_grads = reference_fgm(model, batch, 0.5)
     loss, grads = tf.function(FGM(model, epsilon=0.5))(*batch)
     assert float(loss) == pytest.approx(adv, rel=1e-5) and adv > clean
     for a, b in zip(dense(grads), dense(ref_grads)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(classifier.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(encoder.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("family", BY_FAMILY)
@@ -96,7 +96,7 @@ def test_gp_step_equals_the_dense_reference(releases, family):
     model, batch = build(BY_FAMILY[family], folder), repeated_token_batch()
     clean, expected_total, per_position, ref_grads = per_position_reference(model, batch, 1.0)
     # The penalty is on the looked-up token embeddings: embedding_size wide where factorised.
-    assert per_position.shape[-1] == classifier.embedding_matrix(model).shape[-1]
+    assert per_position.shape[-1] == encoder.embedding_matrix(model).shape[-1]
     total, grads = tf.function(GradientPenalty(model, epsilon=1.0))(*batch)
     assert float(total) == pytest.approx(expected_total, rel=1e-5) and float(total) > clean
     by_name = dict(zip([v.name for v in model.trainable_variables], dense(grads)))
@@ -126,7 +126,7 @@ def test_a_run_of_each_family_trains_from_the_checkpoint(releases, tmp_path, nam
     top = "electra" if RELEASES[name][0] == "electra" else "bert"
     trained = build(name, folder, num_labels=record["num_labels"])
     trained.load_weights(record["best_weights"])
-    start, trained = arrays[f"{top}/embeddings/word_embeddings"], classifier.embedding_matrix(trained).numpy()
+    start, trained = arrays[f"{top}/embeddings/word_embeddings"], encoder.embedding_matrix(trained).numpy()
     mask, cls = fixture_vocab().index("[MASK]"), fixture_vocab().index("[CLS]")
     np.testing.assert_array_equal(trained[mask], start[mask])
     assert not np.allclose(trained[cls], start[cls], rtol=0, atol=1e-4)
@@ -145,7 +145,7 @@ def test_a_missing_checkpoint_file_is_named(releases, tmp_path, name):
     for missing in (f"{files['checkpoint']}.index", files["config"], files["vocab"]):
         broken = copy_without(folder, tmp_path / missing, drop=missing)
         with pytest.raises(UserError) as err:
-            classifier.load_tokenizer(model_cfg(name, broken), [])
+            tokenizers.load_tokenizer(model_cfg(name, broken), [])
         assert str(err.value) == (f"{broken / missing}: missing from the checkpoint folder of model={name}; run "
                                   f"`make model MODEL={name}` to check the folder, or fetch it again")
 
@@ -158,10 +158,10 @@ def test_a_vocab_from_another_checkpoint_is_an_error(releases, tmp_path, name):
     with (other / files["vocab"]).open("a", encoding="utf-8") as f:
         f.write("[unused1]\n")
     cfg = model_cfg(name, other)
-    _, vocab = classifier.load_tokenizer(cfg, [])
+    _, vocab = tokenizers.load_tokenizer(cfg, [])
     n = len(fixture_vocab())
     with pytest.raises(UserError) as err:
-        classifier.bert_config(cfg, len(vocab))
+        encoder.bert_config(cfg, len(vocab))
     assert str(err.value) == (f"{other / files['config']}: vocab_size is {n} but {files['vocab']} has {n + 1} tokens; "
                               "the config and vocab come from different checkpoints")
 
@@ -261,7 +261,7 @@ def test_albert_with_several_layer_groups_is_refused_in_one_line(tmp_path):
     write_release(tmp_path, "albert_tiny_zh", fixture_vocab(), num_hidden_groups=12)
     cfg = model_cfg("albert_tiny_zh", tmp_path)
     with pytest.raises(UserError) as err:
-        classifier.bert_config(cfg, len(fixture_vocab()))
+        encoder.bert_config(cfg, len(fixture_vocab()))
     assert str(err.value) == (f"{tmp_path / 'albert_config_tiny_g.json'}: num_hidden_groups is 12, but bert4keras reads "
                               "only ALBERT's group_0/inner_group_0 (one shared layer), so this release would load "
                               "wrong; use an ALBERT release with num_hidden_groups 1 (albert_tiny_zh, albert_base_zh)")

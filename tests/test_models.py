@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.model import classifier
+from experiments.model import encoder, head, tokenizer as tokenizers
 from experiments.errors import UserError
 from tests.google_checkpoint import fixture_vocab, write_google_checkpoint
 
@@ -30,10 +30,10 @@ def test_checkpoint_has_google_layout(checkpoint):
 def test_bert_base_loads_the_saved_weights_exactly(checkpoint):
     folder, arrays = checkpoint
     cfg = OmegaConf.create({"name": "bert_base", "checkpoint_dir": str(folder)})
-    tokenizer, vocab = classifier.load_tokenizer(cfg, [])
-    model = classifier.build_classifier(cfg, classifier.bert_config(cfg, len(vocab)), num_labels=3, seed=0)
+    tokenizer, vocab = tokenizers.load_tokenizer(cfg, [])
+    model = head.build_classifier(cfg, encoder.bert_config(cfg, len(vocab)), num_labels=3, seed=0)
 
-    np.testing.assert_array_equal(classifier.embedding_matrix(model).numpy(), arrays["bert/embeddings/word_embeddings"])
+    np.testing.assert_array_equal(encoder.embedding_matrix(model).numpy(), arrays["bert/embeddings/word_embeddings"])
     q = model.get_layer("Transformer-1-MultiHeadSelfAttention").weights[0].numpy()
     np.testing.assert_array_equal(q, arrays["bert/encoder/layer_1/attention/self/query/kernel"])
     # Every saved encoder/embedding array is some model weight, bit for bit (the pooler is unused).
@@ -53,19 +53,19 @@ def test_missing_checkpoint_file_is_named(checkpoint, tmp_path):
             (broken / f.name).write_bytes(f.read_bytes())
     cfg = OmegaConf.create({"name": "bert_base", "checkpoint_dir": str(broken)})
     with pytest.raises(UserError, match=r"bert_model\.ckpt\.index: missing"):
-        classifier.load_tokenizer(cfg, [])
+        tokenizers.load_tokenizer(cfg, [])
 
 
 def test_vocab_size_mismatch_is_an_error(checkpoint):
     folder, _ = checkpoint
     cfg = OmegaConf.create({"name": "bert_base", "checkpoint_dir": str(folder)})
     with pytest.raises(UserError, match="vocab_size is .* but vocab.txt has 7 tokens"):
-        classifier.bert_config(cfg, 7)
+        encoder.bert_config(cfg, 7)
 
 
 def test_char_vocab_covers_training_text():
-    vocab = classifier.char_vocab(["足球比赛", "NBA球星", "足球"])
-    assert list(vocab)[:5] == classifier.SPECIAL_TOKENS
+    vocab = tokenizers.char_vocab(["足球比赛", "NBA球星", "足球"])
+    assert list(vocab)[:5] == tokenizers.SPECIAL_TOKENS
     assert list(vocab)[5:7] == ["球", "足"]  # most frequent first, ties by character
     from bert4keras.tokenizers import Tokenizer
 
@@ -77,8 +77,8 @@ def test_tiny_model_matrices_are_distinct_and_seeded():
     cfg = OmegaConf.create({"name": "tiny", "checkpoint_dir": None, "hidden_size": 16, "num_hidden_layers": 2,
                             "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 32,
                             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
-    a = classifier.build_classifier(cfg, classifier.bert_config(cfg, 50), 3, seed=1)
-    b = classifier.build_classifier(cfg, classifier.bert_config(cfg, 50), 3, seed=1)
+    a = head.build_classifier(cfg, encoder.bert_config(cfg, 50), 3, seed=1)
+    b = head.build_classifier(cfg, encoder.bert_config(cfg, 50), 3, seed=1)
     q0 = a.get_layer("Transformer-0-MultiHeadSelfAttention").weights[0].numpy()
     q1 = a.get_layer("Transformer-1-MultiHeadSelfAttention").weights[0].numpy()
     assert not np.array_equal(q0, q1)

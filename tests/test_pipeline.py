@@ -11,7 +11,7 @@ import experiments  # noqa: F401  (TF_KERAS before bert4keras)
 from bert4keras.tokenizers import Tokenizer
 from experiments.data import cache, batching
 from experiments.train import run_state, loop
-from experiments.model import classifier
+from experiments.model import tokenizer
 from experiments.config import compose
 from experiments.commands.run import run
 from tests.conftest import CLASS_WORDS, tiny_overrides, write_jsonl
@@ -20,7 +20,7 @@ TEXTS = ["今天天气很好", "股票大涨", "我们一起看电影吧", "手�
 
 
 def tokenizer_for(texts):
-    return Tokenizer(classifier.char_vocab(texts), do_lower_case=True)
+    return Tokenizer(tokenizer.char_vocab(texts), do_lower_case=True)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from scipy.special import erf, log_softmax
 from experiments import PROJECT_ROOT
 from experiments.config import compose
 from experiments.errors import UserError
-from experiments.model import classifier, export, mlm
+from experiments.model import encoder, export, head, mlm, tokenizer as tokenizers
 from experiments.commands.pretrain import pretrain
 from experiments import records
 from experiments.report import summary
@@ -79,7 +79,7 @@ def tiny_mlm(seed=0):
     cfg = OmegaConf.create({"name": "tiny", "family": "bert", "checkpoint_dir": None, "hidden_size": 16,
                             "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
                             "max_position_embeddings": 32, **DROPOUT_FREE})
-    return mlm.build_mlm(cfg, classifier.bert_config(cfg, 40), seed)
+    return mlm.build_mlm(cfg, encoder.bert_config(cfg, 40), seed)
 
 
 def test_mlm_loss_is_the_numpy_cross_entropy_of_the_masked_positions_only():
@@ -100,7 +100,7 @@ def test_mlm_loss_is_the_numpy_cross_entropy_of_the_masked_positions_only():
     x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12)
     norm = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in masked.encoder.layers["MLM-Norm"].weights}
     x = x * norm["gamma"] + norm["beta"]
-    embeddings = classifier.embedding_matrix(masked.model).numpy()
+    embeddings = encoder.embedding_matrix(masked.model).numpy()
     full = x @ embeddings.T + masked.encoder.layers["MLM-Bias"].weights[0].numpy()  # (batch, length, vocab)
     np.testing.assert_allclose(logits, np.take_along_axis(full, positions[..., None], 1), rtol=1e-4, atol=1e-5)
     at_positions = np.take_along_axis(log_softmax(full, -1), positions[..., None], 1)  # (batch, P, vocab)
@@ -162,7 +162,7 @@ def test_a_scratch_folder_loads_through_the_run_path_with_the_saved_weights(lear
         "cls/predictions/transform/LayerNorm/gamma", "cls/predictions/transform/LayerNorm/beta",
         "cls/predictions/output_bias"}
     cfg = compose(tiny_overrides(corpus, tmp_path, extra={"model.checkpoint_dir": folder}))
-    _, model = classifier.load_classifier(cfg, [], len(CLASS_WORDS))
+    _, model = head.load_classifier(cfg, [], len(CLASS_WORDS))
     assert_every_encoder_weight_is_one_saved_array(model, arrays, unused=("cls/",))
 
 
@@ -170,9 +170,9 @@ def assert_every_encoder_weight_is_one_saved_array(model, arrays, unused):
     """Each encoder weight of the classifier is exactly one saved array, and every saved array
     (but ``unused`` prefixes: the MLM head, the pooler) is one of them."""
     used = {k: v for k, v in arrays.items() if not k.startswith(unused)}
-    encoder = [w for w in model.trainable_weights if not w.name.startswith("classifier")]
-    matches = [[k for k, v in used.items() if w.shape == v.shape and np.array_equal(w.numpy(), v)] for w in encoder]
-    assert all(len(m) == 1 for m in matches), [w.name for w, m in zip(encoder, matches) if len(m) != 1]
+    encoder_weights = [w for w in model.trainable_weights if not w.name.startswith("classifier")]
+    matches = [[k for k, v in used.items() if w.shape == v.shape and np.array_equal(w.numpy(), v)] for w in encoder_weights]
+    assert all(len(m) == 1 for m in matches), [w.name for w, m in zip(encoder_weights, matches) if len(m) != 1]
     assert sorted(k for m in matches for k in m) == sorted(used)
 
 
@@ -212,7 +212,7 @@ def test_continued_pretraining_writes_its_familys_release_layout(corpus, tmp_pat
     # Through the run path, into the classifier: every encoder weight is what was saved.
     run_overrides = [o for o in tiny_overrides(corpus, tmp_path, extra={"model": name, "model.checkpoint_dir": folder})
                      if o.split("=")[0] not in TINY]
-    _, model = classifier.load_classifier(compose(run_overrides), [], len(CLASS_WORDS))
+    _, model = head.load_classifier(compose(run_overrides), [], len(CLASS_WORDS))
     assert_every_encoder_weight_is_one_saved_array(model, arrays, unused=("cls/", "bert/pooler/"))
 
 
@@ -222,7 +222,7 @@ def test_tapt_starts_from_the_checkpoints_weights(tmp_path, head):
     checkpoint's; the MLM head too where the release ships it, else fresh (and the record says so)."""
     arrays = write_release(tmp_path, "bert_base", fixture_vocab(), mlm_head=head, **DROPOUT_FREE)
     cfg = compose(["model=bert_base", f"model.checkpoint_dir={tmp_path}"], config_name="pretraining").model
-    config = classifier.bert_config(cfg, len(fixture_vocab()))
+    config = encoder.bert_config(cfg, len(fixture_vocab()))
     masked = mlm.build_mlm(cfg, config, seed=0, checkpoint=str(tmp_path / "bert_model.ckpt"))
     assert masked.head_source == ("checkpoint" if head else "fresh")
     expected = {k: v for k, v in arrays.items() if not k.startswith("bert/pooler/")}
@@ -383,7 +383,7 @@ def test_pair_and_wsc_corpora_are_the_runs_texts_and_segments(tmp_path):
     assert texts.texts[:100] == pairs.texts and texts.texts_b[:100] == pairs.texts_b
     wsc = loaders.load_task(clue, compose(["task=cluewsc2020"]).task)[1]
     assert texts.texts[120:220] == wsc.texts and texts.texts[120].startswith("_") and "[" in texts.texts[120]
-    vocab = classifier.char_vocab(texts.texts + [b for b in texts.texts_b if b])
+    vocab = tokenizers.char_vocab(texts.texts + [b for b in texts.texts_b if b])
     tokenizer = Tokenizer(vocab, do_lower_case=True)
     special = {vocab["[PAD]"], vocab["[CLS]"], vocab["[SEP]"]}
     data = corpus.tokenize(tokenizer, texts.texts, texts.texts_b, 64, special, whole_words=False)

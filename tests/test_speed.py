@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from experiments.commands import bench
-from experiments.model import classifier, rewrites
+from experiments.model import encoder, head, rewrites
 from experiments.train import loop, optim
 from experiments.config import compose
 from experiments.train.methods.fgm import FGM, fgm_delta
@@ -36,7 +36,7 @@ def batch():
 
 def build(precision="float32", prepared=True, weights=None):
     optim.set_precision(precision)
-    model = classifier.build_classifier(TINY, classifier.bert_config(TINY, VOCAB), LABELS, seed=0)
+    model = head.build_classifier(TINY, encoder.bert_config(TINY, VOCAB), LABELS, seed=0)
     if weights is not None:
         model.set_weights(weights)
     if prepared:
@@ -93,9 +93,9 @@ def test_step_under_each_option_matches_float32(batch, method, precision, jit_co
     assert loss == pytest.approx(ref_loss, rel=tolerance)
     assert relative_error(grads, ref_grads) < tolerance
     # The perturbation is undone: the embedding matrix (float32 under every policy) is back.
-    emb = classifier.embedding_matrix(model)
+    emb = encoder.embedding_matrix(model)
     assert emb.dtype == tf.float32
-    np.testing.assert_allclose(emb.numpy(), classifier.embedding_matrix(reference).numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(emb.numpy(), encoder.embedding_matrix(reference).numpy(), rtol=0, atol=1e-6)
 
 
 def test_perturbation_is_float32_whatever_the_gradient_dtype():
@@ -113,7 +113,7 @@ def test_perturbation_is_float32_whatever_the_gradient_dtype():
     model = build("mixed_float16")
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(model((tf.constant([[2, 7, 3]]), tf.zeros((1, 3), tf.int32)), training=True))
-    assert tape.gradient(loss, classifier.embedding_matrix(model)).values.dtype == tf.float32
+    assert tape.gradient(loss, encoder.embedding_matrix(model)).values.dtype == tf.float32
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
@@ -134,7 +134,7 @@ def test_layer_norm_runs_in_float32_under_float16(batch):
     up so that they do, only the float32 LayerNorm of prepare_model keeps the gradients."""
     reference = build()
     weights = reference.get_weights()
-    emb_index = [w.name for w in reference.weights].index(classifier.embedding_matrix(reference).name)
+    emb_index = [w.name for w in reference.weights].index(encoder.embedding_matrix(reference).name)
     weights[emb_index] = weights[emb_index] * 1e5
     reference.set_weights(weights)
     _, ref_grads = gradients(reference, "gp", batch)

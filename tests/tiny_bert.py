@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from experiments.model import classifier
+from experiments.model import encoder, head
 
 TINY = OmegaConf.create({"name": "tiny", "checkpoint_dir": None, "hidden_size": 16, "num_hidden_layers": 2,
                          "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 32,
@@ -17,7 +17,7 @@ def tiny_model(vocab=VOCAB, seed=0, dropout=0.0):
     """The tiny BERT; ``dropout`` > 0 gives it Dropout layers (hidden and attention), to tell
     training-mode passes from inference-mode ones."""
     cfg = OmegaConf.merge(TINY, {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout})
-    return classifier.build_classifier(cfg, classifier.bert_config(cfg, vocab), LABELS, seed=seed)
+    return head.build_classifier(cfg, encoder.bert_config(cfg, vocab), LABELS, seed=seed)
 
 
 def repeated_token_batch():

@@ -80,12 +80,12 @@ def model_config(name: str):
 def build_model(model_cfg, layers: int | None = None, precision: str = "float32"):
     """The classifier of ``model_cfg``'s family and shape (its first ``layers`` layers), random
     weights, under ``precision`` and prepared as a run prepares its model; and its encoder config."""
-    from experiments.model import classifier, rewrites
+    from experiments.model import encoder, head, rewrites
     from experiments.train import optim
 
     optim.set_precision(precision)
-    shape = classifier.shape_config(model_cfg, layers)
-    model = classifier.build_classifier(model_cfg, shape, 15, seed=0, load_weights=False)
+    shape = encoder.shape_config(model_cfg, layers)
+    model = head.build_classifier(model_cfg, shape, 15, seed=0, load_weights=False)
     rewrites.prepare_model(model, precision)
     return model, shape
 
@@ -263,7 +263,7 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     from experiments.machine import environment
-    from experiments.model import classifier, release
+    from experiments.model import encoder, release
 
     tf.get_logger().setLevel("ERROR")  # one retracing warning per method otherwise
     environment.seed_everything(0)  # as a run does (op determinism included)
@@ -307,7 +307,7 @@ def main(argv=None) -> dict:
     result = {
         "command": " ".join(["python -m experiments.commands.bench", *(argv if argv is not None else sys.argv[1:])]),
         "model": {"name": model_cfg.name, "family": release.family(model_cfg), "parameters": model.count_params(),
-                  "layers_of": classifier.shape_config(model_cfg)["num_hidden_layers"]},
+                  "layers_of": encoder.shape_config(model_cfg)["num_hidden_layers"]},
         "shape": {"vocab": vocab, "hidden": shape["hidden_size"], "layers": shape["num_hidden_layers"],
                   "heads": shape["num_attention_heads"], "intermediate": shape["intermediate_size"],
                   "embedding": shape.get("embedding_size", shape["hidden_size"]), "seq": args.seq, "batch": args.batch},

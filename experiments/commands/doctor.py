@@ -209,7 +209,7 @@ def check_train_steps(report: Report, cfg, gpus: list, names: list[str], n_steps
     import tensorflow as tf
 
     from experiments.machine import environment
-    from experiments.model import classifier
+    from experiments.model import encoder
 
     plan = GPU_STEPS if gpus else CPU_STEPS
     model_cfg = cfg.model if gpus else config.compose(["model=" + CPU_STEPS["model"]]).model
@@ -222,7 +222,7 @@ def check_train_steps(report: Report, cfg, gpus: list, names: list[str], n_steps
                    f"{'GPU 0' if gpus else 'the CPU'}; precision={t.precision} jit_compile={t.jit_compile} "
                    f"deterministic={t.deterministic} tf32={t.tf32}")
     inputs, labels = bench.synthetic_batch(plan["batch"], plan["seq"], shape["vocab_size"], np.random.default_rng(0))
-    embeddings = classifier.embedding_matrix(model)
+    embeddings = encoder.embedding_matrix(model)
     seconds = {}
     for name, trainer in bench.make_trainers(model, names, plan["batch"], t.precision, t.jit_compile,
                                              float(t.learning_rate)).items():
@@ -236,7 +236,7 @@ def check_pretrain_step(report: Report, model_cfg, plan: dict, n_steps: int) -> 
     """`make pretrain`'s train step on the same shape: the masked-LM model (random weights, its head
     on the gathered masked positions), AdamW, a batch masked as BERT masks; the loss must be finite."""
     from experiments.data import masking
-    from experiments.model import classifier, mlm, rewrites
+    from experiments.model import encoder, mlm, rewrites
     from experiments.model.release import family
     from experiments.train import optim
     from experiments.train.pretraining import Pretrainer, as_inputs
@@ -245,7 +245,7 @@ def check_pretrain_step(report: Report, model_cfg, plan: dict, n_steps: int) -> 
         report.line(NOTE, "pretrain", f"model={model_cfg.name} ({family(model_cfg)}) has no masked-LM head: "
                     "`make pretrain` refuses it")
         return
-    config = classifier.shape_config(model_cfg, plan.get("layers"))
+    config = encoder.shape_config(model_cfg, plan.get("layers"))
     masked = mlm.build_mlm(OmegaConf.merge(model_cfg, {"checkpoint_dir": None}), config, seed=0)
     rewrites.prepare_model(masked.model)
     vocab, rng = config["vocab_size"], np.random.default_rng(0)

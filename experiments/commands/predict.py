@@ -44,7 +44,7 @@ def find_record(run: str | Path) -> tuple[Path, dict]:
 def load_run(record: dict):
     """Rebuild a run's tokenizer and model with its best-dev weights."""
     from experiments.data import loaders
-    from experiments.model import classifier
+    from experiments.model import head
     from experiments.train import loop, optim
 
     cfg = OmegaConf.create(record["config"])
@@ -54,7 +54,7 @@ def load_run(record: dict):
                         "or its checkpoints folder was removed: rerun it")
     label_ids, train, _ = loaders.load_task(cfg.paths.clue_dir, cfg.task)  # train texts: the tiny model's vocab
     optim.set_precision(cfg.trainer.precision)
-    tokenizer, model = classifier.load_classifier(cfg, train.all_texts(), len(label_ids))
+    tokenizer, model = head.load_classifier(cfg.model, train.all_texts(), len(label_ids), cfg.task.max_length, cfg.seed)
     model.load_weights(weights)
     trainer = loop.Trainer(model, None, None, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     return cfg, label_ids, tokenizer, trainer

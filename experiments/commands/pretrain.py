@@ -165,22 +165,16 @@ class Job:
 def build(cfg: DictConfig, plan: Plan) -> Job:
     """Seed; read and tokenise the corpus; the vocabulary, the masked-LM model (from the
     checkpoint, or random), AdamW on BERT's schedule, the loop and its state (restored if resuming)."""
-    from bert4keras.tokenizers import Tokenizer, load_vocab
-
     from experiments.data import batching, corpus, masking
-    from experiments.model import classifier, mlm, rewrites
+    from experiments.model import encoder, mlm, rewrites, tokenizer as tokenizers
     from experiments.train import monitor, optim, run_state, schedule
     from experiments.train.pretraining import Pretrainer, held_out_batches
 
     p = cfg.pretrain
     environment.seed_everything(cfg.seed, deterministic=p.deterministic)
     texts = corpus.read_texts(cfg.paths.clue_dir, plan.tasks, list(p.corpus.splits), p.corpus.max_texts)
-    if plan.checkpoint is not None:
-        tokenizer, vocab = classifier.load_tokenizer(cfg.model, [])
-    else:
-        vocab = load_vocab(p.vocab) if p.vocab else classifier.char_vocab(texts.texts + [b for b in texts.texts_b if b])
-        tokenizer = Tokenizer(vocab, do_lower_case=True)
-    bert_config = classifier.bert_config(cfg.model, len(vocab))
+    tokenizer, vocab = tokenizers.load_tokenizer(cfg.model, texts.texts + [b for b in texts.texts_b if b], p.vocab)
+    bert_config = encoder.bert_config(cfg.model, len(vocab))
     if p.max_length > bert_config["max_position_embeddings"]:
         raise UserError(f"pretrain.max_length={p.max_length} is above the model's max_position_embeddings="
                         f"{bert_config['max_position_embeddings']}; lower it")

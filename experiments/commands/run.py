@@ -84,7 +84,7 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
     """Seed, load the task and the model, tokenize (through the token cache), and put together
     the optimizer, the method, the trainer and its run state (restored if resuming)."""
     from experiments.data import batching, cache, loaders
-    from experiments.model import classifier, release, rewrites
+    from experiments.model import encoder, head, release, rewrites
     from experiments.train import methods, monitor, optim, run_state, schedule
     from experiments.train.loop import Trainer
 
@@ -92,7 +92,8 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
     environment.set_tf32(cfg.trainer.tf32)
     label_ids, train_split, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)
     optim.set_precision(cfg.trainer.precision)
-    tokenizer, model = classifier.load_classifier(cfg, train_split.all_texts(), len(label_ids))
+    tokenizer, model = head.load_classifier(cfg.model, train_split.all_texts(), len(label_ids), cfg.task.max_length,
+                                            cfg.seed)
     rewrites.prepare_model(model, cfg.trainer.precision)
     log.info("%s: %d train / %d dev examples, %d classes", cfg.task.name,
              len(train_split.texts), len(dev_split.texts), len(label_ids))
@@ -103,7 +104,7 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
     tokenize_seconds = time.perf_counter() - tokenize_start
     folder = loaders.task_dir(cfg.paths.clue_dir, cfg.task)
     for split, file in ((train, cfg.task.train_file), (dev, cfg.task.dev_file)):  # on a GPU a bad id embeds as 0s
-        classifier.check_token_ids(model, split.token_ids, folder / file, release.vocab_source(cfg.model))
+        encoder.check_token_ids(model, split.token_ids, folder / file, release.vocab_source(cfg.model))
 
     # The rate per step (constant, or BERT's warm-up and decay) follows the optimizer's step count.
     steps_per_epoch = batching.num_batches(len(train), cfg.trainer.batch_size)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments.errors import UserError
-from experiments.model import classifier
+from experiments.model import encoder as encoders
 from experiments.model.release import family
 
 MLM_FAMILIES = ("bert", "albert", "nezha")  # bert4keras families with BERT's MLM head
@@ -61,7 +61,7 @@ def build_mlm(model_cfg, config: dict, seed: int, checkpoint: str | None = None)
     from bert4keras.layers import Dense, Embedding, LayerNormalization, ScaleOffset
 
     check_family(model_cfg)
-    encoder = classifier.build_encoder(model_cfg, config, seed, checkpoint)
+    encoder = encoders.build_encoder(model_cfg, config, seed, checkpoint)
     positions = keras.layers.Input(shape=(None,), dtype="int32", name="Input-Masked-Positions")
     x = keras.layers.Lambda(lambda xs: tf.gather(xs[0], xs[1], batch_dims=1), name="MLM-Gather")(
         [encoder.model.output, positions])

@@ -43,8 +43,18 @@ def check_checkpoint(model_cfg) -> None:
                             f"run `make model MODEL={model_cfg.name}` to check the folder, or fetch it again")
 
 
+def config_path(model_cfg) -> Path:
+    """The checkpoint folder's JSON config."""
+    return Path(model_cfg.checkpoint_dir) / files(model_cfg)["config"]
+
+
+def vocab_path(model_cfg) -> Path:
+    """The checkpoint folder's vocabulary."""
+    return Path(model_cfg.checkpoint_dir) / files(model_cfg)["vocab"]
+
+
 def vocab_source(model_cfg) -> str:
     """Where a run's vocabulary comes from, for messages."""
     if model_cfg.checkpoint_dir is None:
         return "the tiny model's character vocabulary"
-    return str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["vocab"])
+    return str(vocab_path(model_cfg))

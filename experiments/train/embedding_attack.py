@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from experiments.data import batching
 from experiments.errors import UserError
-from experiments.model.classifier import embedding_matrix
+from experiments.model.encoder import embedding_matrix
 from experiments.train.perturb import ascent_step, per_example_norm, project, token_embeddings_plus, token_mask
 
 log = logging.getLogger(__name__)

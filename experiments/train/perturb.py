@@ -13,7 +13,7 @@ import contextlib
 
 import tensorflow as tf
 
-from experiments.model.classifier import EMBEDDING_LAYER
+from experiments.model.encoder import EMBEDDING_LAYER
 
 
 @contextlib.contextmanager

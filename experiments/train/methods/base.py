@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tf_keras as keras
 
-from experiments.model.classifier import embedding_matrix
+from experiments.model.encoder import embedding_matrix
 
 
 def cross_entropy(labels, logits):

@@ -1,27 +1,22 @@
-"""Classifiers: a pretrained encoder from bert4keras with the blog's head ([CLS] vector -> Dense).
+"""Encoders: a family's bert4keras encoder with its checkpoint's weights, or at random.
 
 A model config (``configs/model/*.yaml``) names the bert4keras family (bert, albert, nezha,
-electra) and the files of its release in ``checkpoint_dir``: the JSON config, the TF1
-checkpoint prefix and the vocabulary (``model.files``). bert4keras's
-``build_transformer_model(config, checkpoint, model=family)`` maps each release's variable
-names (``bert/...``, ALBERT's ``bert/encoder/transformer/group_0/inner_group_0/...``,
-ELECTRA's ``electra/...``) onto one set of layer names: in every family the token-embedding
-matrix is the layer ``Embedding-Token``, which the adversarial methods perturb. Where a family
-factorises the embeddings (ALBERT, ELECTRA-small: ``embedding_size`` < ``hidden_size``),
-``Embedding-Token`` is the small vocab x embedding_size matrix and a dense layer
-(``Embedding-Mapping``) projects its output up; FGM and gradient penalty act on the token
-embeddings themselves, as the blog defines them, not on the projection.
+electra) and its checkpoint folder (``model.checkpoint_dir``). bert4keras's
+``build_transformer_model(config, checkpoint, model=family)`` maps each release's variable names
+(``bert/...``, ALBERT's ``bert/encoder/transformer/group_0/inner_group_0/...``, ELECTRA's
+``electra/...``) onto one set of layer names: in every family the token-embedding matrix is the
+layer ``Embedding-Token``, which the adversarial methods perturb. Where a family factorises the
+embeddings (ALBERT, ELECTRA-small: ``embedding_size`` < ``hidden_size``), ``Embedding-Token`` is
+the small vocab x embedding_size matrix and ``Embedding-Mapping`` projects its output up.
 
-``tiny`` is a small randomly initialised BERT on a character vocabulary built from the
-training texts: it runs the whole pipeline on a CPU with nothing to download, for smoke
-runs and CI only, never for reported results.
+Without a checkpoint (``tiny``, ``bert_mini``) every matrix is drawn at random, seeded: smoke
+runs, CI and pretraining from scratch.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,48 +24,19 @@ from omegaconf import OmegaConf
 
 import experiments  # noqa: F401  (sets TF_KERAS before TensorFlow is imported)
 from experiments.errors import UserError
-from experiments.model.release import check_checkpoint, family, files
+from experiments.model.release import config_path, family, files, vocab_path
 
 EMBEDDING_LAYER = "Embedding-Token"  # bert4keras's name for the token-embedding layer, in every family
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-# The shape keys `make bench` needs (configs/model/*.yaml: shape), as in the releases' JSON configs
 NEZHA_LAYER_NORM_EPSILON = 1e-12  # NEZHA-TensorFlow's (Google BERT's) LayerNorm epsilon: see fix_layer_norm_epsilon
+# The shape keys `make bench` needs (configs/model/*.yaml: shape), as in the releases' JSON configs
 SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
               "max_position_embeddings")
-
-
-def char_vocab(texts: list[str]) -> dict[str, int]:
-    """A vocabulary of every character of ``texts``, most frequent first.
-
-    Non-CJK characters also get a ``##`` continuation entry, so that bert4keras's
-    word-piece step splits any Latin word or number into characters instead of [UNK].
-    """
-    counts = Counter(ch for text in texts for ch in text.lower() if not ch.isspace())
-    tokens = list(SPECIAL_TOKENS)
-    for ch, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        tokens.append(ch)
-        if ord(ch) < 0x2E80:  # below the CJK blocks: can be part of a multi-character word
-            tokens.append("##" + ch)
-    return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
-
-
-def load_tokenizer(model_cfg, train_texts: list[str]):
-    """The tokenizer and its vocabulary for ``model_cfg``: the checkpoint's vocab, or a char vocab."""
-    from bert4keras.tokenizers import Tokenizer, load_vocab
-
-    if model_cfg.checkpoint_dir is None:
-        vocab = char_vocab(train_texts)
-    else:
-        check_checkpoint(model_cfg)
-        vocab = load_vocab(str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["vocab"]))
-    return Tokenizer(vocab, do_lower_case=True), vocab
 
 
 def bert_config(model_cfg, vocab_size: int) -> dict:
     """The encoder's config: the checkpoint's JSON file, or the tiny model's settings."""
     if model_cfg.checkpoint_dir is not None:
-        names = files(model_cfg)
-        path = Path(model_cfg.checkpoint_dir) / names["config"]
+        path = config_path(model_cfg)
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as err:
@@ -78,7 +44,7 @@ def bert_config(model_cfg, vocab_size: int) -> dict:
         check_release_config(path, config, family(model_cfg))
         if config.get("vocab_size") != vocab_size:
             raise UserError(
-                f"{path}: vocab_size is {config.get('vocab_size')} but {names['vocab']} has {vocab_size} tokens; "
+                f"{path}: vocab_size is {config.get('vocab_size')} but {vocab_path(model_cfg).name} has {vocab_size} tokens; "
                 "the config and vocab come from different checkpoints"
             )
         return config
@@ -118,10 +84,19 @@ def shape_config(model_cfg, layers: int | None = None) -> dict:
     return config
 
 
-def build_encoder(model_cfg, config: dict, seed: int, checkpoint: str | None = None):
+def checkpoint_weights(model_cfg) -> str | None:
+    """What ``build_encoder`` loads for ``model_cfg``: its TF1 checkpoint prefix, None without a
+    checkpoint folder."""
+    if model_cfg.checkpoint_dir is None:
+        return None
+    return str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["checkpoint"])
+
+
+def build_encoder(model_cfg, config: dict, seed: int, checkpoint: str | dict | None = None):
     """The bert4keras encoder of ``model_cfg``'s family (its ``Transformer`` object; ``.model``
-    is the Keras model), with the weights of ``checkpoint`` (a TF1 checkpoint prefix) or, without
-    one, every matrix drawn at random (seeded); the family fixes (``fix_layer_norm_epsilon``) applied."""
+    is the Keras model), with the weights of ``checkpoint`` (a TF1 checkpoint prefix, or a
+    ``{TF1 variable name: array}`` dict, which bert4keras's ``load_variable`` reads alike) or,
+    without one, every matrix drawn at random (seeded); the family fixes applied."""
     from bert4keras.models import build_transformer_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +106,7 @@ def build_encoder(model_cfg, config: dict, seed: int, checkpoint: str | None = N
                                           return_keras_model=False)
     fix_layer_norm_epsilon(encoder.model, family(model_cfg), config)
     if checkpoint is None:
-        _random_init(encoder.model, seed)
+        random_init(encoder.model, seed)
     return encoder
 
 
@@ -158,37 +133,7 @@ def fix_layer_norm_epsilon(model, name: str, config: dict) -> None:
             layer.epsilon = epsilon
 
 
-def build_classifier(model_cfg, config: dict, num_labels: int, seed: int, load_weights: bool = True):
-    """The encoder + the blog's head; the head returns logits (softmax lives in the loss).
-
-    Weights come from the checkpoint when ``model.checkpoint_dir`` is set and ``load_weights``;
-    otherwise every matrix is drawn at random (seeded)."""
-    import tf_keras as keras
-
-    checkpoint = None
-    if model_cfg.checkpoint_dir is not None and load_weights:
-        checkpoint = str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["checkpoint"])
-    encoder = build_encoder(model_cfg, config, seed, checkpoint)
-    cls = keras.layers.Lambda(lambda x: x[:, 0], name="CLS-token")(encoder.model.output)
-    # float32 head: under mixed precision the logits and the loss stay in full precision.
-    logits = keras.layers.Dense(
-        num_labels, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02, seed=seed),
-        dtype="float32", name="classifier",
-    )(cls)
-    return keras.Model(encoder.model.inputs, logits)
-
-
-def load_classifier(cfg, train_texts: list[str], num_labels: int):
-    """The tokenizer and the classifier a run config asks for, after checking they fit."""
-    tokenizer, vocab = load_tokenizer(cfg.model, train_texts)
-    config = bert_config(cfg.model, len(vocab))
-    if cfg.task.max_length > config["max_position_embeddings"]:
-        raise UserError(f"task.max_length={cfg.task.max_length} is above the model's "
-                        f"max_position_embeddings={config['max_position_embeddings']}; lower it")
-    return tokenizer, build_classifier(cfg.model, config, num_labels, cfg.seed)
-
-
-def _random_init(model, seed: int) -> None:
+def random_init(model, seed: int) -> None:
     """Seeded BERT initialisation (truncated normal, std 0.02) of every matrix.
 
     bert4keras reuses one unseeded initializer for all layers, which under tf_keras gives
