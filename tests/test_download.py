@@ -125,7 +125,7 @@ def archives(monkeypatch) -> list[bytes]:
         seen.append(part.read_bytes())
         return unpack(t, part, into)
 
-    monkeypatch.setattr(download, "_unpack", spy)
+    monkeypatch.setattr(fetch, "_unpack", spy)
     return seen
 
 
