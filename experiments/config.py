@@ -57,6 +57,7 @@ def validate(cfg: DictConfig) -> None:
         checks.append((value is None or value > 0, f"task.{key}", "null or a positive integer"))
     _first_failure(cfg, checks)
     validate_attack(cfg)
+    validate_text_attack(cfg)
 
 
 def validate_attack(cfg: DictConfig) -> None:
@@ -72,6 +73,25 @@ def validate_attack(cfg: DictConfig) -> None:
         (attack.steps >= 1, "eval.attack.steps", "a positive integer"),
         (attack.step_size_ratio > 0, "eval.attack.step_size_ratio", "a positive number"),
         (attack.max_samples is None or attack.max_samples > 0, "eval.attack.max_samples", "null or a positive integer"),
+    ])
+
+
+def validate_text_attack(cfg: DictConfig) -> None:
+    """``eval.text_attack`` (the character-level attack, docs/attack.md), if the config has it."""
+    text = OmegaConf.select(cfg, "eval.text_attack")
+    if text is None:
+        return
+    sources = ("homophone", "visual", "traditional")  # experiments.data.char_candidates.SOURCES
+    _first_failure(cfg, [
+        (isinstance(text.enabled, bool), "eval.text_attack.enabled", "true or false"),
+        (isinstance(text.budget, (int, float)) and 0 <= text.budget <= 1, "eval.text_attack.budget",
+         "a share of the characters in [0, 1], e.g. 0.1"),
+        (isinstance(text.max_queries, int) and text.max_queries >= 1, "eval.text_attack.max_queries", "a positive integer"),
+        (text.max_samples is None or text.max_samples > 0, "eval.text_attack.max_samples", "null or a positive integer"),
+        (OmegaConf.is_list(text.sources) and len(text.sources) == len(set(text.sources)) >= 1
+         and all(s in sources for s in text.sources), "eval.text_attack.sources",
+         f"a list of distinct sources among {list(sources)}"),
+        (isinstance(text.batch_size, int) and text.batch_size >= 1, "eval.text_attack.batch_size", "a positive integer"),
     ])
 
 

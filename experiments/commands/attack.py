@@ -1,19 +1,26 @@
 """Accuracy under attack of a finished run, added to its record (docs/attack.md).
 
     python -m experiments.commands.attack RUN eval.attack.epsilons=[0.05,0.1,0.2] [eval.attack.steps=10 ...]
+    python -m experiments.commands.attack RUN eval.text_attack.enabled=true [eval.text_attack.budget=0.1 ...]
+    python -m experiments.commands.attack RUN eval.text_attack.from=OTHER_RECORD [paths.clue_dir=... ...]
 
 RUN is a run record (results/runs/*.json) or a run's Hydra folder. The run is rebuilt from its
 record as ``make predict`` rebuilds it, with its best-dev weights (read, never written), and
 attacked on the dev examples it was scored on: its own config's task, ``task.max_dev_samples``
 and ``task.max_length``. The attack's settings are configs/eval/default.yaml, then the run's own
-``eval`` (if it had one), then the ``eval.*`` overrides given here. The record is rewritten
-atomically with ``robust_dev_acc`` and ``attack`` (after ``final_dev_acc``; an earlier attack's
-are replaced); every other key keeps its value and place.
+``eval`` (if it had one), then the ``eval.*`` overrides given here. PGD on the embeddings runs
+unless only ``eval.text_attack.*`` is given; the text attack (``enabled=true``) and transfer scoring
+(``from=<record>``: this run on the adversarial texts made against that one) run when asked for here.
+``paths.*`` say where the data, models and checkpoints are on this machine (they change no result).
+The record is rewritten atomically with ``robust_dev_acc`` and ``attack``, ``text_attack`` (its
+adversarial examples in ``<record>.text_attack.jsonl`` beside it) or ``text_attack_transfer`` (after
+``final_dev_acc``; an earlier attack's are replaced); every other key keeps its value and place.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -25,22 +32,59 @@ from experiments.commands.predict import find_record, load_run
 from experiments import records
 
 log = logging.getLogger("experiments.commands.attack")
-FIELDS = ("robust_dev_acc", "attack")
 
 
 def attack_config(record: dict, overrides: list[str]):
-    """``eval.attack``: the defaults, the run's own ``eval``, then ``overrides`` (``eval.*`` keys only)."""
+    """``eval``: the defaults, the run's own ``eval``, then ``overrides`` (``eval.*`` keys; ``paths.*`` are
+    taken by ``with_paths``)."""
     for override in overrides:
         key = override.partition("=")[0]
-        if not key.startswith("eval.attack.") or "=" not in override:
-            raise UserError(f"{override!r}: only eval.attack.<key>=<value> can be set here (the run's own config "
-                            "fixes its task, dev examples and max length), e.g. eval.attack.epsilons=[0.05,0.1]")
+        if not key.startswith(("eval.attack.", "eval.text_attack.", "paths.")) or "=" not in override:
+            raise UserError(f"{override!r}: only eval.attack.<key>=<value> can be set here, eval.text_attack.<key>="
+                            "<value> and paths.<key>=<dir> (the run's own config fixes its task, dev examples and max "
+                            "length), e.g. eval.attack.epsilons=[0.05,0.1] or eval.text_attack.enabled=true")
+    evals = [o for o in overrides if o.startswith("eval.")]
     cfg = OmegaConf.merge({"eval": OmegaConf.load(CONFIG_DIR / "eval" / "default.yaml")},
-                          {"eval": record["config"].get("eval") or {}}, OmegaConf.from_dotlist(overrides))
+                          {"eval": record["config"].get("eval") or {}}, OmegaConf.from_dotlist(evals))
     config.validate_attack(cfg)
-    if not cfg.eval.attack.epsilons:
-        raise UserError("no eps to attack with: say which, e.g. make attack RUN=... ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\"")
-    return cfg.eval.attack
+    config.validate_text_attack(cfg)
+    text = cfg.eval.text_attack
+    if not any(o.startswith("eval.text_attack.") for o in evals):  # what runs is what this command asks for
+        text.enabled, text["from"] = False, None
+    elif not any(o.startswith("eval.attack.epsilons=") for o in evals):
+        cfg.eval.attack.epsilons = []  # the text attack was asked for: the run's own eps are not redone
+    if not cfg.eval.attack.epsilons and not text.enabled and not text.get("from"):
+        raise UserError("no eps to attack with, nor a text attack: say which, e.g. make attack RUN=... ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\" "
+                        "or ARGS=\"eval.text_attack.enabled=true\"")
+    return cfg.eval
+
+
+def with_paths(record_file: Path, record: dict, overrides: list[str]) -> dict:
+    """``record`` as this machine finds it: each ``paths.<key>=<dir>`` override replaces that folder, also
+    where the recorded config and best weights start with it (model.checkpoint_dir under paths.models_dir,
+    the weights under paths.results_dir). Without paths.results_dir, weights the record names but this
+    machine lacks are looked for beside the record (<results>/checkpoints/<run>/). Where things are on disk
+    changes no result: the record keeps its own config."""
+    cfg = json.loads(json.dumps(record["config"]))
+    weights = record.get("best_weights")
+    moves = sorted(((o.partition("=")[0][len("paths."):], o.partition("=")[2]) for o in overrides
+                    if o.startswith("paths.")), key=lambda kv: -len(str(cfg["paths"].get(kv[0]) or "")))
+
+    def moved(value, old, new):
+        if isinstance(value, str) and old and (value == old or value.startswith(old.rstrip("/") + "/")):
+            return new + value[len(old):]
+        return value
+
+    for key, new in moves:
+        old = cfg["paths"].get(key)
+        cfg["paths"][key] = new
+        if isinstance(old, str):
+            cfg["model"] = {k: moved(v, old, new) for k, v in cfg["model"].items()}
+            weights = moved(weights, old, new) if key == "results_dir" else weights
+    if weights and not Path(weights).is_file() and "results_dir" not in dict(moves):
+        beside = record_file.parent.parent / "checkpoints" / record_file.stem / Path(weights).name
+        weights = str(beside) if beside.is_file() else weights
+    return {**record, "config": cfg, "best_weights": weights}
 
 
 def with_fields(record: dict, fields: dict) -> dict:
@@ -58,34 +102,44 @@ def with_fields(record: dict, fields: dict) -> dict:
 
 def attack(run: str | Path, overrides: list[str]) -> dict:
     record_file, record = find_record(run)
-    attack_cfg = attack_config(record, overrides)  # mistakes first, before TensorFlow's slow import
+    eval_cfg = attack_config(record, overrides)  # mistakes first, before TensorFlow's slow import
+    attack_cfg = eval_cfg.attack
     from experiments.data import cache, loaders
-    from experiments.train import embedding_attack
+    from experiments.train import embedding_attack, text_attack
 
-    cfg, _, tokenizer, trainer = load_run(record)
+    cfg, label_ids, tokenizer, trainer = load_run(with_paths(record_file, record, overrides))
     _, _, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)  # task.max_dev_samples as the run had it
     dev, _ = cache.dataset(cfg, tokenizer, dev_split, cfg.task.dev_file)
     if len(dev) != record.get("dev_samples", len(dev)):
         raise UserError(f"{loaders.task_dir(cfg.paths.clue_dir, cfg.task) / cfg.task.dev_file}: {len(dev)} dev examples, "
                         f"but {record_file.name} was scored on {record['dev_samples']}; the data changed since the run")
-    fields = embedding_attack.record_fields(trainer.model, tokenizer, dev, attack_cfg, "best", cfg.trainer.eval_batch_size,
-                               cfg.trainer.pad_to_multiple_of, cfg.trainer.jit_compile, cfg.seed, cfg.trainer.progress)
-    clean = fields["attack"]["clean_dev_acc"]
-    if attack_cfg.max_samples is None and clean != record["best_dev_acc"]:
-        log.warning("clean accuracy %.6f here, %.6f in the record (best_dev_acc): the weights or the data differ "
-                    "from the run's", clean, record["best_dev_acc"])
-    if any(k in record for k in FIELDS):
-        print(f"{record_file.name}: the earlier attack's results are replaced")
+    fields = {}
+    if attack_cfg.epsilons:
+        fields = embedding_attack.record_fields(trainer.model, tokenizer, dev, attack_cfg, "best",
+                                                cfg.trainer.eval_batch_size, cfg.trainer.pad_to_multiple_of,
+                                                cfg.trainer.jit_compile, cfg.seed, cfg.trainer.progress)
+        clean = fields["attack"]["clean_dev_acc"]
+        if attack_cfg.max_samples is None and clean != record["best_dev_acc"]:
+            log.warning("clean accuracy %.6f here, %.6f in the record (best_dev_acc): the weights or the data differ "
+                        "from the run's", clean, record["best_dev_acc"])
+        print(f"{record_file}: accuracy under attack ({fields['attack']['examples']} dev examples, clean "
+              f"{clean:.4f}): " + ", ".join(f"eps {e}: {a:.4f}" for e, a in fields["robust_dev_acc"].items()))
+    text = text_attack.run_fields(cfg, eval_cfg.text_attack, trainer.model, tokenizer, label_ids, dev_split,
+                                  "best", record_file, record.get(text_attack.TRANSFER))
+    for key, value in text.items():
+        print(f"{record_file}: {text_attack.describe(key, value)}")
+    fields.update(text)
+    if any(k in record for k in fields):
+        print(f"{record_file.name}: the earlier results of {', '.join(k for k in fields if k in record)} are replaced")
     records.write_json_atomic(record_file, with_fields(record, fields))
-    print(f"{record_file}: accuracy under attack ({fields['attack']['examples']} dev examples, clean "
-          f"{clean:.4f}): " + ", ".join(f"eps {e}: {a:.4f}" for e, a in fields["robust_dev_acc"].items()))
     return fields
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.commands.attack", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run record (results/runs/*.json) or a run's Hydra folder")
-    parser.add_argument("overrides", nargs="*", help="eval.attack.<key>=<value>, e.g. eval.attack.epsilons=[0.05,0.1]")
+    parser.add_argument("overrides", nargs="*", help="eval.attack.<key>=<value>, e.g. eval.attack.epsilons=[0.05,0.1]; "
+                        "eval.text_attack.<key>=<value>, e.g. eval.text_attack.enabled=true; paths.<key>=<dir>")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     with reported():

@@ -5,7 +5,7 @@
 ``run`` reads as the steps of a run: prepare (checks that need no TensorFlow, so that a mistake
 is one line within seconds), build (data, model, method, trainer), train (resuming where an
 interrupted run stopped), attack (accuracy under attack of the best weights, when
-``eval.attack.epsilons`` asks for it), record. Each step is a function below it.
+``eval.attack.epsilons`` asks for it; the text attack when ``eval.text_attack.enabled``), record. Each step is a function below it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> dict:
     started = time.time()
     job = build(cfg, record_file)
     train(cfg, job)
-    robustness = attack(cfg, job)
+    robustness = {**(attack(cfg, job) or {}), **text_attack(cfg, job, record_file)} or None
     record = records.run_record(resolved, job.trainer.history, job.trainer.ending, job.facts,
                                 timings={"total_seconds": time.time() - started, **job.timings},
                                 best_weights=str(job.state.best_weights) if cfg.trainer.save_best else None,
@@ -165,6 +165,26 @@ def attack(cfg: DictConfig, job: Job) -> dict | None:
     return embedding_attack.record_fields(job.trainer.model, job.tokenizer, job.dev, attack_cfg, weights,
                              cfg.trainer.eval_batch_size, cfg.trainer.pad_to_multiple_of, cfg.trainer.jit_compile,
                              cfg.seed, cfg.trainer.progress)
+
+
+def text_attack(cfg: DictConfig, job: Job, record_file: Path) -> dict:
+    """The character-level attack (experiments/train/text_attack.py) of the best weights, its adversarial
+    texts beside the record, when ``eval.text_attack.enabled`` (or ``from``) asks for it; {} otherwise."""
+    from experiments.data import loaders
+    from experiments.train import text_attack
+
+    text_cfg = OmegaConf.select(cfg, "eval.text_attack")
+    if text_cfg is None or not job.trainer.history or "diverged_at" in job.trainer.ending:
+        return {}
+    if not text_cfg.enabled and not text_cfg.get("from"):
+        return {}
+    weights = "final"
+    if cfg.trainer.save_best and job.state.best_weights.is_file():
+        job.trainer.model.load_weights(str(job.state.best_weights))
+        weights = "best"
+    label_ids, _, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)
+    return text_attack.run_fields(cfg, text_cfg, job.trainer.model, job.tokenizer, label_ids, dev_split, weights,
+                                  record_file)
 
 
 def checkpoint_dir(results_dir, record_file: Path) -> Path:
