@@ -18,8 +18,8 @@ from experiments.model import tokenizer as tokenizers
 from experiments.config import compose
 from experiments.errors import UserError
 from experiments.commands.run import run
-from tests.clue_tasks import DASHES, NEW_TASKS, NLI, make_clue_tasks
-from tests.conftest import tiny_overrides, write_jsonl
+from tests.helpers.clue_tasks import DASHES, NEW_TASKS, NLI, make_clue_tasks
+from tests.helpers.clue import tiny_overrides, write_jsonl
 
 N_TRAIN, N_DEV, N_TEST = 100, 40, 20
 LABELS = {"afqmc": ["0", "1"], "cmnli": NLI, "ocnli": NLI, "csl": ["0", "1"], "cluewsc2020": ["true", "false"]}

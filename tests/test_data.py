@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from experiments.data import loaders, batching
 from experiments.errors import UserError
-from tests.conftest import SHARED_BERT, SHARED_CLUE, requires_shared, write_jsonl
+from tests.helpers.clue import SHARED_BERT, SHARED_CLUE, requires_shared, write_jsonl
 
 
 def task_cfg(name, num_labels, **kw):

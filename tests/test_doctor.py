@@ -68,7 +68,7 @@ def test_planted_failures_print_their_fixes(clue_dir, capsys, fixed_rate):
 
 
 def test_doctor_names_a_folder_that_make_pretrain_wrote(clue_dir, tmp_path, capsys, fixed_rate):
-    from tests.google_checkpoint import fixture_vocab, write_google_checkpoint
+    from tests.helpers.google_checkpoint import fixture_vocab, write_google_checkpoint
 
     folder = tmp_path / "pretrained" / "tnews_tiny_0123456789"
     write_google_checkpoint(folder, fixture_vocab())

@@ -20,7 +20,7 @@ from experiments import PROJECT_ROOT
 from experiments.data import fetch
 from experiments.config import compose
 from experiments.errors import UserError
-from tests.conftest import SHARED_BERT, SHARED_CLUE, make_clue, requires_shared
+from tests.helpers.clue import SHARED_BERT, SHARED_CLUE, make_clue, requires_shared
 
 PATH = "/tnews_public.zip"
 
@@ -360,7 +360,7 @@ def test_command_line_downloads_and_fails_in_one_line(tmp_path, server, tnews_fi
 def test_a_new_tasks_zip_is_checked_for_the_files_its_config_names(tmp_path, server):
     """OCNLI has no labels.json and trains on train.50k.json: the config says what must be there;
     its files' sums are recorded on first download and checked on the next `make data`."""
-    from tests.clue_tasks import make_clue_tasks
+    from tests.helpers.clue_tasks import make_clue_tasks
 
     folder = make_clue_tasks(tmp_path / "fixture", 20, 10, 5) / "ocnli_public"
     files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}

@@ -17,8 +17,8 @@ from experiments.machine import devices, environment
 from experiments import records
 from experiments.config import compose
 from experiments.errors import UserError
-from tests.conftest import tiny_overrides
-from tests.google_checkpoint import fixture_vocab, write_google_checkpoint
+from tests.helpers.clue import tiny_overrides
+from tests.helpers.google_checkpoint import fixture_vocab, write_google_checkpoint
 
 A100 = "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-2f1c0e2a-7d1b-4b7e-9d3c-0a1b2c3d4e5f)"
 REAL_GPU = bool(devices.nvidia_smi_gpus())

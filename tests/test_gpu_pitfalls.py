@@ -20,9 +20,9 @@ from experiments.train.methods.freelb import FreeLB
 from experiments.train.methods.gp import GradientPenalty
 from experiments.train.methods.pgd import PGD
 from experiments.commands.run import run
-from tests.conftest import tiny_overrides
-from tests.test_resume import numbers
-from tests.tiny_bert import TINY, VOCAB, repeated_token_batch, tiny_model
+from tests.helpers.clue import tiny_overrides
+from tests.helpers.runs import numbers
+from tests.helpers.tiny_bert import TINY, VOCAB, repeated_token_batch, tiny_model
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from experiments import CONFIG_DIR
 from experiments.machine import devices, estimate
 from experiments import records
-from tests.conftest import make_clue
-from tests.test_sweep import sweep_command
+from tests.helpers.clue import make_clue
+from tests.helpers.runs import sweep_command
 
 # experiments.devices silences Hydra's notice that our joblib.yaml is merged onto the plugin's
 # config of that name; pytest resets warning filters per test, so say it again here.

@@ -1,6 +1,6 @@
 """The Chinese model family (configs/model/*.yaml): each release's checkpoint layout, written
-here by tests/google_checkpoint.py, loads bit for bit through bert4keras; FGM and gradient
-penalty on it equal tests/test_methods.py's dense references (on ALBERT's and ELECTRA's
+here by tests/helpers/google_checkpoint.py, loads bit for bit through bert4keras; FGM and gradient
+penalty on it equal tests/helpers/references.py's dense references (on ALBERT's and ELECTRA's
 factorised embeddings too); one run per family trains end to end; the missing-file,
 wrong-vocab and no-URL mistakes are one-line errors."""
 
@@ -20,10 +20,10 @@ from experiments.errors import UserError
 from experiments.train.methods.fgm import FGM
 from experiments.train.methods.gp import GradientPenalty
 from experiments.commands.run import run
-from tests.conftest import make_clue, tiny_overrides
-from tests.google_checkpoint import RELEASES, UNUSED_PREFIXES, fixture_vocab, write_release
-from tests.test_methods import per_position_reference, reference_fgm
-from tests.tiny_bert import dense, repeated_token_batch
+from tests.helpers.clue import make_clue, tiny_overrides
+from tests.helpers.google_checkpoint import RELEASES, UNUSED_PREFIXES, fixture_vocab, write_release
+from tests.helpers.references import per_position_reference, reference_fgm
+from tests.helpers.tiny_bert import dense, repeated_token_batch
 
 NO_URL = ["macbert_base", "nezha_base", "electra_base"]
 # One release per family for the method and end-to-end tests (the others share its family's code).

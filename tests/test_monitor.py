@@ -17,8 +17,8 @@ from experiments.errors import UserError
 from experiments.train.methods import build, cross_entropy
 from experiments.train.methods.baseline import Baseline
 from experiments.commands.run import run, tensorboard_dir
-from tests.conftest import tiny_overrides
-from tests.tiny_bert import repeated_token_batch, tiny_model
+from tests.helpers.clue import tiny_overrides
+from tests.helpers.tiny_bert import repeated_token_batch, tiny_model
 
 TIMING_KEYS = {"seconds", "train_seconds", "eval_seconds", "samples_per_second", "input_wait_seconds"}
 # 64 training examples in batches of 16: 4 steps per epoch

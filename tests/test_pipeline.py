@@ -14,7 +14,7 @@ from experiments.train import run_state, loop
 from experiments.model import tokenizer
 from experiments.config import compose
 from experiments.commands.run import run
-from tests.conftest import CLASS_WORDS, tiny_overrides, write_jsonl
+from tests.helpers.clue import CLASS_WORDS, tiny_overrides, write_jsonl
 
 TEXTS = ["今天天气很好", "股票大涨", "我们一起看电影吧", "手机", "足球比赛非常精彩今天晚上"]
 

@@ -12,7 +12,7 @@ from scipy import stats
 
 from experiments import records
 from experiments.report import plots, summary
-from tests.test_table import settings
+from tests.helpers.synthetic_records import settings
 
 PNG = b"\x89PNG\r\n\x1a\n"
 KEY = "method.epsilon"

@@ -13,12 +13,12 @@ from experiments.data import loaders, batching
 from experiments.errors import UserError
 from experiments.commands.run import run
 from experiments.config import compose
-from tests.conftest import tiny_overrides
+from tests.helpers.clue import tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def tnews_run(tmp_path_factory):
-    from tests.conftest import make_clue
+    from tests.helpers.clue import make_clue
 
     root = tmp_path_factory.mktemp("predict")
     clue = make_clue(root / "clue")

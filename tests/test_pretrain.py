@@ -28,8 +28,8 @@ from experiments import records
 from experiments.report import summary
 from experiments.commands.run import run
 from experiments.train import monitor, optim
-from tests.conftest import CLASS_WORDS, make_clue, tiny_overrides, write_jsonl
-from tests.google_checkpoint import RELEASES, fixture_vocab, write_release
+from tests.helpers.clue import CLASS_WORDS, make_clue, tiny_overrides, write_jsonl
+from tests.helpers.google_checkpoint import RELEASES, fixture_vocab, write_release
 
 TINY = {"model.hidden_size": 32, "model.intermediate_size": 64, "model.max_position_embeddings": 64}
 DROPOUT_FREE = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -370,7 +370,7 @@ def test_pair_and_wsc_corpora_are_the_runs_texts_and_segments(tmp_path):
     from bert4keras.tokenizers import Tokenizer
 
     from experiments.data import corpus, loaders
-    from tests.clue_tasks import make_clue_tasks
+    from tests.helpers.clue_tasks import make_clue_tasks
 
     clue = make_clue_tasks(tmp_path / "clue")
     tasks = [compose(["task=afqmc"]).task, compose(["task=cluewsc2020"]).task]

@@ -10,14 +10,8 @@ from experiments import PROJECT_ROOT
 from experiments import records
 from experiments.config import compose
 from experiments.commands.run import run
-from tests.conftest import tiny_overrides
-
-TIMING_KEYS = {"seconds", "train_seconds", "eval_seconds", "samples_per_second", "input_wait_seconds"}
-
-
-def numbers(history):
-    return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
-
+from tests.helpers.clue import tiny_overrides
+from tests.helpers.runs import numbers
 
 def test_two_runs_with_the_same_seed_are_identical(clue_dir, tmp_path):
     a = run(compose(tiny_overrides(clue_dir, tmp_path / "a", method="fgm", extra={"method.epsilon": 0.05, "seed": 3})))

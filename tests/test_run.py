@@ -12,7 +12,7 @@ from experiments import PROJECT_ROOT
 from experiments import records
 from experiments.config import compose
 from experiments.commands.run import run
-from tests.conftest import CLASS_WORDS, tiny_overrides
+from tests.helpers.clue import CLASS_WORDS, tiny_overrides
 
 RECORD_KEYS = {"status", "task", "model", "method", "seed", "settings_id", "best_dev_acc", "best_epoch",
                "final_dev_acc", "history", "num_labels", "train_samples", "dev_samples", "timings",

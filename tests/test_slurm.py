@@ -1,4 +1,4 @@
-"""`make sweep LAUNCHER=slurm` on a real single-node Slurm cluster (tests/slurm_cluster.py):
+"""`make sweep LAUNCHER=slurm` on a real single-node Slurm cluster (tests/helpers/slurm_cluster.py):
 a two-run sweep writes both records, and a run whose time limit is hit is requeued by Slurm,
 resumes from its last finished epoch and ends with the history of an uninterrupted run.
 
@@ -21,9 +21,9 @@ import pytest
 from experiments import PROJECT_ROOT
 from experiments import records
 from experiments.machine import slurm
-from tests import slurm_cluster
-from tests.conftest import make_clue, tiny_overrides
-from tests.test_resume import numbers
+from tests.helpers import slurm_cluster
+from tests.helpers.clue import make_clue, tiny_overrides
+from tests.helpers.runs import numbers
 
 # One thread per run (as cpus_per_task=1 asks; task/none does not bind CPUs), the same for the
 # runs under Slurm and the reference run outside it.

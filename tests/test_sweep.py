@@ -5,21 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
-from tests.conftest import make_clue, tiny_overrides
-from experiments import PROJECT_ROOT
+from tests.helpers.clue import make_clue
+from tests.helpers.runs import sweep_command
 from experiments import records
-
-
-def sweep_command(clue, results) -> list[str]:
-    """``make sweep`` over two tiny one-epoch runs (seeds 0 and 1), with this interpreter as PY."""
-    args = [o for o in tiny_overrides(clue, results, extra={"trainer.epochs": 1})
-            if o.split("=")[0] not in ("task", "method", "model")]
-    # -o: take the environment as it is (the test runs inside it) instead of re-syncing it.
-    return ["make", "-s", "-C", str(PROJECT_ROOT), "-o", ".venv/.synced", "sweep", "TASKS=tnews",
-            "METHODS=baseline", "SEEDS=0,1", "MODEL=tiny", f"PY={sys.executable}", f"ARGS={' '.join(args)}"]
 
 
 def test_an_interrupted_sweep_resumes_without_recomputing(tmp_path):

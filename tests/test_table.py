@@ -15,27 +15,7 @@ from scipy import stats
 from experiments import PROJECT_ROOT
 from experiments import records
 from experiments.report import summary
-
-EPSILON = {"fgm": 0.5, "gp": 1.0}
-
-
-def settings(task, method, seed, model="bert_base", **changes):
-    """Settings shaped like a resolved config's; ``changes`` maps dotted keys to new values."""
-    s = {"task": {"name": task, "num_labels": 15 if task == "tnews" else 119, "max_train_samples": None},
-         "method": {"_target_": f"experiments.train.methods.{method}", "name": method},
-         "model": {"name": model, "learning_rate": 2e-5},
-         "trainer": {"epochs": 10 if task == "tnews" else 50, "batch_size": 32, "learning_rate": 2e-5},
-         "seed": seed}
-    if method in EPSILON:
-        s["method"]["epsilon"] = EPSILON[method]
-    for key, value in changes.items():
-        *parents, last = key.split(".")
-        node = s
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    return s
-
+from tests.helpers.synthetic_records import settings
 
 def write(results, task, method, seed, best, final=None, status="complete", **changes):
     s = settings(task, method, seed, **changes)

@@ -141,7 +141,7 @@ def keyed_attention_dropout():
     ``Dropout`` of bert4keras/layers.py (``A = Dropout(self.attention_dropout)(A)``), so the name
     is bound to ``KeyedDropout`` for the block and restored after it, also on an error.
     ``model.rewrites.attention_call`` uses it for the attentions it leaves to bert4keras (NEZHA's
-    relative positions, biases, other normalizations); tests/test_model_rewrites.py checks it."""
+    relative positions, biases, other normalizations); tests/test_keyed_dropout.py checks it."""
     import bert4keras.layers
 
     original = bert4keras.layers.Dropout

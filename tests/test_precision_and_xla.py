@@ -16,8 +16,8 @@ from experiments.train.methods.fgm import FGM, fgm_delta
 from experiments.train.methods.gp import GradientPenalty
 from experiments.train.methods.pgd import PGD
 from experiments.commands.run import run
-from tests.conftest import CLASS_WORDS, tiny_overrides
-from tests.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch
+from tests.helpers.clue import CLASS_WORDS, tiny_overrides
+from tests.helpers.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch
 
 METHODS = {"fgm": lambda m, o: FGM(m, o, epsilon=0.5), "gp": lambda m, o: GradientPenalty(m, o, epsilon=1.0),
            "pgd": lambda m, o: PGD(m, o)}

@@ -11,7 +11,7 @@ from scipy import stats
 
 from experiments import records
 from experiments.report import summary
-from tests.test_table import settings
+from tests.helpers.synthetic_records import settings
 
 EPS = ("0.05", "0.1")
 # method -> seed -> (best dev accuracy, clean accuracy of the attacked examples, {eps: robust accuracy})

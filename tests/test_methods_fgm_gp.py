@@ -8,20 +8,16 @@ import tf_keras as keras
 from experiments.model import encoder
 from experiments.train import loop
 from experiments.errors import UserError
-from experiments.train.methods import cross_entropy
 from experiments.train.methods.fgm import FGM, fgm_delta
 from experiments.train.methods.gp import GradientPenalty
-from tests.tiny_bert import VOCAB, dense, repeated_token_batch, tiny_model
+from tests.helpers.tiny_bert import VOCAB, dense, repeated_token_batch, tiny_model
+from tests.helpers.references import loss_of, per_position_reference, reference_delta, reference_fgm
 
 
 
 @pytest.fixture
 def batch():
     return repeated_token_batch()
-
-
-def loss_of(model, inputs, labels):
-    return cross_entropy(labels, model(inputs, training=True))
 
 
 def test_fgm_delta_equals_the_dense_formula(batch):
@@ -36,30 +32,6 @@ def test_fgm_delta_equals_the_dense_formula(batch):
     got = tf.convert_to_tensor(fgm_delta(sparse, 0.5)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9)
     assert np.linalg.norm(got) == pytest.approx(0.5, rel=1e-5)
-
-
-def reference_delta(model, batch, eps, training=True):
-    """(clean loss, dense FGM perturbation) from a pass with dropout on iff ``training``."""
-    inputs, labels = batch
-    emb = encoder.embedding_matrix(model)
-    with tf.GradientTape() as tape:
-        clean = cross_entropy(labels, model(inputs, training=training))
-    g = tf.convert_to_tensor(tape.gradient(clean, emb)).numpy()
-    return float(clean), eps * g / (np.sqrt((g ** 2).sum()) + 1e-8)
-
-
-def reference_fgm(model, batch, eps, attack_training=True):
-    """The blog's recipe with dense tensors: (clean loss, perturbed loss, perturbed gradients).
-    The attack gradient's pass has dropout on iff ``attack_training``; the update's always."""
-    emb = encoder.embedding_matrix(model)
-    e0 = emb.numpy()
-    clean, delta = reference_delta(model, batch, eps, attack_training)
-    emb.assign(e0 + delta)
-    with tf.GradientTape() as tape:
-        adv = loss_of(model, *batch)
-    grads = tape.gradient(adv, model.trainable_variables)
-    emb.assign(e0)
-    return clean, float(adv), grads
 
 
 def test_fgm_gradients_equal_the_dense_recipe(batch):
@@ -145,27 +117,6 @@ def test_fgm_with_dropout_equals_the_reference_in_its_attack_mode(batch, fixed_d
 def test_fgm_refuses_an_inference_mode_attack_with_accumulate_clean():
     with pytest.raises(UserError, match="method.attack_dropout=false contradicts method.accumulate_clean=true"):
         FGM(None, accumulate_clean=True, attack_dropout=False)
-
-
-def per_position_reference(model, batch, eps):
-    """GP from scratch: the looked-up vectors e_i become one watched tensor (B, L, H) that is
-    fed to the network in place of the lookup, so dL/de_i is taken per position directly."""
-    inputs, labels = batch
-    layer = model.get_layer(encoder.EMBEDDING_LAYER)
-    original_call = layer.call
-    layer.call = lambda x, mode="embedding": looked_up if mode == "embedding" else original_call(x, mode)
-    try:
-        with tf.GradientTape() as outer:
-            looked_up = tf.gather(layer.embeddings, inputs[0])  # recorded: E gets its gradient too
-            with tf.GradientTape() as inner:
-                inner.watch(looked_up)
-                loss = loss_of(model, inputs, labels)
-            per_position = inner.gradient(loss, looked_up)  # (B, L, H)
-            total = loss + 0.5 * eps * tf.reduce_sum(per_position ** 2)
-        grads = outer.gradient(total, model.trainable_variables)
-    finally:
-        layer.call = original_call
-    return float(loss), float(total), per_position.numpy(), dict(zip([v.name for v in model.trainable_variables], grads))
 
 
 def test_gp_loss_is_the_per_position_formula(batch):

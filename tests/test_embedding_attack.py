@@ -1,7 +1,7 @@
 """Accuracy under attack (experiments/train/embedding_attack.py, make attack): values against independent
 computations on tiny models.
 
-On the fixture of tests/conftest.py a model trained with FGM (method.epsilon 0.05) did not hold
+On the fixture of tests/helpers/clue.py a model trained with FGM (method.epsilon 0.05) did not hold
 reliably more examples than the baseline at the same eps (seeds 0-3, 3 epochs, eps 0.1: FGM
 0.77/0.89/0.77/0.81 against 0.72/0.82/0.71/0.85, and at eps 0.2 it lost on seed 2), so that is not
 asserted; that a large eps flips nearly every prediction of a model that learned the fixture is."""
@@ -26,8 +26,8 @@ from experiments.commands.run import run
 from experiments.train import loop, optim
 from experiments.train.embedding_attack import Attack, embedding_norm, record_fields
 from experiments.train.methods.baseline import Baseline
-from tests.conftest import tiny_overrides
-from tests.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch, tiny_model
+from tests.helpers.clue import tiny_overrides
+from tests.helpers.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch, tiny_model
 
 CLS, SEP = 2, 3
 

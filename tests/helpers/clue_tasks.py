@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tests.conftest import CLASS_WORDS, FILLER, write_jsonl
+from tests.helpers.clue import CLASS_WORDS, FILLER, write_jsonl
 
 NLI = ["contradiction", "entailment", "neutral"]
 NEW_TASKS = ["afqmc", "cmnli", "ocnli", "csl", "cluewsc2020"]

@@ -11,7 +11,7 @@ from experiments.train.methods import cross_entropy
 from experiments.train.methods.fgm import FGM
 from experiments.train.methods.freelb import FreeLB
 from experiments.train.methods.pgd import PGD
-from tests.tiny_bert import TINY, VOCAB, dense, repeated_token_batch, tiny_model
+from tests.helpers.tiny_bert import TINY, VOCAB, dense, repeated_token_batch, tiny_model
 
 
 

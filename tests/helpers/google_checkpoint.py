@@ -160,8 +160,8 @@ def write_google_checkpoint(folder: Path, vocab: list[str], seed: int = 0, **con
 
 
 def fixture_vocab() -> list[str]:
-    """[PAD] [UNK] [CLS] [SEP] [MASK] and the characters of tests/conftest.py's fixture sentences."""
-    from tests.conftest import CLASS_WORDS, FILLER
+    """[PAD] [UNK] [CLS] [SEP] [MASK] and the characters of tests/helpers/clue.py's fixture sentences."""
+    from tests.helpers.clue import CLASS_WORDS, FILLER
 
     chars = sorted(set("".join(CLASS_WORDS) + FILLER))
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from experiments.model import encoder, head, tokenizer as tokenizers
 from experiments.errors import UserError
-from tests.google_checkpoint import fixture_vocab, write_google_checkpoint
+from tests.helpers.google_checkpoint import fixture_vocab, write_google_checkpoint
 
 
 @pytest.fixture(scope="module")
