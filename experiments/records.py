@@ -5,27 +5,39 @@ Run records: one JSON file per run, the only contract between training and the t
 A record is written atomically (temporary file + rename) when its run finishes, with
 ``"status": "complete"``, or ``"diverged"`` when a non-finite loss stopped it (then it
 holds the history so far and ``diverged_at``); nothing else in ``<results_dir>/runs/``
-counts. Sweeps skip both; the tables average complete ones only. Its file name
-is fixed by the run's settings and seed, so a rerun of the same settings replaces its
-own record and runs of different settings never touch each other's files.
+counts. Sweeps skip both; the tables average complete ones only, and of those not the ones
+``collapsed`` to the majority class (``collapsed()``). Its file name is fixed by the run's settings
+and seed, so a rerun of the same settings replaces its own record and runs of different settings
+never touch each other's files.
+
+Settings: every config key is a setting or runtime, in one table (``KEYS``); the settings id is
+the first 10 hex digits of the sha256 of the sorted JSON of the settings without the seed.
 
 Pretrain records: ``pretrain_record.json`` in a pretrained model's folder. A pretraining's **id**
 is ``<tasks>_<model>_<hash>``: the hash of its settings (corpus, model, masking, optimisation,
 seed) and of the weights it started from (``init``). A run whose ``model.checkpoint_dir`` holds
 one gets ``model.pretrained: <id>`` in its settings and ``pretrained_from`` in its record.
 
-Every package that writes a file writes it through ``write_json_atomic``/``write_text_atomic``.
-This module is the bottom layer above the core and never imports TensorFlow.
+Every package that writes a file writes it through ``write_json_atomic``, ``write_text_atomic``,
+``write_bytes_atomic`` or ``atomic_path`` (one implementation). This module is the bottom layer above
+the core and never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shutil
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from experiments.errors import UserError
 
@@ -35,42 +47,225 @@ DONE = (COMPLETE, DIVERGED)  # a run with either record is not run again (traine
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-# Config keys that change where things are read or written, or how a run is displayed,
-# but not what it computes: they are left out of a run's settings.
-NOT_SETTINGS = {
-    ("paths",), ("hydra",), ("download",), ("launcher",),
-    ("study",),  # a study's name and per-method table (configs/experiment/): the values it sets are settings themselves
-    ("eval",),  # measurements after training (accuracy under attack): the record holds their own parameters
-    ("model", "checkpoint_dir"), ("model", "cpu_friendly"), ("trainer", "device"),
-    ("model", "files"), ("model", "url"), ("model", "source"),
-    ("model", "shape"),  # the release's shape, for `make bench`; a run reads the checkpoint's own config
-    ("trainer", "resume"), ("trainer", "progress"), ("trainer", "skip_completed"),
-    ("trainer", "eval_batch_size"), ("trainer", "save_best"), ("trainer", "tensorboard"), ("task", "predict_files"),
+# Every config key, classified (docs/records-and-tables.md, "Settings and the settings id"). A row names a
+# dotted key, or a node and so every key under it (a longer row wins). Two columns: the key in a run
+# (configs/train.yaml) and in a pretraining (configs/pretraining.yaml); None: that entry point has no such key.
+#   SETTING           it can change a result: it is in the settings, and so in the settings id;
+#   Setting(neutral=) a setting left out while it has this value: a new key whose default reproduces the old
+#                     behaviour changes no id (e.g. "trainer.new_flag": (Setting(neutral=False), None));
+#   Setting(when=)    a setting only while another key has a value (read only then); runtime otherwise;
+#   Setting(methods=) a method option: a setting of the methods whose class takes it (their __init__'s keyword
+#                     arguments, which methods.build passes; tests/test_settings.py checks both agree), runtime
+#                     for the others, so that one sweep may set method.epsilon for every method;
+#   RUNTIME           it cannot change a result by itself: where files are, progress, device, resume,
+#                     measurements after training, and tables whose values other keys take (the key that
+#                     takes the value is the setting).
+# A key in none of the rows is an error (settings() raises; tests/test_settings.py composes every config).
+
+
+_NONE = object()  # no neutral value
+
+
+@dataclass(frozen=True)
+class Setting:
+    neutral: object = _NONE  # left out of the settings while the key has this value
+    when: tuple = ()         # (key, value): a setting only while that key has that value
+    methods: tuple = ()      # a method option: a setting of these methods only
+
+
+SETTING = Setting()
+RUNTIME = "runtime"
+S, R = SETTING, RUNTIME
+METHODS = ("baseline", "fgm", "freelb", "gp", "pgd")  # the methods whose options the rows below classify
+
+
+def option(*methods: str) -> Setting:
+    return Setting(methods=methods)
+
+
+# fmt: off
+KEYS: dict[str, tuple] = {
+    #                                run   pretraining
+    "seed":                          (S, S),
+    "paths":                         (R, R),
+    "hydra":                         (R, R),
+    "download":                      (R, R),
+    "launcher":                      (R, R),  # records of the first weeks
+    "study":                         (R, None),  # a study's name and per-method table: method.epsilon takes from it
+    "eval":                          (R, None),  # measurements after training: the record holds their parameters
+    # A pretraining's settings hold, per corpus task, what its texts depend on (not its labels).
+    "task.name":                     (S, S),
+    "task.dir":                      (S, S),
+    "task.input":                    (S, S),
+    "task.text_fields":              (S, S),
+    "task.train_file":               (S, S),
+    "task.dev_file":                 (S, S),
+    "task.predict_files":            (R, S),  # make predict's files; the corpus may read the test texts
+    "task.labels_file":              (S, R),
+    "task.labels":                   (S, R),
+    "task.skip_labels":              (S, R),
+    "task.num_labels":               (S, R),
+    "task.max_length":               (S, R),  # a pretraining's own: pretrain.max_length
+    "task.epochs":                   (S, R),
+    "task.max_train_samples":        (S, R),
+    "task.max_dev_samples":          (S, R),
+    "model.name":                    (S, S),
+    "model.family":                  (S, S),
+    "model.pretrained":              (S, S),  # the pretrain record's id of model.checkpoint_dir (with_pretraining)
+    "model.learning_rate":           (S, R),  # the fine-tuning rate; a pretraining has pretrain.learning_rate
+    "model.checkpoint_dir":          (R, R),  # a make pretrain folder counts by model.pretrained, a release by name
+    "model.cpu_friendly":            (R, R),
+    "model.files":                   (R, R),
+    "model.url":                     (R, R),
+    "model.source":                  (R, R),
+    "model.method_epsilon":          (R, R),  # the model's method.epsilon per method (configs/method/*.yaml)
+    # model.shape's keys count as if they stood beside model.name (the layout of tiny's first records).
+    "model.vocab_size":              (Setting(neutral=None), Setting(neutral=None)),  # null: from the data (tiny)
+    "model.embedding_size":          (Setting(neutral=None), Setting(neutral=None)),  # null: hidden_size
+    "model.hidden_size":             (S, S),
+    "model.num_hidden_layers":       (S, S),
+    "model.num_attention_heads":     (S, S),
+    "model.intermediate_size":       (S, S),
+    "model.max_position_embeddings": (S, S),
+    "model.hidden_dropout_prob":     (S, S),
+    "model.attention_probs_dropout_prob": (S, S),
+    "method.name":                   (S, None),
+    "method._target_":               (R, None),  # the class of method.name
+    "method.unused":                 (R, None),  # records before 2026-12: the options a method ignored
+    "method.epsilon":                (option("fgm", "gp", "pgd"), None),
+    "method.accumulate_clean":       (option("fgm"), None),
+    "method.attack_dropout":         (option("fgm"), None),
+    "method.alpha":                  (option("pgd"), None),
+    "method.steps":                  (option("pgd"), None),
+    "method.adv_steps":              (option("freelb"), None),
+    "method.adv_lr":                 (option("freelb"), None),
+    "method.adv_init_mag":           (option("freelb"), None),
+    "method.adv_max_norm":           (option("freelb"), None),
+    "trainer.epochs":                (S, None),
+    "trainer.batch_size":            (S, None),
+    "trainer.learning_rate":         (S, None),
+    "trainer.precision":             (S, None),
+    "trainer.jit_compile":           (S, None),
+    "trainer.bucket_by_length":      (S, None),
+    "trainer.pad_to_multiple_of":    (S, None),
+    "trainer.tf32":                  (S, None),
+    "trainer.deterministic":         (S, None),
+    "trainer.schedule":              (S, None),
+    "trainer.warmup_ratio":          (Setting(when=("trainer.schedule", "linear")), None),  # train/schedule.py
+    "trainer.patience":              (S, None),
+    "trainer.eval_batch_size":       (R, None),
+    "trainer.device":                (R, None),
+    "trainer.skip_completed":        (R, None),
+    "trainer.resume":                (R, None),
+    "trainer.save_best":             (R, None),
+    "trainer.progress":              (R, None),
+    "trainer.tensorboard":           (R, None),
+    "pretrain.corpus":               (None, S),
+    "pretrain.whole_word_masking":   (None, S),
+    "pretrain.masked_share":         (None, S),
+    "pretrain.held_out_share":       (None, S),
+    "pretrain.held_out_max":         (None, S),
+    "pretrain.max_steps":            (None, S),
+    "pretrain.epochs":               (None, S),
+    "pretrain.batch_size":           (None, S),
+    "pretrain.max_length":           (None, S),
+    "pretrain.bucket_by_length":     (None, S),
+    "pretrain.learning_rate":        (None, S),
+    "pretrain.weight_decay":         (None, S),
+    "pretrain.adam_epsilon":         (None, S),
+    "pretrain.clip_norm":            (None, S),
+    "pretrain.warmup_ratio":         (None, S),
+    "pretrain.deterministic":        (None, S),
+    "pretrain.vocab":                (None, R),  # a given vocab.txt counts by its sha256, in the pretraining's init
+    "pretrain.eval_every":           (None, R),  # where evaluations and save points fall, not the weights
+    "pretrain.eval_batch_size":      (None, R),
+    "pretrain.device":               (None, R),
+    "pretrain.resume":               (None, R),
+    "pretrain.progress":             (None, R),
+    "pretrain.tensorboard":          (None, R),
+    "pretrain.name":                 (None, R),
 }
+# fmt: on
+RUN, PRETRAIN = 0, 1  # the columns
 
 
-def method_options(method: dict) -> dict:
-    """A method config's keyword arguments: all keys but ``_target_``, ``name`` and the ones it
-    lists under ``unused`` (accepted only so that one sweep can set e.g. method.epsilon for all)."""
-    skip = {"_target_", "name", "unused", *(method.get("unused") or [])}
-    return {k: v for k, v in method.items() if k not in skip}
+def classify(key: str, column: int = RUN):
+    """The class of a dotted config key (its row's, or its nearest node's), None if unclassified."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        row = KEYS.get(".".join(parts[:n]))
+        if row is not None:
+            return row[column]
+    return None
+
+
+def _with_flat_shape(config: dict) -> dict:
+    """``model.shape``'s keys beside the model's name: every model config has one shape schema, and
+    a model whose shape stood at its top level (tiny's first records) keeps its settings id."""
+    model = config.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("shape"), dict):
+        return config
+    return {**config, "model": {**{k: v for k, v in model.items() if k != "shape"}, **model["shape"]}}
+
+
+def _lookup(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _kept(config: dict, column: int, node=None, prefix: str = "", missing: list | None = None):
+    """The settings part of ``node`` (the whole config by default); unclassified keys go to ``missing``."""
+    out = {}
+    for k, v in (config if node is None else node).items():
+        key = f"{prefix}{k}"
+        kind = classify(key, column)
+        if kind is None and isinstance(v, dict) and v:
+            sub = _kept(config, column, v, key + ".", missing)
+            if sub:
+                out[k] = sub
+        elif kind is None:
+            if missing is not None:
+                missing.append(key)
+        elif kind != RUNTIME and _counts(config, kind, v):
+            out[k] = v
+    return out
+
+
+def _counts(config: dict, kind: Setting, value) -> bool:
+    if kind.neutral is not _NONE and value == kind.neutral:
+        return False
+    if kind.when and _lookup(config, kind.when[0]) != kind.when[1]:
+        return False
+    return not kind.methods or _lookup(config, "method.name") in kind.methods
+
+
+def unclassified(config: dict, column: int = RUN) -> list[str]:
+    """The keys of ``config`` (resolved, as a dict) that no row of KEYS classifies, and a method's name
+    whose options KEYS does not classify."""
+    missing: list[str] = []
+    config = _with_flat_shape(config)
+    _kept(config, column, missing=missing)
+    name = _lookup(config, "method.name")
+    if column == RUN and isinstance(config.get("method"), dict) and name not in METHODS:
+        missing.append(f"method.name={name} (its options: records.METHODS and Setting(methods=...))")
+    return missing
+
+
+def _settings_of(config: dict, column: int) -> dict:
+    config = _with_flat_shape(config)
+    if missing := unclassified(config, column):
+        raise UserError(f"config keys {', '.join(missing)}: not classified as a setting or runtime; add them to "
+                        "experiments/records.py KEYS (a new setting with the neutral default that keeps old ids)")
+    return _kept(config, column)
 
 
 def settings(config: dict) -> dict:
-    """The part of a resolved config that determines a run's results, seed included."""
-
-    def keep(node, prefix=()):
-        if not isinstance(node, dict):
-            return node
-        return {k: keep(v, prefix + (k,)) for k, v in node.items() if prefix + (k,) not in NOT_SETTINGS}
-
-    kept = keep(config)
-    if isinstance(kept.get("method"), dict):  # an unused option must not split a method's runs
-        kept["method"] = {"name": kept["method"].get("name"), **method_options(kept["method"])}
-    trainer = kept.get("trainer")
-    if isinstance(trainer, dict) and trainer.get("schedule", "constant") != "linear":
-        trainer.pop("warmup_ratio", None)  # read only by the linear schedule (experiments/train/schedule.py)
-    return kept
+    """The part of a resolved config that determines a run's results, seed included (KEYS' run column)."""
+    return _settings_of(config, RUN)
 
 
 def settings_id(config: dict) -> str:
@@ -102,18 +297,49 @@ def write_json_atomic(path: Path, data) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
+    """Write ``data`` (bytes, or a function that writes into the open binary file, e.g. ``np.savez``)
+    so that readers see the old file or the whole new one, never a part."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        if callable(data):
+            data(f)
+        else:
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = "", folder: bool = False) -> Iterator[Path]:
+    """A new temporary file (or ``folder``) beside ``path`` for the block to write, e.g. by a library that
+    takes a file name (``suffix``: the ending it wants); renamed over ``path`` when the block ends, removed
+    if it raises. A folder replaces the one at ``path`` (moved aside, then deleted)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if folder:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix))
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+        os.close(fd)
+        tmp = Path(name)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared results folder needs the usual mode
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.chmod(tmp, (0o777 if folder else 0o666) & ~_UMASK)  # mkstemp makes 0600; shared folders need the usual
+        yield tmp
+        if folder and path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -138,12 +364,17 @@ def run_record(config: dict, history: list[dict], ending: dict, facts: dict, tim
     """The record of a finished run (experiments/commands/run.py): complete, or diverged (a non-finite loss
     stopped it: the history so far, ``diverged_at``, ``partial_epoch``); early stopping adds
     ``stopped_at_epoch``. Either way the run is done. ``config`` is the resolved config; ``facts``
-    the data's sizes; ``timings`` the total and tokenizing times and the token cache's use; ``robustness``
+    the data's sizes and ``dev_majority_share`` (``majority_share`` of the dev labels); ``timings`` the total
+    and tokenizing times and the token cache's use; ``robustness``
     (``eval.attack.epsilons`` set) ``robust_dev_acc`` and ``attack`` (experiments/train/embedding_attack.py)."""
     best = max(history, key=lambda h: h["dev_acc"], default={"dev_acc": None, "epoch": None})
     origin = pretrained_from(config["model"].get("checkpoint_dir"))
+    status = DIVERGED if "diverged_at" in ending else COMPLETE
+    share = facts.get("dev_majority_share")
     return {
-        "status": DIVERGED if "diverged_at" in ending else COMPLETE,
+        "status": status,
+        # a complete run no better than always answering the dev set's most frequent class (collapsed())
+        "collapsed": status == COMPLETE and collapsed(best["dev_acc"], share, facts.get("dev_samples")),
         "task": config["task"]["name"], "model": config["model"]["name"], "method": config["method"]["name"],
         "seed": config["seed"],
         "settings_id": settings_id(config),
@@ -180,34 +411,53 @@ def outcome(record: dict) -> str:
     """A run's result in a few words, for the log's last line."""
     if not record["history"]:
         return "diverged in epoch 1"
-    return (f"{'diverged; ' * (record['status'] == DIVERGED)}best dev acc {record['best_dev_acc']:.4f} "
+    text = (f"{'diverged; ' * (record['status'] == DIVERGED)}best dev acc {record['best_dev_acc']:.4f} "
             f"(epoch {record['best_epoch']}), final {record['final_dev_acc']:.4f}")
+    if record.get("collapsed"):
+        text += (f"; COLLAPSED: no better than always answering the most frequent dev class "
+                 f"({record['dev_majority_share']:.4f} of the dev set): {COLLAPSE_HINT}")
+    return text
+
+
+# A collapsed run: its best dev accuracy is within noise of the dev set's majority-class share p (the accuracy of
+# always answering that class), i.e. at most p + COLLAPSE_SE binomial standard errors sqrt(p (1 - p) / n) over n
+# dev examples. An adversarial step too large for the model's embeddings does this (docs/records-and-tables.md).
+COLLAPSE_SE = 2
+COLLAPSE_HINT = "lower method.epsilon"
+
+
+def majority_share(labels) -> float | None:
+    """The share of the most frequent class among ``labels`` (class indices; -1, unlabelled, ignored)."""
+    counts = Counter(int(label) for label in labels if int(label) >= 0)
+    return max(counts.values()) / sum(counts.values()) if counts else None
+
+
+def collapse_threshold(share: float, n: int) -> float:
+    return share + COLLAPSE_SE * math.sqrt(share * (1 - share) / n)
+
+
+def collapsed(best_dev_acc: float | None, share: float | None, n: int | None) -> bool:
+    """Whether a run's best dev accuracy is at the majority class's share, within noise (COLLAPSE_SE)."""
+    if best_dev_acc is None or share is None or not n:
+        return False
+    return best_dev_acc <= collapse_threshold(share, n)
 
 
 # Pretrain records (make pretrain's model folders)
 PRETRAIN_RECORD_FILE = "pretrain_record.json"
-# Keys of a pretraining's config that say where or how it is shown, not what it computes.
-PRETRAIN_NOT_SETTINGS = {("paths",), ("hydra",), ("download",), ("model", "checkpoint_dir"), ("model", "cpu_friendly"),
-                ("model", "files"), ("model", "url"), ("model", "source"), ("model", "shape"),
-                ("model", "learning_rate"),  # the fine-tuning rate; pretraining has pretrain.learning_rate
-                ("pretrain", "resume"), ("pretrain", "progress"), ("pretrain", "tensorboard"),
-                ("pretrain", "device"), ("pretrain", "name"), ("pretrain", "eval_batch_size"),
-                ("pretrain", "vocab"),  # a given vocab.txt counts by its sha256, in ``init``
-                ("pretrain", "eval_every")}  # where the evaluations and save points fall, not the weights
-# What of a task config the corpus depends on (its texts, not its labels or training defaults).
-TASK_KEYS = ("name", "dir", "input", "text_fields", "train_file", "dev_file", "predict_files")
+# What of a task config the corpus depends on (its texts, not its labels or training defaults): KEYS' pretraining
+# column.
+TASK_KEYS = tuple(key[5:] for key, row in KEYS.items() if key.startswith("task.") and row[PRETRAIN] != RUNTIME)
 
 
 def pretrain_settings(config: dict, tasks: list[dict], init: str) -> dict:
     """What determines a pretraining's weights: the corpus tasks' text files and fields, the model,
-    the pretrain settings, the seed and the start (``init``)."""
-
-    def keep(node, prefix=()):
-        if not isinstance(node, dict):
-            return node
-        return {k: keep(v, prefix + (k,)) for k, v in node.items() if prefix + (k,) not in PRETRAIN_NOT_SETTINGS}
-
-    kept = keep({k: v for k, v in config.items() if k in ("model", "pretrain", "seed")})
+    the pretrain settings, the seed and the start (``init``): KEYS' pretraining column."""
+    for task in tasks:
+        if missing := unclassified({"task": task}, PRETRAIN):
+            raise UserError(f"config keys {', '.join(missing)}: not classified as a setting or runtime; add them to "
+                            "experiments/records.py KEYS")
+    kept = {k: v for k, v in _settings_of(config, PRETRAIN).items() if k in ("model", "pretrain", "seed")}
     return {"tasks": [{k: t.get(k) for k in TASK_KEYS} for t in tasks], **kept, "init": init}
 
 

@@ -38,9 +38,9 @@ def test_an_unused_method_option_does_not_split_runs():
     plain = resolved("method=baseline")
     with_eps = resolved("method=baseline", "method.epsilon=0.05")
     assert records.settings(with_eps) == records.settings(plain)
-    assert records.method_options(with_eps["method"]) == {}
-    assert records.method_options(resolved("method=fgm", "method.epsilon=0.05")["method"]) == {
-        "epsilon": 0.05, "accumulate_clean": False, "attack_dropout": False}
+    assert records.settings(with_eps)["method"] == {"name": "baseline"}
+    assert records.settings(resolved("method=fgm", "method.epsilon=0.05"))["method"] == {
+        "name": "fgm", "epsilon": 0.05, "accumulate_clean": False, "attack_dropout": False}
 
 
 def test_fgm_attack_dropout_follows_accumulate_clean_unless_set():
@@ -78,7 +78,7 @@ def test_warmup_ratio_is_a_setting_only_under_the_linear_schedule():
     assert rec.settings_id(config("linear", 0.1)) != rec.settings_id(config("linear", 0.3))
 
 
-def test_a_study_table_is_not_a_setting_the_values_it_sets_are():
+def test_a_study_table_is_not_a_setting_the_values_it_sets_are():  # in the layout of records before 2026-12
     from experiments import records as rec
 
     def config(fgm_eps):

@@ -14,8 +14,6 @@ def cross_entropy(labels, logits):
 
 
 class Method:
-    name = "method"
-
     def __init__(self, model, optimizer=None):
         self.model = model
         self.embeddings = embedding_matrix(model)

@@ -6,8 +6,6 @@ from experiments.train.methods.base import Method
 
 
 class Baseline(Method):
-    name = "baseline"
-
     def __call__(self, inputs, labels):
         with tf.GradientTape() as tape:
             loss = self.loss(inputs, labels)

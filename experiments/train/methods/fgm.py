@@ -69,8 +69,6 @@ def fgm_delta(grad: tf.IndexedSlices, epsilon: float) -> tf.IndexedSlices:
 
 
 class FGM(Method):
-    name = "fgm"
-
     def __init__(self, model, optimizer=None, epsilon: float = 0.5, accumulate_clean: bool = False,
                  attack_dropout: bool | None = None):
         if attack_dropout is None:  # as in configs/method/fgm.yaml: follow accumulate_clean

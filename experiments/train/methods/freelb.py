@@ -34,8 +34,6 @@ from experiments.train.methods.base import Method, add_gradients, scale_gradient
 from experiments.train.perturb import ascent_step, per_example_norm, project, token_embeddings_plus, token_mask
 
 class FreeLB(Method):
-    name = "freelb"
-
     def __init__(self, model, optimizer=None, adv_steps: int = 3, adv_lr: float = 0.1,
                  adv_init_mag: float = 0.1, adv_max_norm: float = 0.0):
         super().__init__(model, optimizer)

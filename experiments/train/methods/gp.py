@@ -13,8 +13,6 @@ from experiments.train.methods.base import Method
 
 
 class GradientPenalty(Method):
-    name = "gp"
-
     def __init__(self, model, optimizer=None, epsilon: float = 1.0):
         super().__init__(model, optimizer)
         self.epsilon = epsilon

@@ -23,8 +23,6 @@ from experiments.train.methods.base import Method, add_gradients, summed_rows
 
 
 class PGD(Method):
-    name = "pgd"
-
     def __init__(self, model, optimizer=None, epsilon: float = 1.0, alpha: float = 0.3, steps: int = 3):
         super().__init__(model, optimizer)
         if steps < 1 or alpha <= 0:
