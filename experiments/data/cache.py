@@ -15,12 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from experiments import records
 from experiments.data import loaders, batching
 
 log = logging.getLogger(__name__)
@@ -76,15 +75,7 @@ def encode(tokenizer, texts: list[str], max_length: int, source: Path, cache_dir
     arrays = {"token_ids": _flat(token_ids), "lengths": lengths}
     if segment_ids is not None:
         arrays["segment_ids"] = _flat(segment_ids)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    records.write_bytes_atomic(path, lambda f: np.savez(f, **arrays))
     log.info("%s: tokenized %d texts, cached in %s", source, len(texts), path)
     return (token_ids, segment_ids), False
 

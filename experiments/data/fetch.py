@@ -43,6 +43,7 @@ from pathlib import Path
 import requests
 from omegaconf import OmegaConf
 
+from experiments import records
 from experiments.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -354,9 +355,7 @@ def read_manifest(folder: Path) -> dict[str, str]:
 
 def write_manifest(folder: Path, sums: dict[str, str]) -> None:
     """Replace the manifest atomically: readers see the old one or the new one."""
-    tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text("".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())), encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    records.write_text_atomic(folder / MANIFEST, "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())))
 
 
 def _recorded(dest: Path) -> dict[str, str]:

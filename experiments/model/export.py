@@ -16,11 +16,12 @@ variables themselves, and ``tf.raw_ops.SaveV2`` writes the bundle, as TF1's ``Sa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+from experiments import records
 
 # Variables of a release that a masked-LM pretraining does not train but that its release
 # ships: kept unchanged in a continued model's checkpoint (BERT's pooler and NSP head).
@@ -66,23 +67,13 @@ def write_model_folder(folder: str | Path, files: dict[str, str], config: dict, 
     killed write never leaves a half folder under the final name (a previous one is replaced).
     ``vocab``: the tokens in id order, or the source release's vocab file, copied byte for byte."""
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / files["config"]).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if isinstance(vocab, Path):
-        shutil.copyfile(vocab, tmp / files["vocab"])
-    else:
-        (tmp / files["vocab"]).write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
-    write_checkpoint(tmp / files["checkpoint"], arrays)
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, folder)
+    with records.atomic_path(folder, folder=True) as tmp:
+        (tmp / files["config"]).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if isinstance(vocab, Path):
+            shutil.copyfile(vocab, tmp / files["vocab"])
+        else:
+            (tmp / files["vocab"]).write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+        write_checkpoint(tmp / files["checkpoint"], arrays)
     return folder
 
 

@@ -18,13 +18,14 @@ each epoch.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from experiments import records
 
 REFRESH_SECONDS = 0.5  # how often step values are read from the device (tqdm's bar refreshes ~10x a second)
 
@@ -132,11 +133,9 @@ def trim_events(folder: Path, last_step: int) -> None:
             event = event_pb2.Event.FromString(raw.numpy())
             if event.step <= last_step:
                 kept.append(raw.numpy())
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tf.io.TFRecordWriter(str(tmp)) as out:
+        with records.atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as out:
             for raw in kept:
                 out.write(raw)
-        os.replace(tmp, path)
 
 
 def read_scalars(folder: str | Path) -> dict[str, list[tuple[int, float]]]:

@@ -16,11 +16,10 @@ file and a rename. A run killed at any moment leaves the previous complete state
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
-from experiments.records import write_json_atomic
+from experiments.records import atomic_path, write_json_atomic
 
 
 class RunState:
@@ -62,10 +61,8 @@ class RunState:
         return latest["history"]
 
     def save_best(self) -> None:
-        tmp = self.best_weights.with_name(".best.tmp.weights.h5")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_weights(str(tmp))
-        os.replace(tmp, self.best_weights)
+        with atomic_path(self.best_weights, suffix=".weights.h5") as tmp:  # Keras wants the ending
+            self.model.save_weights(str(tmp))
 
     def discard_state(self) -> None:
         """Once the record is written the per-epoch state is no longer needed (it is large)."""
