@@ -122,7 +122,8 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
         trainer.board = monitor.TensorBoard(tensorboard_dir(cfg.paths.results_dir, record_file),
                                             resume_step=len(trainer.history) * steps_per_epoch)
     facts = {"num_labels": len(label_ids), "train_samples": len(train), "dev_samples": len(dev),
-             "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped}}  # task.skip_labels
+             "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped},  # task.skip_labels
+             "dev_majority_share": records.majority_share(dev_split.labels)}  # records.collapsed
     cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
     timings = {"tokenize_seconds": tokenize_seconds,
                "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss"}
