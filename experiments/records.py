@@ -118,6 +118,9 @@ KEYS: dict[str, tuple] = {
     "model.files":                   (R, R),
     "model.url":                     (R, R),
     "model.source":                  (R, R),
+    "model.hub_id":                  (R, R),  # where the weights come from (data/hub.py), like model.url;
+    "model.hub_revision":            (R, R),  # the record's checkpoint names the weight file's sha256
+    "model.hub_weights":             (R, R),
     "model.method_epsilon":          (R, R),  # the model's method.epsilon per method (configs/method/*.yaml)
     # model.shape's keys count as if they stood beside model.name (the layout of tiny's first records).
     "model.vocab_size":              (Setting(neutral=None), Setting(neutral=None)),  # null: from the data (tiny)

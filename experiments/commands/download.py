@@ -12,6 +12,7 @@ import logging
 import sys
 
 from experiments import CONFIG_DIR
+from experiments.data import hub
 from experiments.data.fetch import fetch_or_verify, model_target, task_target
 from experiments.errors import UserError
 
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.what == "model":
             cfg = _compose(args.overrides)
+            if hub.uses_hub(cfg.model):  # the Hub snapshot (experiments/data/hub.py), fetched and verified
+                folder = hub.snapshot(cfg.model, download=True)
+                checked = hub.verify(cfg.model, folder)
+                print(f"{folder}: {hub.hub_id(cfg.model)}@{hub.revision(cfg.model)}, {checked} LFS file(s) match "
+                      "the Hub's sha256")
+                return 0
             fetch_or_verify(model_target(cfg.model, cfg.download), cfg.download)
             return 0
         known_tasks = sorted(p.stem for p in (CONFIG_DIR / "task").glob("*.yaml"))

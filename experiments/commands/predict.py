@@ -43,7 +43,7 @@ def find_record(run: str | Path) -> tuple[Path, dict]:
 
 def load_run(record: dict):
     """Rebuild a run's tokenizer and model with its best-dev weights."""
-    from experiments.data import loaders
+    from experiments.data import hub, loaders
     from experiments.model import head
     from experiments.train import loop, optim
 
@@ -53,6 +53,7 @@ def load_run(record: dict):
         raise UserError(f"{weights}: best-dev weights not found; the run was made with trainer.save_best=false "
                         "or its checkpoints folder was removed: rerun it")
     label_ids, train, _ = loaders.load_task(cfg.paths.clue_dir, cfg.task)  # train texts: the tiny model's vocab
+    hub.resolve(cfg.model)  # a model from the Hub: its cached snapshot
     optim.set_precision(cfg.trainer.precision)
     tokenizer, model = head.load_classifier(cfg.model, train.all_texts(), len(label_ids), cfg.task.max_length, cfg.seed)
     model.load_weights(weights)

@@ -69,7 +69,7 @@ def prepare(cfg: DictConfig) -> Plan:
     """Everything that can fail before TensorFlow's import: settings, the family (ELECTRA has no
     MLM head), the device (BERT-base on a CPU: the guard's one line with this pretraining's ETA),
     the data and the checkpoint (fetched first where download.auto says so)."""
-    from experiments.data import fetch, loaders
+    from experiments.data import fetch, hub, loaders
     from experiments.model import mlm, release
 
     config.validate_pretrain(cfg)
@@ -84,10 +84,10 @@ def prepare(cfg: DictConfig) -> Plan:
     for task_cfg in tasks:
         loaders.task_dir(cfg.paths.clue_dir, task_cfg)
     checkpoint, init = None, "random"
+    hub.resolve(cfg.model)  # a model from the Hub: checkpoint_dir -> its cached snapshot
     if cfg.model.checkpoint_dir is not None:
         release.check_checkpoint(cfg.model)
-        checkpoint = str(Path(cfg.model.checkpoint_dir) / release.files(cfg.model)["checkpoint"])
-        init = "sha256:" + hashlib.sha256(Path(checkpoint + ".index").read_bytes()).hexdigest()
+        checkpoint, init = release.source(cfg.model)
     elif cfg.pretrain.vocab is not None:  # the file's content is a setting, not its path
         if not Path(cfg.pretrain.vocab).is_file():
             raise UserError(f"pretrain.vocab={cfg.pretrain.vocab}: file not found; give a vocab.txt or null (a "
@@ -190,7 +190,7 @@ def build(cfg: DictConfig, plan: Plan) -> Job:
     log.info("corpus: %d texts (%d tokens) of %s, %d held out; vocabulary %d", len(texts), data.tokens,
              ", ".join(f"{f['task']} {f['split']}" for f in texts.files), len(held_data), len(vocab))
 
-    masked_lm = mlm.build_mlm(cfg.model, bert_config, cfg.seed, plan.checkpoint)
+    masked_lm = mlm.build_mlm(cfg.model, bert_config, cfg.seed, encoder.checkpoint_weights(cfg.model))
     rewrites.prepare_model(masked_lm.model)  # keyed dropout, cheaper GELU / LayerNorm / attention
     steps_per_epoch = batching.num_batches(len(train_data), p.batch_size)
     total = int(p.max_steps) if p.max_steps is not None else int(p.epochs) * steps_per_epoch
@@ -233,7 +233,7 @@ def train(cfg: DictConfig, job: Job) -> None:
 
 def save(cfg: DictConfig, job: Job) -> Path:
     """The model folder in the family's release layout (a diverged pretraining saves no weights)."""
-    from experiments.model import export, release
+    from experiments.model import encoder, export, release
 
     folder = job.plan.folder
     if "diverged_at" in job.trainer.ending:
@@ -243,9 +243,9 @@ def save(cfg: DictConfig, job: Job) -> Path:
     arrays = export.release_arrays(job.mlm.encoder)
     copied = {}
     if job.plan.checkpoint is not None:  # the release's pooler / NSP head: not trained here, kept as released
-        copied = {k: v for k, v in export.untrained_arrays(job.plan.checkpoint).items() if k not in arrays}
-        source = Path(cfg.model.checkpoint_dir)
-        export.write_model_folder(folder, files, job.bert_config, source / files["vocab"], {**arrays, **copied})
+        source = encoder.checkpoint_weights(cfg.model)
+        copied = {k: v for k, v in export.untrained_arrays(source).items() if k not in arrays}
+        export.write_model_folder(folder, files, job.bert_config, release.vocab_path(cfg.model), {**arrays, **copied})
     else:
         bert_config = {**job.bert_config, "initializer_range": 0.02}
         export.write_model_folder(folder, files, bert_config, export.vocab_tokens(job.vocab), arrays)

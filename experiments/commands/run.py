@@ -54,7 +54,7 @@ def prepare(cfg: DictConfig) -> None:
     """Everything that can fail before TensorFlow's slow, noisy import: the settings, the device
     (a GPU TensorFlow cannot use, or days on a CPU), and the data and checkpoint on disk (fetched
     first on a fresh machine, so that offline it fails in a second)."""
-    from experiments.data import fetch, loaders
+    from experiments.data import fetch, hub, loaders
     from experiments.model import release
 
     config.validate(cfg)
@@ -62,6 +62,7 @@ def prepare(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "download.auto", default=False):
         fetch.fetch_missing(cfg)
     loaders.task_dir(cfg.paths.clue_dir, cfg.task)
+    hub.resolve(cfg.model)  # a model from the Hub: checkpoint_dir -> its cached snapshot
     if cfg.model.checkpoint_dir is not None:
         release.check_checkpoint(cfg.model)
 
@@ -83,7 +84,7 @@ class Job:
 def build(cfg: DictConfig, record_file: Path) -> Job:
     """Seed, load the task and the model, tokenize (through the token cache), and put together
     the optimizer, the method, the trainer and its run state (restored if resuming)."""
-    from experiments.data import batching, cache, loaders
+    from experiments.data import batching, cache, hub, loaders
     from experiments.model import encoder, head, release, rewrites
     from experiments.train import methods, monitor, optim, run_state, schedule
     from experiments.train.loop import Trainer
@@ -123,7 +124,8 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
                                             resume_step=len(trainer.history) * steps_per_epoch)
     facts = {"num_labels": len(label_ids), "train_samples": len(train), "dev_samples": len(dev),
              "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped},  # task.skip_labels
-             "dev_majority_share": records.majority_share(dev_split.labels)}  # records.collapsed
+             "dev_majority_share": records.majority_share(dev_split.labels),  # records.collapsed
+             **({"checkpoint": c} if (c := hub.checkpoint_record(cfg.model)) else {})}  # weight file, sha256, hub
     cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
     timings = {"tokenize_seconds": tokenize_seconds,
                "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss"}

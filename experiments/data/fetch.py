@@ -116,8 +116,12 @@ def model_target(model_cfg, dl) -> Target:
 
 def fetch_missing(cfg) -> None:
     """Download the task's data and the model's checkpoint if their folders do not exist."""
+    from experiments.data import hub
+
     ensure(task_target(cfg.paths.clue_dir, cfg.task, cfg.download), cfg.download)
-    if cfg.model.checkpoint_dir is not None:
+    if hub.uses_hub(cfg.model):  # no folder there, no TF1 URL: the Hub snapshot (data/hub.py)
+        hub.resolve(cfg.model, download=True)
+    elif cfg.model.checkpoint_dir is not None:
         ensure(model_target(cfg.model, cfg.download), cfg.download)
 
 

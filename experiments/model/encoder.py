@@ -16,6 +16,7 @@ runs, CI and pretraining from scratch.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,10 @@ from omegaconf import OmegaConf
 
 import experiments  # noqa: F401  (sets TF_KERAS before TensorFlow is imported)
 from experiments.errors import UserError
-from experiments.model.release import config_path, family, files, vocab_path
+from experiments.model import hf_format
+from experiments.model.release import config_path, family, files, is_hf, vocab_path
+
+log = logging.getLogger(__name__)
 
 EMBEDDING_LAYER = "Embedding-Token"  # bert4keras's name for the token-embedding layer, in every family
 NEZHA_LAYER_NORM_EPSILON = 1e-12  # NEZHA-TensorFlow's (Google BERT's) LayerNorm epsilon: see fix_layer_norm_epsilon
@@ -41,6 +45,8 @@ def bert_config(model_cfg, vocab_size: int) -> dict:
             config = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as err:
             raise UserError(f"{path}: not valid JSON ({err}); fetch the checkpoint folder again") from None
+        if is_hf(model_cfg):
+            config = hf_format.encoder_config(path.parent, config, family(model_cfg))
         check_release_config(path, config, family(model_cfg))
         if config.get("vocab_size") != vocab_size:
             raise UserError(
@@ -84,12 +90,54 @@ def shape_config(model_cfg, layers: int | None = None) -> dict:
     return config
 
 
-def checkpoint_weights(model_cfg) -> str | None:
-    """What ``build_encoder`` loads for ``model_cfg``: its TF1 checkpoint prefix, None without a
-    checkpoint folder."""
+def checkpoint_weights(model_cfg) -> str | hf_format.Checkpoint | None:
+    """What ``build_encoder`` loads for ``model_cfg``: its TF1 checkpoint prefix, an HF folder's
+    weights under TF1 names, None without a checkpoint folder."""
     if model_cfg.checkpoint_dir is None:
         return None
-    return str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["checkpoint"])
+    folder = Path(model_cfg.checkpoint_dir)
+    if is_hf(model_cfg):
+        config = json.loads(config_path(model_cfg).read_text(encoding="utf-8"))
+        return hf_format.Checkpoint(hf_format.load(folder, family(model_cfg), config))
+    return str(folder / files(model_cfg)["checkpoint"])
+
+
+# What the last build_encoder read from each HF weight file: checkpoint_facts puts it in the run record.
+_LOADED: dict[str, dict] = {}
+
+
+def checkpoint_facts(model_cfg) -> dict | None:
+    """For the run record: where the weights came from. An HF folder: its weight file, sha256 and
+    the tensors the encoder did not use; a TF1 release: its checkpoint prefix."""
+    if model_cfg.checkpoint_dir is None:
+        return None
+    if not is_hf(model_cfg):
+        return {"layout": "tf1", "checkpoint": str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["checkpoint"])}
+    path = str(hf_format.weight_file(Path(model_cfg.checkpoint_dir)))
+    return _LOADED.get(path) or {"layout": "hf", "weight_file": path,
+                                 "sha256": hf_format.sha256(Path(path))}
+
+
+def load_checkpoint(encoder, model_cfg, checkpoint: str | hf_format.Checkpoint) -> None:
+    """Load ``checkpoint`` into a built encoder. An HF checkpoint must hold every variable the encoder
+    reads (one line naming the first missing tensor); what it holds beyond them is named in the log."""
+    if isinstance(checkpoint, hf_format.Checkpoint):
+        name = family(model_cfg)
+        mapping = {k: v for k, v in encoder.variable_mapping().items() if k in encoder.layers}
+        needed = [v for variables in mapping.values() for v in variables]
+        weights = checkpoint.weights
+        for variable in needed:
+            if variable not in checkpoint:
+                expected = hf_format.pt_name(variable, name)
+                raise UserError(f"{weights.weight_file}: no tensor {expected[0] if expected else variable} "
+                                f"(as {variable}), which the {name} encoder needs; the file is not a complete "
+                                f"{name} model")
+        extra = sorted(weights.hf_names[v] for v in checkpoint if v not in set(needed))
+        unused = sorted(weights.unused + extra)
+        if unused:
+            log.info("%s: not used by the encoder: %s", weights.weight_file, ", ".join(unused))
+        _LOADED[weights.weight_file] = {**weights.record(), "unused": unused}
+    encoder.load_weights_from_checkpoint(checkpoint)
 
 
 def build_encoder(model_cfg, config: dict, seed: int, checkpoint: str | dict | None = None):
@@ -100,10 +148,11 @@ def build_encoder(model_cfg, config: dict, seed: int, checkpoint: str | dict | N
     from bert4keras.models import build_transformer_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp) / "config.json"
-        config_path.write_text(json.dumps(config))
-        encoder = build_transformer_model(str(config_path), checkpoint, model=family(model_cfg),
-                                          return_keras_model=False)
+        path = Path(tmp) / "config.json"
+        path.write_text(json.dumps(config))
+        encoder = build_transformer_model(str(path), None, model=family(model_cfg), return_keras_model=False)
+    if checkpoint is not None:
+        load_checkpoint(encoder, model_cfg, checkpoint)
     fix_layer_norm_epsilon(encoder.model, family(model_cfg), config)
     if checkpoint is None:
         random_init(encoder.model, seed)

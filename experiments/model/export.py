@@ -43,9 +43,13 @@ def release_arrays(encoder) -> dict[str, np.ndarray]:
     return arrays
 
 
-def untrained_arrays(checkpoint: str) -> dict[str, np.ndarray]:
-    """The variables of a source checkpoint under ``UNTRAINED_PREFIXES``, unchanged."""
+def untrained_arrays(checkpoint: str | dict) -> dict[str, np.ndarray]:
+    """The variables of a source checkpoint (a TF1 prefix, or an HF folder's {TF1 name: array}) under
+    ``UNTRAINED_PREFIXES``, unchanged."""
     import tensorflow as tf
+
+    if isinstance(checkpoint, dict):
+        return {name: checkpoint[name] for name in sorted(checkpoint) if name.startswith(UNTRAINED_PREFIXES)}
 
     reader = tf.train.load_checkpoint(checkpoint)
     return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())

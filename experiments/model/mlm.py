@@ -53,7 +53,7 @@ class MaskedLM:
     head_source: str
 
 
-def build_mlm(model_cfg, config: dict, seed: int, checkpoint: str | None = None) -> MaskedLM:
+def build_mlm(model_cfg, config: dict, seed: int, checkpoint: str | dict | None = None) -> MaskedLM:
     """The masked-LM model of ``model_cfg``'s family: from ``checkpoint`` (TAPT; the head too
     where the release ships ``cls/predictions/*``) or at random (from scratch), seeded."""
     import tensorflow as tf
@@ -90,7 +90,10 @@ def head_in_checkpoint(encoder, checkpoint: str) -> bool:
     """Whether the checkpoint has every variable of the MLM head (Google's releases do)."""
     import tensorflow as tf
 
-    names = {name for name, _ in tf.train.list_variables(checkpoint)}
+    if isinstance(checkpoint, dict):  # an HF folder's weights under TF1 names (model.hf_format)
+        names = set(checkpoint)
+    else:
+        names = {name for name, _ in tf.train.list_variables(checkpoint)}
     return all(v in names for variables in head_mapping(encoder).values() for v in variables)
 
 

@@ -1,6 +1,8 @@
-"""A model release as configs and files: its bert4keras family and the names of its files in
-``checkpoint_dir`` (``model.files``). No TensorFlow: downloads and the checks that run before
-TensorFlow's import read this."""
+"""A model folder as configs and files: its bert4keras family and its layout, either a TF1 release
+(``model.files``: JSON config, checkpoint prefix, vocab) or a Hugging Face folder (``config.json``,
+``vocab.txt``, one of hf_format.WEIGHT_FILES). A folder holding the release files of ``model.files``
+is read as the release; otherwise one with ``config.json`` and a weight file as an HF folder. No
+TensorFlow: downloads and the checks that run before TensorFlow's import read this."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments.errors import UserError
+from experiments.model import hf_format
 
 FAMILIES = ("bert", "albert", "nezha", "electra")  # bert4keras's `model=` names this project tests
 # Google's BERT release, the default of model.files
@@ -32,25 +35,52 @@ def checkpoint_files(model_cfg) -> list[str]:
     return [f["config"], f["vocab"], f"{f['checkpoint']}.index", f"{f['checkpoint']}.data-00000-of-00001"]
 
 
+def is_hf(model_cfg) -> bool:
+    """Whether ``checkpoint_dir`` is read as a Hugging Face folder (not a TF1 release of ``model.files``)."""
+    folder = Path(model_cfg.checkpoint_dir)
+    if all((folder / name).is_file() for name in checkpoint_files(model_cfg)):
+        return False
+    return hf_format.is_hf_folder(folder)
+
+
 def check_checkpoint(model_cfg) -> None:
     folder = Path(model_cfg.checkpoint_dir)
     if not folder.is_dir():
         raise UserError(f"{folder}: checkpoint folder of model={model_cfg.name} not found; run "
                         f"`make model MODEL={model_cfg.name}` or set model.checkpoint_dir")
+    if is_hf(model_cfg):
+        if not (folder / hf_format.VOCAB).is_file():
+            raise UserError(f"{folder / hf_format.VOCAB}: missing from the HF model folder of model={model_cfg.name}; "
+                            "the suite tokenizes with BERT's WordPiece vocab: copy the model's vocab.txt there")
+        return
     for name in checkpoint_files(model_cfg):
         if not (folder / name).is_file():
-            raise UserError(f"{folder / name}: missing from the checkpoint folder of model={model_cfg.name}; "
+            raise UserError(f"{folder / name}: missing from the checkpoint folder of model={model_cfg.name} (nor is it "
+                            f"an HF folder: config.json, vocab.txt and one of {', '.join(hf_format.WEIGHT_FILES)}); "
                             f"run `make model MODEL={model_cfg.name}` to check the folder, or fetch it again")
 
 
 def config_path(model_cfg) -> Path:
     """The checkpoint folder's JSON config."""
-    return Path(model_cfg.checkpoint_dir) / files(model_cfg)["config"]
+    name = hf_format.CONFIG if is_hf(model_cfg) else files(model_cfg)["config"]
+    return Path(model_cfg.checkpoint_dir) / name
 
 
 def vocab_path(model_cfg) -> Path:
     """The checkpoint folder's vocabulary."""
-    return Path(model_cfg.checkpoint_dir) / files(model_cfg)["vocab"]
+    name = hf_format.VOCAB if is_hf(model_cfg) else files(model_cfg)["vocab"]
+    return Path(model_cfg.checkpoint_dir) / name
+
+
+def source(model_cfg) -> tuple[str, str]:
+    """(the checkpoint read, "sha256:<hash>") of ``checkpoint_dir``: a TF1 release's prefix and its
+    .index's hash (as the pretrain ids always had it), an HF folder's weight file and its hash."""
+    folder = Path(model_cfg.checkpoint_dir)
+    if is_hf(model_cfg):
+        path = hf_format.weight_file(folder)
+        return str(path), "sha256:" + hf_format.sha256(path)
+    prefix = str(folder / files(model_cfg)["checkpoint"])
+    return prefix, "sha256:" + hf_format.sha256(Path(prefix + ".index"))
 
 
 def vocab_source(model_cfg) -> str:
