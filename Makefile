@@ -38,23 +38,24 @@ endif
 ifeq ($(filter 0 1,$(GPU)),)
   $(error GPU=$(GPU): use GPU=1 (with the CUDA wheels) or GPU=0 (CPU only))
 endif
-ENV_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)
+comma := ,
+ENV_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)$(if $(EXTRAS),+$(subst $(comma),+,$(EXTRAS)))
 # The stamp holds the extra it was synced with: a different one now re-syncs (uv sync removes
 # what the other one installed).
 ENV_SWITCH := $(if $(filter $(ENV_EXTRA),$(shell cat $(ENV_STAMP) 2>/dev/null)),,env-switch)
 
-.PHONY: help env env-switch doctor data model run pretrain sweep predict submit attack table tensorboard test bench evidence
+.PHONY: help env env-switch doctor data model run pretrain sweep predict export submit attack table tensorboard test bench evidence
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
 $(ENV_STAMP): pyproject.toml uv.lock $(ENV_SWITCH)
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen$(if $(filter gpu,$(ENV_EXTRA)), --extra gpu)
+	$(UV) sync --frozen$(if $(filter 1,$(GPU)), --extra gpu)$(foreach e,$(subst $(comma), ,$(EXTRAS)), --extra $(e))
 	@echo $(ENV_EXTRA) > $@
 
 env-switch:
 
-env: $(ENV_STAMP)  ## create .venv from uv.lock (with the CUDA wheels if nvidia-smi lists a GPU; GPU=1/0 decides)
+env: $(ENV_STAMP)  ## create .venv from uv.lock (with the CUDA wheels if nvidia-smi lists a GPU; GPU=1/0 decides; EXTRAS=torch reads pytorch_model.bin)
 
 data: $(ENV_STAMP)  ## download + verify CLUE data (or verify it if present): TASKS=iflytek,tnews ARGS=
 	$(PY) -m experiments.commands.download data --tasks $(TASKS) $(ARGS)
@@ -79,6 +80,10 @@ sweep: $(ENV_STAMP)  ## Hydra multirun of a study, EXPERIMENT=blog (configs/expe
 predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weights: RUN=<record or run folder> [TASK=]
 	@test -n "$(RUN)" || { echo "error: say which run: make predict RUN=results/runs/<record>.json" >&2; exit 2; }
 	$(PY) -m experiments.commands.predict $(RUN) $(if $(filter command line,$(origin TASK)),--task $(TASK))
+
+export: $(ENV_STAMP)  ## a run (RUN=) or a make pretrain folder (MODEL_DIR=) as a Hugging Face folder [OUT=]
+	@test -n "$(RUN)$(MODEL_DIR)" || { echo "error: say what: make export RUN=results/runs/<record>.json or MODEL_DIR=<pretrained folder>" >&2; exit 2; }
+	$(PY) -m experiments.commands.export $(if $(RUN),--run $(RUN),--model-dir $(MODEL_DIR)) $(if $(OUT),--out $(OUT))
 
 attack: $(ENV_STAMP)  ## accuracy under attack of a run's best weights, added to its record: RUN=<record or run folder> ARGS="eval.attack.epsilons=[0.05,0.1,0.2]"
 	@test -n "$(RUN)" || { echo "error: say which run: make attack RUN=results/runs/<record>.json ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\"" >&2; exit 2; }

@@ -168,7 +168,9 @@ def test_a_vocab_from_another_checkpoint_is_an_error(releases, tmp_path, name):
 
 def make_model(capsys, *overrides) -> tuple[int, str]:
     """`make model ...` in this process: its exit code and what it printed on stderr."""
-    code = fetch.main(["model", *overrides])
+    from experiments.commands import download
+
+    code = download.main(["model", *overrides])
     return code, capsys.readouterr().err
 
 
@@ -189,17 +191,18 @@ def test_a_model_without_url_says_where_to_get_it(releases, tmp_path, name):
 
 
 def test_make_model_without_url_is_one_line_and_verifies_a_copy_put_there(releases, tmp_path, capsys):
-    """`make model MODEL=macbert_base`: one line without a checkpoint; with one, its files are checked."""
-    where = f"paths.models_dir={tmp_path}"
-    code, err = make_model(capsys, "model=macbert_base", where)
+    """`make model MODEL=macbert_base`: one line without a checkpoint; with one, its files are checked.
+    (model.hub_id=null: the Hub source is tests/test_hub.py's.)"""
+    where = (f"paths.models_dir={tmp_path}", "model.hub_id=null")
+    code, err = make_model(capsys, "model=macbert_base", *where)
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: {tmp_path}/chinese_macbert_base: not found; model=macbert_base has no "
                           "direct download URL: get it from the TensorFlow 'MacBERT-base, Chinese' link of "
                           f"github.com/ymcui/MacBERT (Download section) and unpack it into {tmp_path}/")
     shutil.copytree(releases["macbert_base"][0], tmp_path / "chinese_macbert_base")
-    assert make_model(capsys, "model=macbert_base", where) == (0, "")
+    assert make_model(capsys, "model=macbert_base", *where) == (0, "")
     (tmp_path / "chinese_macbert_base" / "chinese_macbert_base.ckpt.index").unlink()
-    code, err = make_model(capsys, "model=macbert_base", where)
+    code, err = make_model(capsys, "model=macbert_base", *where)
     assert code == 2 and err.startswith(
         f"error: {tmp_path}/chinese_macbert_base/chinese_macbert_base.ckpt.index: missing; model=macbert_base has "
         "no direct download URL: get it from")

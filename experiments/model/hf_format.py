@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle  # noqa: S403  (only for the exception torch's weights_only loader raises; nothing is unpickled here)
+import pickle  # only for the exception torch's weights_only loader raises; nothing is unpickled here
 import re
 import struct
 from dataclasses import dataclass, field
