@@ -15,7 +15,7 @@ from experiments.commands import export as export_command
 from experiments.errors import UserError
 from experiments.model import encoder, head, hf_export, hf_format, mlm, release
 from experiments.model import tokenizer as tokenizers
-from tests.google_checkpoint import RELEASES, fixture_vocab, write_release
+from tests.helpers.google_checkpoint import RELEASES, fixture_vocab, write_release
 
 DROPOUT_FREE = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 LABELS = ["100", "101", "102"]

@@ -1,5 +1,5 @@
 """Hugging Face folders as model folders: the same tiny model written as a TF1 release
-(tests/google_checkpoint.py) and as an HF folder (tests/hf_folders.py, names made by transformers'
+(tests/helpers/google_checkpoint.py) and as an HF folder (tests/helpers/hf_folders.py, names made by transformers'
 own renames) in each weight format gives the same encoder output and logits, for bert, electra,
 albert and nezha. Tolerance: none (0.0): both load the same float32 arrays into the same graph.
 The failures (a missing tensor, a family mismatch, ALBERT groups, a .bin without torch) are one
@@ -16,8 +16,13 @@ from omegaconf import OmegaConf
 from experiments.errors import UserError
 from experiments.model import encoder, head, hf_format, release
 from experiments.model import tokenizer as tokenizers
-from tests.google_checkpoint import CONFIGS, RELEASES, fixture_vocab, write_release
-from tests.hf_folders import hf_tensors, write_hf_folder, write_safetensors
+from tests.helpers.google_checkpoint import (
+    CONFIGS,
+    RELEASES,
+    fixture_vocab,
+    write_release,
+)
+from tests.helpers.hf_folders import hf_tensors, write_hf_folder, write_safetensors
 
 BY_FAMILY = {"bert": "macbert_base", "albert": "albert_tiny_zh", "nezha": "nezha_base", "electra": "electra_base"}
 DROPOUT_FREE = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -184,7 +189,7 @@ def test_the_name_map_reads_both_ways():
     """tf1_name and pt_name are inverses on every variable bert4keras's families read."""
     for family in BY_FAMILY:
         config = {**CONFIGS[family], "vocab_size": 40}
-        from tests.google_checkpoint import release_variables
+        from tests.helpers.google_checkpoint import release_variables
 
         for tf_name in release_variables(family, config, np.random.default_rng(0), mlm_head=family != "electra"):
             if tf_name.startswith("discriminator_predictions"):

@@ -19,8 +19,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from tests.google_checkpoint import CONFIGS, release_variables
-from tests.hf_folders import write_hf_folder
+from tests.helpers.google_checkpoint import CONFIGS, release_variables
+from tests.helpers.hf_folders import write_hf_folder
 
 REPO, REVISION = "suite-test/tiny-bert", "0123456789abcdef0123456789abcdef01234567"
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Write a tiny model's TF1 release arrays (tests/google_checkpoint.py) again as a Hugging Face folder.
+"""Write a tiny model's TF1 release arrays (tests/helpers/google_checkpoint.py) again as a Hugging Face folder.
 
 The names are made here by the string renames transformers' own TF1 loaders apply
 (``load_tf_weights_in_bert`` / ``_albert`` / ``_electra`` / ``_nezha``: kernel -> weight transposed,
