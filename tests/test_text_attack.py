@@ -105,14 +105,20 @@ def rows_of(loaded, **kw):
     return text_attack.run(attack_of(loaded, **kw), dev.texts, dev.labels, label_ids)
 
 
+@pytest.fixture(scope="module")
+def default(loaded):
+    """The attack with the default settings (budget 0.1, 500 queries, every source, seed 0) on the dev set."""
+    return rows_of(loaded)
+
+
 def test_max_changes_is_the_floored_share_at_least_one():
     assert [max_changes(0.1, n) for n in (0, 1, 9, 10, 19, 20, 29, 30, 31)] == [0, 1, 1, 1, 1, 2, 2, 3, 3]
     assert [max_changes(0.0, n) for n in (5, 50)] == [0, 0]
     assert max_changes(0.25, 8) == 2 and max_changes(1.0, 7) == 7
 
 
-def test_the_attack_finds_the_deciding_character_and_random_flips_fewer(loaded):
-    result = rows_of(loaded)
+def test_the_attack_finds_the_deciding_character_and_random_flips_fewer(default):
+    result = default
     rows = result.rows
     deciding = [r for r in rows if r["status"] != "misclassified" and r["label"] == "101"]
     assert len(deciding) >= 10
@@ -133,9 +139,10 @@ def test_the_attack_finds_the_deciding_character_and_random_flips_fewer(loaded):
                                                              for r in attacked]))
 
 
-def test_no_text_changes_more_than_the_budget_nor_asks_more_than_the_cap(loaded):
+def test_no_text_changes_more_than_the_budget_nor_asks_more_than_the_cap(loaded, default):
     for budget, cap in ((0.1, 500), (0.3, 500), (0.3, 4)):
-        for r in rows_of(loaded, budget=budget, max_queries=cap).rows:
+        result = default if (budget, cap) == (0.1, 500) else rows_of(loaded, budget=budget, max_queries=cap)
+        for r in result.rows:
             changed = [i for i, (a, b) in enumerate(zip(r["text"], r["adversarial_text"])) if a != b]
             assert changed == sorted(r["positions"]) and len(changed) <= r["max_changes"]
             assert r["max_changes"] == max_changes(budget, r["characters_seen"])
@@ -145,7 +152,7 @@ def test_no_text_changes_more_than_the_budget_nor_asks_more_than_the_cap(loaded)
                 assert len(r["random"]["positions"]) <= r["max_changes"]
 
 
-def test_a_misclassified_example_is_never_attacked_and_budget_zero_is_clean_accuracy(loaded):
+def test_a_misclassified_example_is_never_attacked_and_budget_zero_is_clean_accuracy(loaded, default):
     cfg, label_ids, tokenizer, model, dev = loaded
     predicted = text_attack.predict(model, tokenizer, dev.texts, cfg.task.max_length)
     result = rows_of(loaded, budget=0.0)
@@ -157,29 +164,29 @@ def test_a_misclassified_example_is_never_attacked_and_budget_zero_is_clean_accu
             assert r["status"] == "misclassified" and r["queries"] == 1 and r["adversarial_text"] == r["text"]
         assert r["adversarial_text"] == r["text"] and r["substitutions"] == []
     assert result.summary["acc"] == result.summary["clean_acc"] == 1 - wrong.mean()
-    attacked = rows_of(loaded).rows
-    assert [r["status"] == "misclassified" for r in attacked] == list(wrong)
+    assert [r["status"] == "misclassified" for r in default.rows] == list(wrong)
 
 
-def test_the_same_seed_gives_the_same_texts_and_the_weights_are_untouched(loaded):
+def test_the_same_seed_gives_the_same_texts_and_the_weights_are_untouched(trained, loaded, default):
     model = loaded[3]
-    before = [w.copy() for w in model.get_weights()]
-    first, again, other = rows_of(loaded, seed=3).rows, rows_of(loaded, seed=3).rows, rows_of(loaded, seed=4).rows
+    first, again, other = default.rows, rows_of(loaded, seed=0).rows, rows_of(loaded, seed=4).rows
     assert first == again
     assert [r["adversarial_text"] for r in first] == [r["adversarial_text"] for r in other]  # greedy: no draws
     assert [r.get("random") for r in first] != [r.get("random") for r in other]
-    for a, b in zip(before, model.get_weights()):
+    fresh = load_run(trained[1])[3].model  # the best weights as the file has them, after every attack above
+    assert len(model.get_weights()) == len(fresh.get_weights())
+    for a, b in zip(fresh.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
-def test_sources_switch_and_the_record_says_what_ran(trained, loaded):
+def test_sources_switch_and_the_record_says_what_ran(trained, loaded, default):
     record_file, record = trained
     text = record["text_attack"]
     assert text["sources"] == ["homophone", "visual", "traditional"] and text["budget"] == 0.1
     assert text["examples"] == 60 and text["weights"] == "best" and set(text["packages"]) == {"pypinyin", "pycorrector",
                                                                                               "opencc"}
     rows = [json.loads(line) for line in record_file.with_suffix(".text_attack.jsonl").read_text("utf-8").splitlines()]
-    assert len(rows) == 60 and rows == json.loads(json.dumps(rows_of(loaded).rows))  # the run's and a new one agree
+    assert len(rows) == 60 and rows == json.loads(json.dumps(default.rows))  # the run's and a new one agree
     for r in rows_of(loaded, sources=("visual",)).rows:
         assert all(s["source"] == "visual" for s in r["substitutions"])
 
@@ -208,7 +215,7 @@ def test_make_attack_takes_text_attack_transfer_and_paths(trained, tmp_path):
                  "config": {**record["config"], "paths": {**record["config"]["paths"], "clue_dir": "/nowhere/clue"}}}
     copy = moved / "runs" / record_file.name
     copy.write_text(json.dumps(elsewhere), encoding="utf-8")
-    fields = make_attack.attack(copy, [f"paths.clue_dir={clue}", "eval.text_attack.budget=0.0",
+    fields = make_attack.attack(copy, [f"paths.clue_dir={clue}", "eval.text_attack.enabled=true", "eval.text_attack.budget=0.0",
                                        f"eval.text_attack.from={record_file}"])
     assert set(fields) == {"text_attack", "text_attack_transfer"}
     assert fields["text_attack"]["acc"] == fields["text_attack"]["clean_acc"] == record["text_attack"]["clean_acc"]
@@ -225,6 +232,29 @@ def test_make_attack_refuses_other_keys_and_bad_settings(trained):
                 ["eval.text_attack.max_queries=0"]):
         with pytest.raises(UserError):
             make_attack.attack_config(json.loads(record_file.read_text("utf-8")), bad)
-    cfg = make_attack.attack_config(json.loads(record_file.read_text("utf-8")), ["eval.text_attack.enabled=true"])
-    assert list(cfg.attack.epsilons) == [] and cfg.text_attack.enabled
+    record = json.loads(record_file.read_text("utf-8"))
+    assert record["config"]["eval"]["text_attack"]["enabled"]  # the run attacked after training
+    cfg = make_attack.attack_config(record, ["eval.text_attack.enabled=true"])
+    assert list(cfg.attack.epsilons) == [] and cfg.text_attack.enabled and cfg.text_attack["from"] is None
+    cfg = make_attack.attack_config(record, ["eval.text_attack.from=x.json", "eval.text_attack.budget=0.2"])
+    assert not cfg.text_attack.enabled and cfg.text_attack["from"] == "x.json" and cfg.text_attack.budget == 0.2
+    cfg = make_attack.attack_config(record, ["eval.attack.epsilons=[0.1]"])
+    assert list(cfg.attack.epsilons) == [0.1] and not cfg.text_attack.enabled and cfg.text_attack["from"] is None
     assert OmegaConf.to_container(cfg.text_attack)["sources"] == ["homophone", "visual", "traditional"]
+
+
+def test_paths_overrides_move_the_folders_the_record_names(tmp_path):
+    record = {"best_weights": "results/old/checkpoints/r/best.weights.h5",
+              "config": {"paths": {"models_dir": "/old/data/models", "results_dir": "results/old", "clue_dir": "c"},
+                         "model": {"checkpoint_dir": "/old/data/models/pretrained/x", "name": "tiny"}}}
+    moved = make_attack.with_paths(tmp_path / "runs" / "r.json", record,
+                                   ["paths.models_dir=/new/models", "paths.results_dir=/new/res", "paths.clue_dir=d"])
+    assert moved["config"]["paths"] == {"models_dir": "/new/models", "results_dir": "/new/res", "clue_dir": "d"}
+    assert moved["config"]["model"] == {"checkpoint_dir": "/new/models/pretrained/x", "name": "tiny"}
+    assert moved["best_weights"] == "/new/res/checkpoints/r/best.weights.h5"
+    assert record["config"]["paths"]["models_dir"] == "/old/data/models"  # the record itself is not changed
+    # Without paths.results_dir, weights this machine lacks are looked for beside the record.
+    beside = tmp_path / "checkpoints" / "r" / "best.weights.h5"
+    beside.parent.mkdir(parents=True)
+    beside.write_bytes(b"w")
+    assert make_attack.with_paths(tmp_path / "runs" / "r.json", record, [])["best_weights"] == str(beside)

@@ -8,9 +8,10 @@ RUN is a run record (results/runs/*.json) or a run's Hydra folder. The run is re
 record as ``make predict`` rebuilds it, with its best-dev weights (read, never written), and
 attacked on the dev examples it was scored on: its own config's task, ``task.max_dev_samples``
 and ``task.max_length``. The attack's settings are configs/eval/default.yaml, then the run's own
-``eval`` (if it had one), then the ``eval.*`` overrides given here. PGD on the embeddings runs
-unless only ``eval.text_attack.*`` is given; the text attack (``enabled=true``) and transfer scoring
-(``from=<record>``: this run on the adversarial texts made against that one) run when asked for here.
+``eval`` (if it had one), then the ``eval.*`` overrides given here. The text attack
+(``eval.text_attack.enabled=true``) and transfer scoring (``eval.text_attack.from=<record>``: this run on
+the adversarial texts made against that one) run when given here; PGD on the embeddings then only with
+``eval.attack.epsilons=...`` given too, and otherwise as the run's own config or the command line says.
 ``paths.*`` say where the data, models and checkpoints are on this machine (they change no result).
 The record is rewritten atomically with ``robust_dev_acc`` and ``attack``, ``text_attack`` (its
 adversarial examples in ``<record>.text_attack.jsonl`` beside it) or ``text_attack_transfer`` (after
@@ -49,10 +50,12 @@ def attack_config(record: dict, overrides: list[str]):
     config.validate_attack(cfg)
     config.validate_text_attack(cfg)
     text = cfg.eval.text_attack
-    if not any(o.startswith("eval.text_attack.") for o in evals):  # what runs is what this command asks for
-        text.enabled, text["from"] = False, None
-    elif not any(o.startswith("eval.attack.epsilons=") for o in evals):
-        cfg.eval.attack.epsilons = []  # the text attack was asked for: the run's own eps are not redone
+    # What runs is what this command line asks for, not what the run's own config did after training.
+    asked = OmegaConf.from_dotlist(evals)
+    text.enabled = bool(OmegaConf.select(asked, "eval.text_attack.enabled", default=False))
+    text["from"] = OmegaConf.select(asked, "eval.text_attack.from", default=None)
+    if (text.enabled or text["from"]) and not any(o.startswith("eval.attack.epsilons=") for o in evals):
+        cfg.eval.attack.epsilons = []  # the text attack or transfer was asked for: the run's own eps are not redone
     if not cfg.eval.attack.epsilons and not text.enabled and not text.get("from"):
         raise UserError("no eps to attack with, nor a text attack: say which, e.g. make attack RUN=... ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\" "
                         "or ARGS=\"eval.text_attack.enabled=true\"")
