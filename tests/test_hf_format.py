@@ -196,3 +196,20 @@ def test_the_name_map_reads_both_ways():
                 continue
             pt, transpose = hf_format.pt_name(tf_name, family)
             assert hf_format.tf1_name(pt, family) == (tf_name, transpose), (family, tf_name, pt)
+
+
+def test_doctor_names_an_hf_folder(tf1, tmp_path, capsys):
+    """`make doctor ARGS="model.checkpoint_dir=<HF folder>"`: the folder and its weight file, OK (not the
+    TF1 files it lacks)."""
+    from experiments.commands import doctor
+    from experiments.config import compose
+
+    _, arrays, config, _ = tf1["bert"]
+    folder = write_hf_folder(tmp_path / "hf", "bert", config, fixture_vocab(), arrays)
+    overrides = ["model=macbert_base", f"model.checkpoint_dir={folder}", f"paths.clue_dir={tmp_path}"]
+    report = doctor.Report()
+    doctor.check_files(report, compose(overrides), [], overrides)
+    out = capsys.readouterr().out
+    assert report.failures == 0
+    sha = hf_format.sha256(folder / "model.safetensors")
+    assert f"{doctor.OK}  macbert_base checkpoint: {folder}: a Hugging Face folder, model.safetensors (sha256 {sha[:16]}" in out

@@ -18,12 +18,14 @@ exit code is 1 if any failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -31,9 +33,10 @@ from omegaconf import OmegaConf
 from experiments import config
 from experiments.commands import bench
 from experiments.machine import devices, estimate
-from experiments.data import fetch
+from experiments.data import fetch, hub
 from experiments.errors import UserError
 from experiments import records
+from experiments.model import hf_format, release
 
 OK, NOTE, FAIL = "ok  ", "note", "FAIL"
 
@@ -173,8 +176,16 @@ def check_files(report: Report, cfg, tasks: list[str], overrides: list[str]) -> 
         targets.append((f"{task} data", fetch.task_target(cfg.paths.clue_dir, task_cfg, cfg.download),
                         f"`make data TASKS={task}` (make run fetches it too)"))
     if cfg.model.checkpoint_dir is not None:
-        targets.append((f"{cfg.model.name} checkpoint", fetch.model_target(cfg.model, cfg.download),
-                        f"`make model MODEL={cfg.model.name}` (make run fetches it too)"))
+        with contextlib.suppress(UserError):  # a Hub model not cached yet: the note below says to fetch it
+            hub.resolve(cfg.model)
+        folder = Path(cfg.model.checkpoint_dir)
+        if folder.is_dir() and release.is_hf(cfg.model):  # a Hugging Face folder (docs/models.md)
+            weights = hf_format.weight_file(folder)
+            report.line(OK, f"{cfg.model.name} checkpoint", f"{folder}: a Hugging Face folder, {weights.name} "
+                        f"(sha256 {hf_format.sha256(weights)[:16]}...)")
+        else:
+            targets.append((f"{cfg.model.name} checkpoint", fetch.model_target(cfg.model, cfg.download),
+                            f"`make model MODEL={cfg.model.name}` (make run fetches it too)"))
         try:
             origin = records.pretrained_from(cfg.model.checkpoint_dir)  # a `make pretrain` folder
         except UserError as err:
