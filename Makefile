@@ -104,9 +104,17 @@ bench: $(ENV_STAMP)  ## seconds per train step of each method, MODEL='s shape (n
 doctor: $(ENV_STAMP)  ## check this machine before a sweep: GPU, CUDA, data, a few steps of each method, the grid's time (TASKS= METHODS= SEEDS= MODEL= ARGS=)
 	$(PY) -m experiments.commands.doctor --tasks $(TASKS) --methods $(METHODS) --seeds $(SEEDS) model=$(MODEL) $(ARGS)
 
-test: $(ENV_STAMP)  ## the import contracts (pyproject.toml: lint-imports), then the test suite
+.PHONY: lint test-fast
+lint: $(ENV_STAMP)  ## ruff (lint, and the format check) and the import contracts (pyproject.toml: lint-imports)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports --no-cache
+
+test: lint  ## lint, then the whole test suite (about 15 minutes on 2 idle cores; docs/tests.md)
 	$(PY) -m pytest
+
+test-fast: lint  ## lint, then the tests not marked slow or slurm (at most 3 minutes on 2 cores)
+	$(PY) -m pytest -m "not slow and not slurm"
 
 # The TNEWS self-pretrained study (docs/evidence/tnews-self-pretrained/PLAN.md): pretraining, tuning
 # on seeds 100-101, the main grid on seeds 0-4, the tables. Each step skips what is complete.
