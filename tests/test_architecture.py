@@ -9,11 +9,6 @@ from pathlib import Path
 from experiments import PROJECT_ROOT
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-LAYERS = "Layers: entry points > machine > train > data > model > results > config > errors"
-
-
-def lint_imports(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300)
 
 
 def copy_of_the_package(tmp_path: Path) -> Path:
@@ -23,30 +18,21 @@ def copy_of_the_package(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_contracts_hold_on_the_package():
-    done = lint_imports(PROJECT_ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Contracts: 3 kept, 0 broken." in done.stdout
-
-
-def test_an_upward_import_breaks_the_layers_contract(tmp_path):
+def test_planted_imports_break_the_contracts(tmp_path):
+    """The contracts can fail: an upward import and TensorFlow in report, planted in a copy of the
+    package, break all three, each named. (That they hold on the package itself is `make lint`'s
+    lint-imports, the only other run: one run of import-linter builds the whole import graph.)"""
     root = copy_of_the_package(tmp_path)
     with (root / "experiments" / "data" / "loaders.py").open("a", encoding="utf-8") as f:
         f.write("\nfrom experiments.train import loop  # data may not import train\n")
-    done = lint_imports(root)
-    assert done.returncode == 1
-    assert "Contracts: 1 kept, 2 broken." in done.stdout  # the layers and, through loop -> data, a cycle
+    with (root / "experiments" / "report" / "plots.py").open("a", encoding="utf-8") as f:
+        f.write("\nimport tensorflow  # make table must not need it\n")
+    done = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    # The layers; through loop -> data, a cycle; report importing TensorFlow.
+    assert "Contracts: 0 kept, 3 broken." in done.stdout, done.stdout
     assert "experiments.data is not allowed to import experiments.train" in done.stdout
     assert "experiments.data.loaders -> experiments.train.loop" in done.stdout
-
-
-def test_tensorflow_in_results_breaks_the_forbidden_contract(tmp_path):
-    root = copy_of_the_package(tmp_path)
-    with (root / "experiments" / "results" / "plots.py").open("a", encoding="utf-8") as f:
-        f.write("\nimport tensorflow  # make table must not need it\n")
-    done = lint_imports(root)
-    assert done.returncode == 1
-    assert "results never imports TensorFlow" in done.stdout and "BROKEN" in done.stdout
     assert "experiments.report.plots -> tensorflow" in done.stdout
 
 
@@ -65,7 +51,7 @@ def test_no_product_module_imports_unittest():
 
 
 def test_run_is_a_short_spine():
-    tree = ast.parse((PROJECT_ROOT / "experiments" / "run.py").read_text(encoding="utf-8"))
+    tree = ast.parse((PROJECT_ROOT / "experiments" / "commands" / "run.py").read_text(encoding="utf-8"))
     run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
     assert run.end_lineno - run.lineno + 1 <= 40
     called = [n.func.id for n in ast.walk(run) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
@@ -73,13 +59,13 @@ def test_run_is_a_short_spine():
 
 
 def test_every_package_says_what_it_owns_and_may_import():
-    for package in ("data", "model", "train", "results", "machine"):
+    for package in ("data", "model", "train", "report", "machine", "commands"):
         doc = ast.get_docstring(ast.parse((PROJECT_ROOT / "experiments" / package / "__init__.py").read_text()))
-        assert doc and "Owns" in doc and "import" in doc, package
+        assert doc and "import" in doc and len(doc.splitlines()) >= 3, package  # what it owns, what it may import
 
 
 def test_pretrain_is_a_short_spine_like_run():
-    tree = ast.parse((PROJECT_ROOT / "experiments" / "pretrain.py").read_text(encoding="utf-8"))
+    tree = ast.parse((PROJECT_ROOT / "experiments" / "commands" / "pretrain.py").read_text(encoding="utf-8"))
     spine = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "pretrain")
     assert spine.end_lineno - spine.lineno + 1 <= 40
     called = [n.func.id for n in ast.walk(spine) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
