@@ -8,6 +8,7 @@ skipped elsewhere, but never on CI (CI=true), where a missing piece fails the mo
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -32,14 +34,22 @@ THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NU
 CPU_JOBS = ["hydra.launcher.gpus_per_task=null", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 
 N_TRAIN = 200  # examples per epoch, in the two-run sweep and in the requeued run
+EPOCHS = 4  # of the requeued run: it is stopped in its second epoch or later, and resumes
 
-# The requeued run gets Slurm's shortest time limit that still lets it finish epochs between its
-# start and its signal, and enough epochs to outlast that limit; both are computed from the speed
-# of the two-run sweep on this machine (an idle 2-core machine: 1 minute and ~40 epochs). With
-# signal_delay_s=1, slurmctld (which checks time limits every 30 s) signals a job 60*timeout_min-31
-# to 60*timeout_min-1 s after it starts, and a requeued job at ~60*timeout_min-8 s (README, A Slurm
-# cluster, as measured).
-SIGNAL_DELAY_S = 1
+# The requeue is made to happen at a known point instead of guessed from the machine's speed.
+# The run is submitted with a 10-minute limit (for submitit, a signal within a 10-minute limit is always
+# a time-out, never a preemption: SignalHandler.has_timed_out in submitit/core/job_environment.py).
+# Once its first epoch is saved, the test stops the job's process (SIGSTOP) and shortens the job's limit
+# with `scontrol update TimeLimit=`. slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT in
+# src/slurmctld/controller.c) and sends the warning signal (sbatch --signal=USR2@SIGNAL_DELAY_S) at the
+# first check within SIGNAL_DELAY_S + 30 s of the end; the test sees it pending in /proc/<pid>/status and
+# continues the process, whose submitit handler requeues the job (scontrol requeue). The limit is then
+# set back, and the second allocation runs to the end. The signal comes at least SIGNAL_DELAY_S - 30 s
+# before Slurm would kill the job at its limit (OverTimeLimit=0), and the run cannot end in between:
+# it is stopped. So the test passes whatever the load, and takes about a minute more than the run.
+SUBMIT_LIMIT_MIN = 10
+SIGNAL_DELAY_S = 60
+SIGUSR2_BIT = 1 << (signal.SIGUSR2 - 1)  # in the pending-signal masks of /proc/<pid>/status
 
 
 @pytest.fixture(scope="module")
@@ -108,78 +118,130 @@ def test_two_run_sweep_writes_one_complete_record_per_run(two_run_sweep):
     assert all(r["status"] == records.COMPLETE for r in found)
     assert len(list((results / "runs").glob("*.json"))) == 2
     # Both ran as tasks of one Slurm job array, one log pair per task.
-    tasks = [re.fullmatch(r"(\d+)_(\d+)_0_log.out", p.name) for p in results.glob("logs/multirun/*/submitit/*/*_log.out")]
+    tasks = [re.fullmatch(r"(\d+)_(\d+)_0_log.out", p.name)
+             for p in results.glob("logs/multirun/*/submitit/*/*_log.out")]
     assert len({m[1] for m in tasks}) == 1 and sorted(m[2] for m in tasks) == ["0", "1"], tasks
     # No accounting here: submitit's failing sacct calls show once, explained (experiments/machine/slurm.py).
     assert set(re.findall(r"Call #(\d+) - Bypassing sacct error", out)) == {"1"}, out
     assert slurm.SACCT_NOTE in out
 
 
-def stamp(line: str) -> float:
-    """The time of a submitit ("(2026-11-26 04:40:13,652)") or Hydra ("[2026-11-26 04:40:49,777]") log line."""
-    found = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})", line)
-    return time.mktime(time.strptime(found[1], "%Y-%m-%d %H:%M:%S")) + int(found[2]) / 1000
+def wait_for(found, what: str, timeout: float, proc: subprocess.Popen | None = None, poll: float = 0.05):
+    """``found()``'s first true value within ``timeout`` s; fails saying ``what`` if none, or at once if
+    ``proc`` (the sweep) ends first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = found()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"make sweep ended while waiting for {what}: {proc.stdout.read()[-3000:]}")
+        time.sleep(poll)
+    pytest.fail(f"no {what} after {timeout:.0f} s")
 
 
-def requeue_settings(results) -> dict:
-    """Time limit and epochs for the requeued run, from the two-run sweep: its jobs' start (job
-    start to training), first epoch (with tracing) and second epoch, the slowest of the two jobs."""
-    starts = []
-    for log in results.glob("logs/multirun/*/submitit/*/*_log.out"):
-        lines = log.read_text().splitlines()
-        begun = stamp(next(ln for ln in lines if "Starting with JobEnvironment" in ln))
-        training = stamp(next(ln for ln in lines if "experiments.commands.run][INFO] - training " in ln))
-        starts.append(training - begun)
-    histories = [r["history"] for r in records.load_records(results)]
-    start_s = max(starts)
-    first, epoch = max(h[0]["seconds"] for h in histories), max(h[1]["seconds"] for h in histories)
-    fastest = min(h[1]["seconds"] for h in histories)
-    # The earliest signal comes after a job's start and two epochs, with 20 % to spare.
-    timeout_min = 1
-    while 60 * timeout_min - SIGNAL_DELAY_S - 30 < 1.2 * (start_s + first + epoch):
-        timeout_min += 1
-    # The run outlasts the latest first signal by 50 %, counted in the fastest epoch seen: epoch times
-    # vary with the machine's load, and a run that ends inside its time limit tests nothing (a fresh
-    # clone beside a pretraining once measured slow epochs here, then ran fast ones and never requeued).
-    epochs = max(6, 1 + math.ceil(1.5 * (60 * timeout_min - SIGNAL_DELAY_S - start_s - first) / fastest))
-    return {"timeout_min": timeout_min, "epochs": epochs,
-            "measured": f"start {start_s:.0f} s, first epoch {first:.1f} s, epoch {epoch:.1f} s"}
+def saved_epoch(results) -> int:
+    """The last epoch the run saved (run_state's latest.json), 0 before the first."""
+    latest = next(results.glob("checkpoints/*/state/latest.json"), None)
+    return json.loads(latest.read_text())["epoch"] if latest else 0
 
 
-def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(cluster, two_run_sweep, tmp_path):
-    plan = requeue_settings(two_run_sweep[0])
+def job_process(job: str) -> int | None:
+    """The process id of the job's task (submitit's ``python -m submitit.core._submit``), from /proc."""
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        array_job, _, task = job.partition("_")
+        ids = {f"SLURM_JOB_ID={job}".encode(), f"SLURM_ARRAY_JOB_ID={array_job}".encode()}
+        # The task's Python, not srun, whose arguments hold the same words.
+        python = "python" in Path(command[0].decode(errors="replace")).name
+        in_job = ids & set(environ) and (not task or f"SLURM_ARRAY_TASK_ID={task}".encode() in environ)
+        if python and b"submitit.core._submit" in command and in_job:
+            return int(proc.name)
+    return None
+
+
+def pending(pid: int) -> int:
+    """The signals waiting for ``pid`` (process- and thread-directed), as a bit mask."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    except OSError:
+        return 0
+    return int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(cluster, tmp_path):
     clue, results = make_clue(tmp_path / "clue", n_train=N_TRAIN, n_dev=50), tmp_path / "results"
-    extra = {"trainer.epochs": plan["epochs"]}
-    launcher = [f"hydra.launcher.timeout_min={plan['timeout_min']}", f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
-                "hydra.launcher.max_num_timeout=6"]
+    extra = {"trainer.epochs": EPOCHS}
+    launcher = [f"hydra.launcher.timeout_min={SUBMIT_LIMIT_MIN}", f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
+                "hydra.launcher.max_num_timeout=2"]
+    cluster.wait_idle()  # the two-run sweep's jobs may linger a moment after their results
     started = time.time()
     proc = start(sweep_command(clue, results, "0", extra, launcher), cluster)
     # Meanwhile, on the other core: the same run outside Slurm, never interrupted.
     reference_dir = tmp_path / "reference"
-    reference = subprocess.run(
+    reference = subprocess.Popen(
         [sys.executable, "-m", "experiments.commands.run", *tiny_overrides(clue, reference_dir, extra=extra),
          "trainer.skip_completed=true", "trainer.resume=true", f"hydra.run.dir={reference_dir}/hydra"],
-        cwd=PROJECT_ROOT, env={**os.environ, **THREADS}, capture_output=True, text=True, timeout=1200)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    finish(proc, cluster, results, timeout=7 * 60 * plan["timeout_min"] + 120)
+        cwd=PROJECT_ROOT, env={**os.environ, **THREADS}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        [job] = wait_for(lambda: cluster.run("squeue", "-h", "-t", "RUNNING", "-o", "%i").split(), "running job",
+                         600, proc, poll=0.5)
+        wait_for(lambda: saved_epoch(results) >= 1, "first saved epoch", 900, proc)
+        pid = wait_for(lambda: job_process(job), "job process", 60, proc)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stopped_after = saved_epoch(results)  # read while stopped: the epoch the resumed run starts after
+            assert stopped_after < EPOCHS, f"the run saved all {EPOCHS} epochs before it could be stopped"
+            begun = time.mktime(time.strptime(cluster.run("squeue", "-h", "-j", job, "-o", "%S").strip(),
+                                              "%Y-%m-%dT%H:%M:%S"))
+            limit_min = math.ceil((time.time() - begun + SIGNAL_DELAY_S + 15) / 60)
+            cluster.run("scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}")
+            signalled = wait_for(lambda: pending(pid) & SIGUSR2_BIT, "SIGUSR2 from Slurm's time limit",
+                                 begun + 60 * limit_min - time.time(), proc)
+        finally:
+            if alive(pid):
+                os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: not alive(pid), "end of the requeued allocation's process", 120, proc)
+        signalled_at = time.time() - begun
+        cluster.run("scontrol", "update", f"JobId={job}", f"TimeLimit={SUBMIT_LIMIT_MIN}")
+        _, errors = reference.communicate(timeout=1200)
+        assert reference.returncode == 0, errors[-3000:]
+        finish(proc, cluster, results, timeout=60 * SUBMIT_LIMIT_MIN + 120)
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     logs = job_logs(results)
-    # Each requeue: Slurm's time-limit signal, caught by submitit, which requeues the job (scontrol
-    # requeue); Slurm then stops the allocation and says why. (submitit's lines appear once per log handler.)
-    requeues = len(re.findall(r"\*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ DUE TO JOB REQUEUE", logs))
+    # The requeue: Slurm's time-limit signal, caught by submitit as a time-out, which requeues the job
+    # (scontrol requeue); Slurm then stops the allocation and says why. (submitit's lines appear once
+    # per log handler.) Then the second allocation resumes after the epoch saved when the job was stopped.
+    assert signalled
+    requeues = re.findall(r"\*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ DUE TO JOB REQUEUE", logs)
     caught = set(re.findall(r"\((\S+ \S+)\) - Caught signal SIGUSR2 on \S+: this job is timed-out", logs))
-    assert requeues >= 1 and len(caught) == requeues, logs[-4000:]
+    assert len(requeues) == 1 and len(caught) == 1, logs[-4000:]
     resumed = [int(n) for n in re.findall(r"resuming after epoch (\d+) of", logs)]
-    assert resumed and max(resumed) >= 1, logs[-4000:]  # an allocation started from a saved epoch
+    assert resumed == [stopped_after], logs[-4000:]
 
     [record] = records.load_records(results)
     [expected] = records.load_records(reference_dir)
     assert record["settings_id"] == expected["settings_id"]
-    assert len(record["history"]) == plan["epochs"]
+    assert len(record["history"]) == EPOCHS
     assert numbers(record["history"]) == numbers(expected["history"])  # dev_acc, train_loss, ... per epoch
     assert record["best_dev_acc"] == expected["best_dev_acc"] > 0.5  # 10 classes: chance is 0.1
-    print(f"{plan}: {requeues} requeue(s), allocations resumed after epochs {resumed}, "
-          f"{time.time() - started:.0f} s under Slurm")
+    print(f"stopped after epoch {stopped_after}, limit {limit_min} min, requeued {signalled_at:.0f} s into the "
+          f"job, resumed after epoch {resumed}, {time.time() - started:.0f} s in all")
     print("\n".join(re.findall(r".*(?:Started JobId|Allocate JobId|Requeuing JobId|_job_complete).*",
                                 (cluster.root / "log" / "slurmctld.log").read_text())))
 
