@@ -76,7 +76,7 @@ def test_bad_lines_name_file_and_line(tmp_path, content, message):
 
 
 def test_non_utf8_file_names_the_line(tmp_path):
-    (tmp_path / "train.json").write_bytes('{"label": "0", "sentence": "a"}\n'.encode() + "坏".encode("gbk"))
+    (tmp_path / "train.json").write_bytes(b'{"label": "0", "sentence": "a"}\n' + "坏".encode("gbk"))
     with pytest.raises(UserError, match=r"train\.json:2: not UTF-8"):
         loaders.read_split(tmp_path / "train.json", ["0"])
 

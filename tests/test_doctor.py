@@ -31,10 +31,10 @@ def test_doctor_passes_on_cpu_and_estimates_the_grid(clue_dir, tmp_path, capsys,
     assert "FAIL" not in out and out.rstrip().splitlines()[-1].startswith("all checks passed")
     for name in ("fgm", "pgd"):
         assert f"ok    {name}: " in out and f"{name}: " in out
-        line = next(l for l in out.splitlines() if l.startswith(f"ok    {name}: "))
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"ok    {name}: "))
         assert line.endswith("embedding matrix restored exactly"), line
     assert f"ok    tnews data: {clue_dir / 'tnews_public'}: 5 files, 0 match their known sha256" in out
-    pretrain = next(l for l in out.splitlines() if l.startswith("ok    pretrain: "))  # make pretrain's step
+    pretrain = next(ln for ln in out.splitlines() if ln.startswith("ok    pretrain: "))  # make pretrain's step
     assert re.fullmatch(r"ok    pretrain: \d+\.\d{3} s/step \(masked LM, \d+ masked tokens, AdamW\), loss \d+\.\d{4}", pretrain)
     assert "note  bert_base checkpoint: " in out and "`make model MODEL=bert_base`" in out
     # The fixture's 400 training / 100 dev examples, TNEWS's 10 epochs, batch 32, length 128:
@@ -57,11 +57,11 @@ def test_planted_failures_print_their_fixes(clue_dir, capsys, fixed_rate):
     out = capsys.readouterr().out
     assert code == 1
     lines = out.splitlines()
-    i = next(i for i, l in enumerate(lines) if l.startswith("FAIL  baseline: non-finite loss"))
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("FAIL  baseline: non-finite loss"))
     assert lines[i + 1] == ("      fix: retry with trainer.precision=float32 trainer.jit_compile=false (and a lower "
                             "trainer.learning_rate if set); if that passes, train with those settings, else check "
                             "the driver and CUDA set-up")
-    i = next(i for i, l in enumerate(lines) if l.startswith("FAIL  tnews data: "))
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("FAIL  tnews data: "))
     assert f"{clue_dir / 'tnews_public'}/dev.json: sha256 " in lines[i] and "as in checksums.yaml" in lines[i]
     assert lines[i + 1] == f"      fix: delete {clue_dir / 'tnews_public'}/ and run `make data TASKS=tnews`"
     assert lines[-1].startswith("2 check(s) FAILED")

@@ -27,8 +27,11 @@ def test_the_recorded_commit_is_the_one_checked_out_when_the_process_started(tmp
 
     repo = tmp_path / "repo"
     shutil.copytree(PROJECT_ROOT / "experiments", repo / "experiments", ignore=shutil.ignore_patterns("__pycache__"))
-    git = lambda *a: subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *a],
-                                    check=True, capture_output=True, text=True).stdout.strip()
+
+    def git(*a):
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
     git("init", "-q"), git("add", "."), git("commit", "-q", "-m", "first")
     first = git("rev-parse", "HEAD")
     script = ("import subprocess, sys\n"

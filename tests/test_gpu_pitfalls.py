@@ -223,7 +223,10 @@ def test_reruns_and_resumes_are_exact_under_xla_without_retracing(clue_dir, tmp_
     extra = {"trainer.epochs": 2, "trainer.jit_compile": True, "task.max_length": 32,
              "trainer.pad_to_multiple_of": 32, "method.epsilon": 0.05, "trainer.resume": True,
              "task.max_train_samples": 64, "task.max_dev_samples": 32, "model.num_hidden_layers": 1}
-    overrides = lambda name: tiny_overrides(clue_dir, tmp_path / name, method="fgm", extra=extra)
+
+    def overrides(name):
+        return tiny_overrides(clue_dir, tmp_path / name, method="fgm", extra=extra)
+
     traces = []
     real_fit = loop.Trainer.fit
 

@@ -222,7 +222,7 @@ def test_bench_builds_a_models_shape_without_weights():
 def test_clue_figures_of_these_models_stand_beside_their_rows(tmp_path):
     """results/reference/clue.csv's rows for the models CLUE lists reach `make table`; ALBERT-base has no dev."""
     from experiments.report import summary
-    from tests.test_table import write
+    from tests.helpers.synthetic_records import write
 
     clue = pd.read_csv(summary.CLUE_CSV, comment="#")
     assert set(clue.model) == {"bert_base", "roberta_wwm_ext", "roberta_wwm_ext_large", "albert_tiny_zh",

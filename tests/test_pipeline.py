@@ -91,7 +91,10 @@ def lengths_like_tnews(n=2000, seed=0):
 
 def test_bucketed_batches_are_a_shuffled_partition_with_less_padding():
     lengths = lengths_like_tnews()
-    rng = lambda: np.random.default_rng(np.random.SeedSequence([3, 1]))  # (seed, epoch) as fit() draws it
+
+    def rng():  # (seed, epoch) as fit() draws it
+        return np.random.default_rng(np.random.SeedSequence([3, 1]))
+
     plain = batching.batch_order(lengths, 32, rng())
     bucketed = batching.batch_order(lengths, 32, rng(), bucket_by_length=True)
     assert sorted(np.concatenate(bucketed).tolist()) == list(range(len(lengths)))  # each example once

@@ -112,7 +112,7 @@ def test_curves_equal_the_histories(results):
     assert list(curves.columns) == ["task", "model", "method", "label", "settings_id", "epoch", "n", "mean",
                                     "ci_low", "ci_high", "n_diverged"]
     want = {}
-    for (method, eps), runs in HISTORIES.items():
+    for method, eps in HISTORIES:
         for epoch in range(1, 4):
             reached = [100 * accs[epoch - 1] for accs in completes(method, eps).values() if len(accs) >= epoch]
             if reached:

@@ -328,7 +328,7 @@ def test_bert_base_on_a_cpu_stops_with_the_device_guard_and_the_pretrainings_eta
         pretrain(cfg)
     message = str(err.value)
     steps = 2 * -(-int(400 * 0.9) // 32)  # the fixture's 400 texts less the 10 % held out, 2 epochs
-    assert message.startswith(f"no GPU: pretraining model=bert_base on tnews would take up to ")
+    assert message.startswith("no GPU: pretraining model=bert_base on tnews would take up to ")
     assert f"({steps} steps; " in message and "12 layers x 768 at batch 32 x length 128" in message
     assert message.endswith("or add pretrain.device=cpu to train on this CPU anyway") and "\n" not in message
     assert not (tmp_path / "models").exists()  # nothing downloaded or written

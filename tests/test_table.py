@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import statistics
 import subprocess
 import sys
@@ -15,15 +14,7 @@ from scipy import stats
 from experiments import PROJECT_ROOT
 from experiments import records
 from experiments.report import summary
-from tests.helpers.synthetic_records import settings
-
-def write(results, task, method, seed, best, final=None, status="complete", **changes):
-    s = settings(task, method, seed, **changes)
-    record = {"status": status, "task": task, "model": s["model"]["name"], "method": method, "seed": seed,
-              "settings_id": records.settings_id(s), "best_dev_acc": best,
-              "final_dev_acc": best - 0.01 if final is None else final, "history": [],
-              "settings": copy.deepcopy(s), "config": s}
-    records.write_json_atomic(records.record_path(results, s), record)
+from tests.helpers.synthetic_records import settings, write
 
 
 # (task, method, changes) -> best dev accuracy (fraction) per seed

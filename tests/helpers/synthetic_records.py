@@ -1,5 +1,9 @@
 """Settings shaped like a resolved config's, for the synthetic run records of the table, plot and
-robustness tests (no TensorFlow)."""
+robustness tests, and records written from them (no TensorFlow)."""
+
+import copy
+
+from experiments import records
 
 EPSILON = {"fgm": 0.5, "gp": 1.0}
 
@@ -20,3 +24,13 @@ def settings(task, method, seed, model="bert_base", **changes):
             node = node[p]
         node[last] = value
     return s
+
+
+def write(results, task, method, seed, best, final=None, status="complete", **changes):
+    """A run record of these settings with best dev accuracy ``best``, as make table reads it."""
+    s = settings(task, method, seed, **changes)
+    record = {"status": status, "task": task, "model": s["model"]["name"], "method": method, "seed": seed,
+              "settings_id": records.settings_id(s), "best_dev_acc": best,
+              "final_dev_acc": best - 0.01 if final is None else final, "history": [],
+              "settings": copy.deepcopy(s), "config": s}
+    records.write_json_atomic(records.record_path(results, s), record)
