@@ -167,7 +167,8 @@ def test_cache_key_covers_both_fields_and_the_wsc_marking(tmp_path):
     ("cluewsc2020", {"idx": 1, "text": "小明说他饿了。", "label": "true"}, r"train\.json:2: the line has no 'target'"),
     ("cluewsc2020", {"idx": 1, "text": "小明说他饿了。", "label": "true",
                      "target": {"span1_text": "小明", "span1_index": 0, "span2_text": "他", "span2_index": 4}},
-     r"train\.json:2: span2_text '他' is not at span2_index 4 of the text \(found '饿' there\); fix the line's target"),
+     (r"train\.json:2: span2_text '他' is not at span2_index 4 of the text "
+      r"\(found '饿' there\); fix the line's target")),
     ("cluewsc2020", {"idx": 1, "text": "小明说他饿了。", "label": "true",
                      "target": {"span1_text": "小明", "span2_text": "他", "span2_index": 3}},
      r"train\.json:2: the line's target has no 'span1_index' field"),

@@ -36,17 +36,17 @@ CPU_JOBS = ["hydra.launcher.gpus_per_task=null", "hydra.launcher.cpus_per_task=1
 N_TRAIN = 200  # examples per epoch, in the two-run sweep and in the requeued run
 EPOCHS = 4  # of the requeued run: it is stopped in its second epoch or later, and resumes
 
-# The requeue is made to happen at a known point instead of guessed from the machine's speed.
-# The run is submitted with a 10-minute limit (for submitit, a signal within a 10-minute limit is always
-# a time-out, never a preemption: SignalHandler.has_timed_out in submitit/core/job_environment.py).
-# Once its first epoch is saved, the test stops the job's process (SIGSTOP) and shortens the job's limit
-# with `scontrol update TimeLimit=`. slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT in
-# src/slurmctld/controller.c) and sends the warning signal (sbatch --signal=USR2@SIGNAL_DELAY_S) at the
-# first check within SIGNAL_DELAY_S + 30 s of the end; the test sees it pending in /proc/<pid>/status and
-# continues the process, whose submitit handler requeues the job (scontrol requeue). The limit is then
-# set back, and the second allocation runs to the end. The signal comes at least SIGNAL_DELAY_S - 30 s
-# before Slurm would kill the job at its limit (OverTimeLimit=0), and the run cannot end in between:
-# it is stopped. So the test passes whatever the load, and takes about a minute more than the run.
+# The requeue is made to happen at a known point instead of guessed from the machine's speed. The run is
+# submitted with a 10-minute limit (for submitit, a signal within a 10-minute limit is always a time-out,
+# never a preemption: SignalHandler.has_timed_out in submitit/core/job_environment.py). Once its first
+# epoch is saved, the test stops the job's process (SIGSTOP), so that it cannot finish, and shortens the
+# job's limit with `scontrol update TimeLimit=`. slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT
+# in src/slurmctld/controller.c) and sends the warning signal (sbatch --signal=USR2@SIGNAL_DELAY_S) at the
+# first check within SIGNAL_DELAY_S + 30 s of the end, so at least SIGNAL_DELAY_S before Slurm would kill
+# the job (OverTimeLimit=0). The test sees the signal pending in /proc/<pid>/status (or slurmstepd
+# continuing the process with it) and continues the process; submitit's handler requeues the job
+# (scontrol requeue); the test sets the limit back, and the second allocation runs to the end. So the
+# test passes whatever the load; the wait for the signal is up to about a minute (limits are minutes).
 SUBMIT_LIMIT_MIN = 10
 SIGNAL_DELAY_S = 60
 SIGUSR2_BIT = 1 << (signal.SIGUSR2 - 1)  # in the pending-signal masks of /proc/<pid>/status
@@ -177,6 +177,14 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+def stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (state T in /proc/<pid>/stat)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
 def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(cluster, tmp_path):
     clue, results = make_clue(tmp_path / "clue", n_train=N_TRAIN, n_dev=50), tmp_path / "results"
     extra = {"trainer.epochs": EPOCHS}
@@ -204,8 +212,9 @@ def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(clu
                                               "%Y-%m-%dT%H:%M:%S"))
             limit_min = math.ceil((time.time() - begun + SIGNAL_DELAY_S + 15) / 60)
             cluster.run("scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}")
-            signalled = wait_for(lambda: pending(pid) & SIGUSR2_BIT, "SIGUSR2 from Slurm's time limit",
-                                 begun + 60 * limit_min - time.time(), proc)
+            # slurmstepd may send SIGCONT with the signal (then the process runs on and handles it at once)
+            signalled = wait_for(lambda: pending(pid) & SIGUSR2_BIT or not stopped(pid),
+                                 "SIGUSR2 from Slurm's time limit", begun + 60 * limit_min - time.time(), proc)
         finally:
             if alive(pid):
                 os.kill(pid, signal.SIGCONT)
@@ -265,7 +274,8 @@ class Run:
 
 delayed = DelayedSubmission(Run())
 delayed.set_timeout(1, 3)
-signal.signal(signal.SIGUSR2, SignalHandler(Env(), JobPaths(sys.argv[1], job_id="7", task_id=0), delayed).checkpoint_and_try_requeue)
+handler = SignalHandler(Env(), JobPaths(sys.argv[1], job_id="7", task_id=0), delayed)
+signal.signal(signal.SIGUSR2, handler.checkpoint_and_try_requeue)
 slurm.exit_at_once_when_requeued()
 try:
     os.kill(os.getpid(), signal.SIGUSR2)
