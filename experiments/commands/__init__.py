@@ -1,7 +1,7 @@
 """Commands: one module per command the Makefile calls, ``python -m experiments.commands.<name>``.
 
-Each parses its arguments, calls the library below it and turns a ``UserError`` into one line
-(``errors.reported``). ``run`` and ``pretrain`` are the two spines: read them top to bottom. The
-top layer: nothing in the library imports a command; commands may import each other
-(``submit`` runs ``predict``, ``doctor`` times steps as ``bench`` does).
+Owns the command lines: each parses its arguments, calls the library below it and turns a
+``UserError`` into one line (``errors.reported``). ``run`` and ``pretrain`` are the two spines: read
+them top to bottom. The top layer: may import every package below it; nothing in the library
+imports a command, and commands may import each other (``submit`` runs ``predict``).
 """
