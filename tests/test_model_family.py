@@ -146,7 +146,9 @@ def test_a_missing_checkpoint_file_is_named(releases, tmp_path, name):
         broken = copy_without(folder, tmp_path / missing, drop=missing)
         with pytest.raises(UserError) as err:
             tokenizers.load_tokenizer(model_cfg(name, broken), [])
-        assert str(err.value) == (f"{broken / missing}: missing from the checkpoint folder of model={name}; run "
+        assert str(err.value) == (f"{broken / missing}: missing from the checkpoint folder of model={name} (nor is "
+                                  "it an HF folder: config.json, vocab.txt and one of model.safetensors, "
+                                  "model.safetensors.index.json, tf_model.h5, pytorch_model.bin); run "
                                   f"`make model MODEL={name}` to check the folder, or fetch it again")
 
 
