@@ -172,7 +172,10 @@ def make_model(capsys, *overrides) -> tuple[int, str]:
     """`make model ...` in this process: its exit code and what it printed on stderr."""
     from experiments.commands import download
 
-    code = download.main(["model", *overrides])
+    try:
+        code = download.main(["model", *overrides])
+    except SystemExit as exit:  # errors.reported(): a UserError exits with 2
+        code = exit.code
     return code, capsys.readouterr().err
 
 
@@ -212,8 +215,7 @@ def test_make_model_without_url_is_one_line_and_verifies_a_copy_put_there(releas
 
 def test_bench_builds_a_models_shape_without_weights():
     """`make bench MODEL=albert_tiny_zh` builds ALBERT-tiny's own shape: its parameters, counted independently."""
-    args = bench.parse_args(["--model", "albert_tiny_zh", "--layers", "0"])
-    model, shape = bench.build_model(bench.model_config(args.model), args.layers)
+    model, shape = bench.build_model(compose(["model=albert_tiny_zh"]).model, 0)
     v, e, h, i, labels = 21128, 128, 312, 1248, 15
     layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h  # one set of weights for all 4 layers
     embeddings = (v + 2 + 512) * e + 2 * e + (e * h + h)  # token, segment, position, LayerNorm, mapping up

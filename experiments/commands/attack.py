@@ -20,17 +20,18 @@ adversarial examples in ``<record>.text_attack.jsonl`` beside it) or ``text_atta
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from experiments import CONFIG_DIR, config
-from experiments.errors import UserError, reported
-from experiments.commands.predict import find_record, load_run
 from experiments import records
+from experiments.commands import cli
+from experiments.commands.predict import find_record, load_run
+from experiments.errors import UserError
 
 log = logging.getLogger("experiments.commands.attack")
 
@@ -104,7 +105,7 @@ def with_fields(record: dict, fields: dict) -> dict:
 
 
 def attack(run: str | Path, overrides: list[str]) -> dict:
-    record_file, record = find_record(run)
+    record_file, record = find_record(run, 'attack ARGS="eval.attack.epsilons=[0.05,0.1,0.2]"')
     eval_cfg = attack_config(record, overrides)  # mistakes first, before TensorFlow's slow import
     attack_cfg = eval_cfg.attack
     from experiments.data import cache, loaders
@@ -138,16 +139,14 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
     return fields
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.commands.attack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", help="a run record (results/runs/*.json) or a run's Hydra folder")
-    parser.add_argument("overrides", nargs="*", help="eval.attack.<key>=<value>, e.g. eval.attack.epsilons=[0.05,0.1]; "
-                        "eval.text_attack.<key>=<value>, e.g. eval.text_attack.enabled=true; paths.<key>=<dir>")
-    args = parser.parse_args(argv)
+def main(argv=None) -> int:
+    p = cli.parser("experiments.commands.attack", __doc__,
+                   "eval.attack.<key>=<value>, e.g. eval.attack.epsilons=[0.05,0.1]; eval.text_attack.<key>=<value>, "
+                   "e.g. eval.text_attack.enabled=true; paths.<key>=<dir> (onto the run's own config)")
+    p.add_argument("run", nargs="?", help="a run record (results/runs/*.json) or a run's Hydra folder")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    with reported():
-        attack(args.run, args.overrides)
+    return cli.main(p, lambda args: attack(args.run, args.overrides), argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

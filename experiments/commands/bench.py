@@ -1,12 +1,14 @@
-"""`make bench`: seconds per warmed-up train step of every method on a model of the shape of
-``--model`` (default bert_base: vocab 21128, hidden 768; its config's ``shape``, first
-``--layers`` layers), seq 128, batch 32, random weights and tokens (no checkpoint needed),
-measured in one process; the data pipeline's share of a step and of a training epoch
-(padding in line before, prefetched now); a dev evaluation in file order (before) and
-in length order (now); and accuracy under attack of one eps (configs/eval/default.yaml, K=10) against
-a clean evaluation of the same texts, per dev example (``attack_over_clean_eval``).
+"""`make bench`: seconds per warmed-up train step of every method, and their ratios to the baseline's.
 
-    python -m experiments.commands.bench --model albert_tiny_zh --layers 0 --rounds 3 --steps 2 [--precision mixed_float16] [--jit-compile]
+    python -m experiments.commands.bench [--layers 0 --rounds 3 --steps 2] [model=albert_tiny_zh]
+                                         [trainer.precision=mixed_float16] [trainer.jit_compile=true]
+
+The model has the shape of the composed ``model`` (default bert_base: vocab 21128, hidden 768; its
+config's ``shape``, first ``--layers`` layers), seq 128, batch 32, random weights and tokens (no
+checkpoint needed), under ``trainer.precision`` and ``trainer.jit_compile`` (checked as a run checks
+them), in one process. Also timed: accuracy under attack of one eps (configs/eval/default.yaml, K=10)
+against a clean evaluation of the same texts, per dev example (``attack_over_clean_eval``). The
+output names the CPU and its widest vector extension (``/proc/cpuinfo``'s flags, as lscpu shows them).
 
 Methods are timed in interleaved rounds (each round runs every method for ``--steps``
 steps), so a load spike from another process hits all of them alike; the figure kept
@@ -18,7 +20,6 @@ machine those used meanwhile is recorded (``machine.others_cpu_share``). Writes
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -29,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from experiments import CONFIG_DIR, PROJECT_ROOT
-from experiments import records
+from experiments import PROJECT_ROOT, config, records
+from experiments.commands import cli
+from experiments.errors import UserError
 
 # name -> (config file under configs/method/, overrides of its keys)
 METHODS = {
@@ -47,34 +49,21 @@ METHODS = {
 TARGETS = {"fgm": 1.8, "gp": 2.0}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.commands.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="bert_base", help="a configs/model/ name: its family and shape (make bench MODEL=)")
-    p.add_argument("--layers", type=int, default=2, help="transformer layers (BERT-base has 12); 0: the model's own count")
+def arguments():
+    p = cli.parser("experiments.commands.bench", __doc__,
+                   "Hydra overrides: model= (its shape), trainer.precision=, trainer.jit_compile=")
+    p.add_argument("--layers", type=int, default=2,
+                   help="transformer layers (BERT-base has 12); 0: the model's own count")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds (the first one traces)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
-    p.add_argument("--dev", type=int, default=2048, help="synthetic TNEWS-like dev texts for the evaluation timing")
     p.add_argument("--attack-texts", type=int, default=256,
                    help="synthetic dev texts for the accuracy-under-attack timing (one eps, eval.attack defaults)")
-    p.add_argument("--epoch-steps", type=int, default=12, help="baseline steps of the timed training epoch")
-    p.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"])
-    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench" / "latest.json")
-    return p.parse_args(argv)
-
-
-def model_config(name: str):
-    """``configs/model/<name>.yaml``, as a run would compose it."""
-    from experiments import config
-
-    known = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
-    if name not in known:
-        sys.exit(f"error: unknown model {name!r} in MODEL/--model; choose from {', '.join(known)}")
-    return config.compose([f"model={name}"]).model
+    return p
 
 
 def build_model(model_cfg, layers: int | None = None, precision: str = "float32"):
@@ -124,8 +113,8 @@ def make_method(name, model, optimizer):
 
     file, overrides = METHODS[name]
     # Overrides first, then interpolations (fgm's attack_dropout follows accumulate_clean).
-    cfg = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "method" / f"{file}.yaml"), overrides)
-    return methods.build(OmegaConf.to_container(cfg, resolve=True), model, optimizer)
+    cfg = config.compose([f"method={file}", *(f"method.{k}={v}" for k, v in overrides.items())])
+    return methods.build(OmegaConf.to_container(cfg.method, resolve=True), model, optimizer)
 
 
 def tnews_like(rng, n: int, seq: int, vocab: int = 21128) -> list[np.ndarray]:
@@ -135,77 +124,13 @@ def tnews_like(rng, n: int, seq: int, vocab: int = 21128) -> list[np.ndarray]:
     return [rng.integers(5, vocab, size=k).astype(np.int32) for k in lengths]
 
 
-def time_data_pipeline(args, rng, bucket: bool) -> tuple[float, float]:
-    """(seconds per padded batch, padding efficiency) of an epoch of ``batching.batches`` over
-    TNEWS-like lengths."""
-    from experiments.data import batching
-
-    n = args.batch * 200
-    token_ids = tnews_like(rng, n, args.seq)
-    labels = np.zeros(n, np.int32)
-    start = time.perf_counter()
-    stats = batching.PaddingStats()
-    for _ in batching.batches(token_ids, labels, args.batch, np.random.default_rng(0), bucket_by_length=bucket,
-                          stats=stats):
-        pass
-    return (time.perf_counter() - start) / batching.num_batches(n, args.batch), stats.efficiency
-
-
-def time_training_epoch(trainer, rng, steps: int, seq: int, vocab: int, batch_seconds: float) -> dict:
-    """A real ``Trainer.train_epoch`` of ``steps`` baseline steps on TNEWS-like batches: the
-    share of its time the loop waited for the next batch (prepared in a background thread),
-    against the share padding took when it was done in line before each step (before: the
-    padding time over that plus the step's own time)."""
-    from experiments.data import batching
-    from experiments.train import monitor
-
-    n = steps * trainer.batch_size
-    train = batching.Dataset(tnews_like(rng, n, seq, vocab), rng.integers(0, 15, n).astype(np.int32))
-    stats = trainer.train_epoch(train, np.random.default_rng(0), "timed epoch", monitor.StepLog(1, 1))
-    step_seconds = (stats["train_seconds"] - stats["input_wait_seconds"]) / batching.num_batches(n, trainer.batch_size)
-    return {"steps": steps, "seconds": stats["train_seconds"],
-            "waiting_share_prefetched": stats["input_wait_seconds"] / stats["train_seconds"],
-            "padding_share_in_line": batch_seconds / (batch_seconds + step_seconds)}
-
-
-def time_evaluation(trainer, rng, n: int, seq: int, vocab: int) -> dict:
-    """Dev evaluation of ``n`` TNEWS-like texts as before (file order, each batch's answers
-    read from the device before the next is padded) and as ``Trainer.predict`` does now
-    (length order, next batch prefetched, one read at the end); each timed after an untimed pass."""
-    from experiments.data import batching
-
-    token_ids = tnews_like(rng, n, seq, vocab)
-    padding = {"file_order": batching.PaddingStats(), "length_order": batching.PaddingStats()}
-    for name, stats in padding.items():
-        for _ in batching.batches(token_ids, np.zeros(n), trainer.eval_batch_size, bucket_by_length=name == "length_order",
-                              stats=stats):
-            pass
-
-    def file_order():
-        return np.concatenate([np.argmax(trainer.logits_step(inputs).numpy(), axis=-1)
-                               for inputs, _ in batching.batches(token_ids, np.zeros(n), trainer.eval_batch_size)])
-
-    seconds, cpu, answers = {}, {}, {}
-    for name, predict in (("file_order", file_order), ("length_order", lambda: trainer.predict(token_ids))):
-        predict()
-        start, start_cpu = time.perf_counter(), time.process_time()
-        answers[name] = predict()
-        seconds[name], cpu[name] = time.perf_counter() - start, time.process_time() - start_cpu
-    return {"texts": n, "batch": trainer.eval_batch_size, "seconds": seconds, "cpu_seconds": cpu,
-            "ratio": seconds["length_order"] / seconds["file_order"],
-            "cpu_ratio": cpu["length_order"] / cpu["file_order"],
-            "padding_efficiency": {name: stats.efficiency for name, stats in padding.items()},
-            "same_predictions": bool(np.array_equal(answers["file_order"], answers["length_order"]))}
-
-
-def time_attack(trainer, rng, n: int, seq: int, vocab: int) -> dict:
-    """Accuracy under attack of ``n`` TNEWS-like texts at one eps with configs/eval/default.yaml's
-    settings (K=10 steps: K forward/backward passes and one forward pass per example) against the clean
-    evaluation of the same texts (``Trainer.predict``), each timed after an untimed pass."""
+def time_attack(trainer, defaults, rng, n: int, seq: int, vocab: int) -> dict:
+    """Accuracy under attack of ``n`` TNEWS-like texts at one eps with ``eval.attack``'s settings
+    (``defaults``; configs/eval/default.yaml's K=10 steps: K forward/backward passes and one forward pass
+    per example) against the clean evaluation of the same texts (``Trainer.predict``), each timed after an untimed pass."""
     from experiments.data import batching
     from experiments.train.embedding_attack import Attack
 
-    defaults = OmegaConf.load(CONFIG_DIR / "eval" / "default.yaml").attack
     dev = batching.Dataset(tnews_like(rng, n, seq, vocab), rng.integers(0, 15, n).astype(np.int32))
     attack = Attack(trainer.model, (2, 3), defaults.steps, defaults.step_size_ratio, defaults.random_start,
                     defaults.perturb_special_tokens, trainer.eval_batch_size, progress=False)
@@ -252,12 +177,19 @@ def machine() -> dict:
             "tensorflow": tf.__version__, "host": platform.node()}
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.main(arguments(), lambda args: bench(args, argv), argv)
+
+
+def bench(args, argv: list[str]) -> dict:
+    """Time the steps, write ``args.out`` and print the table; return what was written."""
     names = [m for m in args.methods.split(",") if m]
     unknown = [m for m in names if m not in METHODS]
     if unknown or "baseline" not in names:
-        sys.exit(f"error: --methods must include baseline and name only {', '.join(METHODS)}; got {args.methods}")
+        raise UserError(f"--methods must include baseline and name only {', '.join(METHODS)}; got {args.methods}")
+    cfg = cli.compose(args.overrides)  # model=, trainer.precision= (one of config.PRECISIONS), trainer.jit_compile=
+    precision, jit_compile = cfg.trainer.precision, bool(cfg.trainer.jit_compile)
     load_before = os.getloadavg()
 
     import tensorflow as tf
@@ -267,12 +199,12 @@ def main(argv=None) -> dict:
 
     tf.get_logger().setLevel("ERROR")  # one retracing warning per method otherwise
     environment.seed_everything(0)  # as a run does (op determinism included)
-    model_cfg = model_config(args.model)
-    model, shape = build_model(model_cfg, args.layers, args.precision)
+    model_cfg = cfg.model
+    model, shape = build_model(model_cfg, args.layers, precision)
     rng = np.random.default_rng(0)
     vocab = shape["vocab_size"]
     inputs, labels = synthetic_batch(args.batch, args.seq, vocab, rng)
-    trainers = make_trainers(model, names, args.batch, args.precision, args.jit_compile)
+    trainers = make_trainers(model, names, args.batch, precision, jit_compile)
     steps = {name: trainer.train_step for name, trainer in trainers.items()}
     # Warm-up in the timed order too: a method's first step after all the others have run
     # (and allocated their buffers) is slow once, and would otherwise be a timed one.
@@ -297,21 +229,16 @@ def main(argv=None) -> dict:
     per_step = {name: statistics.median(t) for name, t in times.items()}
     cpu_per_step = {name: statistics.median(t) for name, t in cpu.items()}
     base = per_step["baseline"]
-    batch_seconds, efficiency = time_data_pipeline(args, rng, bucket=False)
-    bucket_seconds, bucket_efficiency = time_data_pipeline(args, rng, bucket=True)
-    print("timing a training epoch and the dev evaluation", file=sys.stderr, flush=True)
-    epoch = time_training_epoch(trainers["baseline"], rng, args.epoch_steps, args.seq, vocab, batch_seconds)
-    evaluation = time_evaluation(trainers["baseline"], rng, args.dev, args.seq, vocab)
     print("timing accuracy under attack", file=sys.stderr, flush=True)
-    attack = time_attack(trainers["baseline"], rng, args.attack_texts, args.seq, vocab)
+    attack = time_attack(trainers["baseline"], cfg.eval.attack, rng, args.attack_texts, args.seq, vocab)
     result = {
-        "command": " ".join(["python -m experiments.commands.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python -m experiments.commands.bench", *argv]),
         "model": {"name": model_cfg.name, "family": release.family(model_cfg), "parameters": model.count_params(),
                   "layers_of": encoder.shape_config(model_cfg)["num_hidden_layers"]},
         "shape": {"vocab": vocab, "hidden": shape["hidden_size"], "layers": shape["num_hidden_layers"],
                   "heads": shape["num_attention_heads"], "intermediate": shape["intermediate_size"],
                   "embedding": shape.get("embedding_size", shape["hidden_size"]), "seq": args.seq, "batch": args.batch},
-        "precision": args.precision, "jit_compile": args.jit_compile,
+        "precision": precision, "jit_compile": jit_compile,
         "steps": {name: len(t) for name, t in times.items()},
         "seconds_per_step": per_step,
         "seconds_per_step_all": times,
@@ -319,12 +246,6 @@ def main(argv=None) -> dict:
         **{f"{name}_over_baseline": per_step[name] / base for name in names if name != "baseline"},
         "cpu_seconds_per_step": cpu_per_step,
         "cpu_over_baseline": {name: t / cpu_per_step["baseline"] for name, t in cpu_per_step.items()},
-        "data_pipeline": {
-            "seconds_per_batch": batch_seconds, "share_of_baseline_step": batch_seconds / (batch_seconds + base),
-            "padding_efficiency": efficiency, "bucketed_seconds_per_batch": bucket_seconds,
-            "bucketed_padding_efficiency": bucket_efficiency, "training_epoch": epoch,
-        },
-        "evaluation": evaluation,
         "attack": {**attack, "iflytek_estimate": attack_share_of_run(attack["attack_over_clean_eval"])},
         "attack_over_clean_eval": attack["attack_over_clean_eval"],
         "machine": {**machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
@@ -355,23 +276,6 @@ def table(result: dict) -> str:
         ratio = 1.0 if name == "baseline" else result[f"{name}_over_baseline"]
         lines.append(f"| {name} | {result['steps'][name]} | {sec:.3f} | {lo:.3f}..{hi:.3f} | {ratio:.2f} | "
                      f"{result['cpu_seconds_per_step'][name]:.3f} | {result['cpu_over_baseline'][name]:.2f} |")
-    d = result["data_pipeline"]
-    lines.append(f"data pipeline: {d['seconds_per_batch'] * 1e3:.2f} ms per padded batch = "
-                 f"{100 * d['share_of_baseline_step']:.2f}% of a baseline step; padding efficiency "
-                 f"{d['padding_efficiency']:.2f} per batch, {d['bucketed_padding_efficiency']:.2f} bucketed by length "
-                 "(synthetic TNEWS-like lengths)")
-    e = d["training_epoch"]
-    lines.append(f"training epoch ({e['steps']} baseline steps, TNEWS-like batches): padding in line took "
-                 f"{100 * e['padding_share_in_line']:.2f}% of the loop (before); with the next batch padded in a "
-                 f"background thread the loop waited {100 * e['waiting_share_prefetched']:.2f}% of it (now)")
-    v = result["evaluation"]
-    lines.append(f"dev evaluation ({v['texts']} TNEWS-like texts, batch {v['batch']}): file order, a read per batch "
-                 f"{v['seconds']['file_order']:.2f} s (padding eff. {v['padding_efficiency']['file_order']:.2f}); "
-                 f"length order, one read {v['seconds']['length_order']:.2f} s (padding eff. "
-                 f"{v['padding_efficiency']['length_order']:.2f}) = {v['ratio']:.2f}x the time, "
-                 f"{v['cpu_ratio']:.2f}x the CPU time ({v['cpu_seconds']['file_order']:.2f} -> "
-                 f"{v['cpu_seconds']['length_order']:.2f} s); same predictions: "
-                 f"{'yes' if v['same_predictions'] else 'NO'}")
     if "attack" in result:
         a, share = result["attack"], result["attack"]["iflytek_estimate"]
         lines.append(f"accuracy under attack ({a['texts']} TNEWS-like texts, one eps, K={a['steps']}): "
@@ -388,4 +292,4 @@ def table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

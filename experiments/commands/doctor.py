@@ -17,7 +17,6 @@ exit code is 1 if any failed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -31,7 +30,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from experiments import config
-from experiments.commands import bench
+from experiments.commands import bench, cli
 from experiments.machine import devices, estimate
 from experiments.data import fetch, hub
 from experiments.errors import UserError
@@ -53,29 +52,24 @@ class Report:
         print(f"\n{title}", flush=True)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.commands.doctor", description=__doc__.split("\n\n")[0])
+def arguments():
+    p = cli.parser("experiments.commands.doctor", __doc__, "Hydra overrides (model=, trainer.*), as for a run")
     p.add_argument("--tasks", default="iflytek,tnews", help="the sweep grid's tasks (make's TASKS)")
     p.add_argument("--methods", default="baseline,fgm,gp", help="the sweep grid's methods (make's METHODS)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="the sweep grid's seeds (make's SEEDS)")
     p.add_argument("--check-methods", default=",".join(bench.METHODS),
                    help="methods whose train steps are checked (default: all)")
     p.add_argument("--steps", type=int, default=2, help="timed steps per method, after one untimed")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.commands.run (model=, trainer.*)")
-    return p.parse_intermixed_args(argv)
+    return p
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        cfg = config.compose(args.overrides)
-        config.validate(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # Hydra's override errors
-        print(f"error: invalid overrides: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    """0 when every check passed, 1 when one failed (2: a mistake in the arguments)."""
+    return cli.main(arguments(), doctor, argv)
+
+
+def doctor(args) -> int:
+    cfg = cli.compose(args.overrides)
     report = Report()
     started = time.perf_counter()
     gpus = check_software_and_gpus(report, cfg)

@@ -11,19 +11,22 @@ the task's first one (TNEWS's and CLUEWSC's 1.0 test sets) is skipped where it i
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from experiments import config as _config  # noqa: F401  (registers the project_root resolver)
 from experiments import records
-from experiments.errors import UserError, reported
+from experiments.commands import cli
+from experiments.errors import UserError
 
 
-def find_record(run: str | Path) -> tuple[Path, dict]:
+def find_record(run: str | Path | None, command: str = "predict") -> tuple[Path, dict]:
     """The complete record named by ``run``: its file, or the Hydra folder of the run."""
+    if not run or ("=" in str(run) and not Path(run).exists()):  # none given (make's RUN=), or an override
+        raise UserError(f"say which run: make {command} RUN=results/runs/<record>.json")
     run = Path(run)
     if run.is_dir():
         saved = run / ".hydra" / "config.yaml"
@@ -85,15 +88,13 @@ def predict(run: str | Path, task: str | None = None, out: str | Path | None = N
     return written
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", help="a run record (results/runs/*.json) or a run's Hydra folder")
-    parser.add_argument("--task", default=None, help="check that the run is of this task")
-    parser.add_argument("--out", default=None, help="output folder (default: results/predictions/<run>/)")
-    args = parser.parse_args(argv)
-    with reported():
-        predict(args.run, args.task, args.out)
+def main(argv=None) -> int:
+    p = cli.parser("experiments.commands.predict", __doc__)
+    p.add_argument("run", nargs="?", help="a run record (results/runs/*.json) or a run's Hydra folder")
+    p.add_argument("--task", default=None, help="check that the run is of this task")
+    p.add_argument("--out", default=None, help="output folder (default: results/predictions/<run>/)")
+    return cli.main(p, lambda args: predict(args.run, args.task, args.out), argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,7 +13,7 @@ Prints what is in the zip and which of CLUE's classification files are missing, 
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -21,9 +21,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments import CONFIG_DIR
-from experiments.commands import predict
 from experiments import records
-from experiments.errors import UserError, reported
+from experiments.commands import cli, predict
+from experiments.errors import UserError
 
 CLUE_TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020", "csl")  # CLUE's order
 
@@ -95,19 +95,18 @@ def submit(results_dir: str | Path, method: str = "baseline", model: str = "bert
     return out
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results_dir", help="the folder holding runs/ (paths.results_dir)")
-    parser.add_argument("--method", default="baseline", help="pick each task's best-dev run of this method")
-    parser.add_argument("--model", default="bert_base", help="... and of this model")
-    parser.add_argument("--runs", default=None,
-                        help="instead: these run records or run folders, one per task (comma- or space-separated)")
-    parser.add_argument("--out", default=None, help="the zip (default: RESULTS/submission/submit_<...>_<date>.zip)")
-    args = parser.parse_args(argv)
-    runs = args.runs.replace(",", " ").split() if args.runs else None
-    with reported():
-        submit(args.results_dir, args.method, args.model, runs, args.out)
+def main(argv=None) -> int:
+    p = cli.parser("experiments.commands.submit", __doc__)
+    p.add_argument("results_dir", help="the folder holding runs/ (paths.results_dir)")
+    p.add_argument("--method", default="baseline", help="pick each task's best-dev run of this method")
+    p.add_argument("--model", default="bert_base", help="... and of this model")
+    p.add_argument("--runs", default=None,
+                   help="instead: these run records or run folders, one per task (comma- or space-separated)")
+    p.add_argument("--out", default=None, help="the zip (default: RESULTS/submission/submit_<...>_<date>.zip)")
+    return cli.main(p, lambda args: submit(args.results_dir, args.method, args.model,
+                                           args.runs.replace(",", " ").split() if args.runs else None,
+                                           args.out), argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,22 +7,19 @@ Reads records only (``experiments.report``): no TensorFlow is imported.
 
 from __future__ import annotations
 
-import argparse
+import sys
 
 from experiments import PROJECT_ROOT
-from experiments.errors import reported
+from experiments.commands import cli
 from experiments.report.summary import write_all
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments.commands.table", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", nargs="?", default=str(PROJECT_ROOT / "results"),
-                        help="the folder holding runs/ (paths.results_dir); default: results/")
-    args = parser.parse_args(argv)
-    with reported():
-        for path in write_all(args.results_dir):
-            print(path)
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser("experiments.commands.table", __doc__)
+    p.add_argument("results_dir", nargs="?", default=str(PROJECT_ROOT / "results"),
+                   help="the folder holding runs/ (paths.results_dir); default: results/")
+    return cli.main(p, lambda args: print(*write_all(args.results_dir), sep="\n"), argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
