@@ -44,7 +44,7 @@ ENV_EXTRA := $(if $(filter 1,$(GPU)),gpu,cpu)$(if $(EXTRAS),+$(subst $(comma),+,
 # what the other one installed).
 ENV_SWITCH := $(if $(filter $(ENV_EXTRA),$(shell cat $(ENV_STAMP) 2>/dev/null)),,env-switch)
 
-.PHONY: help env env-switch doctor data model run pretrain sweep predict export submit attack table tensorboard test bench evidence
+.PHONY: help env env-switch doctor data model run pretrain sweep predict export submit attack table tensorboard test bench evidence evidence-remake
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
@@ -78,7 +78,6 @@ sweep: $(ENV_STAMP)  ## Hydra multirun of a study, EXPERIMENT=blog (configs/expe
 		trainer.skip_completed=true trainer.resume=true $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
 
 predict: $(ENV_STAMP)  ## CLUE test-set submission files from a run's best weights: RUN=<record or run folder> [TASK=]
-	@test -n "$(RUN)" || { echo "error: say which run: make predict RUN=results/runs/<record>.json" >&2; exit 2; }
 	$(PY) -m experiments.commands.predict $(RUN) $(if $(filter command line,$(origin TASK)),--task $(TASK))
 
 export: $(ENV_STAMP)  ## a run (RUN=) or a make pretrain folder (MODEL_DIR=) as a Hugging Face folder [OUT=]
@@ -86,7 +85,6 @@ export: $(ENV_STAMP)  ## a run (RUN=) or a make pretrain folder (MODEL_DIR=) as 
 	$(PY) -m experiments.commands.export $(if $(RUN),--run $(RUN),--model-dir $(MODEL_DIR)) $(if $(OUT),--out $(OUT))
 
 attack: $(ENV_STAMP)  ## accuracy under attack of a run's best weights, added to its record: RUN=<record or run folder> ARGS="eval.attack.epsilons=[0.05,0.1,0.2]"
-	@test -n "$(RUN)" || { echo "error: say which run: make attack RUN=results/runs/<record>.json ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\"" >&2; exit 2; }
 	$(PY) -m experiments.commands.attack $(RUN) $(ARGS)
 
 submit: $(ENV_STAMP)  ## CLUE upload zip of each task's best-dev run of METHOD= MODEL= in RESULTS=, or of RUNS="a.json b.json"
@@ -98,8 +96,8 @@ table: $(ENV_STAMP)  ## write table.md, summary.csv, seeds.csv, accuracy/curves/
 tensorboard: $(ENV_STAMP)  ## TensorBoard on the runs' event files in RESULTS=/tensorboard (http://localhost:6006; ARGS="--port 6007 --bind_all")
 	$(PY) -m tensorboard.main --logdir $(RESULTS)/tensorboard $(ARGS)
 
-bench: $(ENV_STAMP)  ## seconds per train step of each method, MODEL='s shape (no weights), one process: ARGS="--layers 2 --rounds 3"
-	$(PY) -m experiments.commands.bench --model $(MODEL) $(ARGS)
+bench: $(ENV_STAMP)  ## seconds per train step of each method, MODEL='s shape (no weights), one process: ARGS="--layers 2 --rounds 3 trainer.precision=mixed_float16"
+	$(PY) -m experiments.commands.bench model=$(MODEL) $(ARGS)
 
 doctor: $(ENV_STAMP)  ## check this machine before a sweep: GPU, CUDA, data, a few steps of each method, the grid's time (TASKS= METHODS= SEEDS= MODEL= ARGS=)
 	$(PY) -m experiments.commands.doctor --tasks $(TASKS) --methods $(METHODS) --seeds $(SEEDS) model=$(MODEL) $(ARGS)
@@ -116,30 +114,9 @@ test: lint  ## lint, then the whole test suite (about 15 minutes on 2 idle cores
 test-fast: lint  ## lint, then the tests not marked slow or slurm (at most 3 minutes on 2 cores)
 	$(PY) -m pytest -m "not slow and not slurm"
 
-# The TNEWS self-pretrained study (docs/evidence/tnews-self-pretrained/PLAN.md): pretraining, tuning
-# on seeds 100-101, the main grid on seeds 0-4, the tables. Each step skips what is complete.
-# The pretrained model goes to data/models/pretrained/tnews-tiny-mlm/ (the study's configs read it there).
-STUDY := docs/evidence/tnews-self-pretrained
-STUDY_RESULTS := results/evidence
-STUDY_MODEL := data/models/pretrained/tnews-tiny-mlm
+# The TNEWS self-pretrained study (docs/evidence/tnews-self-pretrained/PLAN.md; the steps: experiments/commands/evidence.py).
 evidence: $(ENV_STAMP)  ## the TNEWS self-pretrained study from scratch or where it stopped, then its tables (docs/evidence/tnews-self-pretrained/): ARGS="paths.clue_dir=..."
-	test -f $(STUDY_MODEL)/pretrain_record.json || $(PY) -m experiments.commands.pretrain task=tnews model=tiny seed=0 \
-		pretrain.name=tnews-tiny-mlm pretrain.max_steps=15000 pretrain.eval_every=1000 pretrain.resume=true $(ARGS)
-	@# The committed records count as done: a fresh clone (or a machine that lost results/) goes on
-	@# where the study stopped instead of running them again (cp -n keeps any newer local record).
-	mkdir -p $(STUDY_RESULTS)/main/runs $(STUDY_RESULTS)/tune/runs
-	cp -n $(STUDY)/runs/*.json $(STUDY_RESULTS)/main/runs/ 2>/dev/null || true
-	cp -n $(STUDY)/tuning/runs/*.json $(STUDY_RESULTS)/tune/runs/ 2>/dev/null || true
-	$(MAKE) sweep EXPERIMENT=tnews_self_pretrained_tune ARGS="paths.results_dir=$(STUDY_RESULTS)/tune $(ARGS)"
-	$(PY) -m experiments.commands.table $(STUDY_RESULTS)/tune
-	$(PY) -m experiments.commands.study tuning $(STUDY_RESULTS)/tune
-	@! grep -q "fgm: null" configs/experiment/tnews_self_pretrained.yaml || { echo "error: tuning done: put each method's epsilon that $(STUDY_RESULTS)/tune/tuning.md chose (PLAN.md's rule) into configs/experiment/tnews_self_pretrained.yaml (study.epsilon), then run make evidence again" >&2; exit 2; }
-	$(MAKE) sweep EXPERIMENT=tnews_self_pretrained ARGS="paths.results_dir=$(STUDY_RESULTS)/main $(ARGS)"
-	$(MAKE) sweep EXPERIMENT=tnews_random_init ARGS="paths.results_dir=$(STUDY_RESULTS)/main $(ARGS)"
-	mkdir -p $(STUDY)/runs $(STUDY)/tuning/runs
-	cp $(STUDY_RESULTS)/main/runs/*.json $(STUDY)/runs/ && cp $(STUDY_RESULTS)/tune/runs/*.json $(STUDY)/tuning/runs/
-	cp $(STUDY_MODEL)/pretrain_record.json $(STUDY)/
-	$(PY) -m experiments.commands.table $(STUDY)
-	$(PY) -m experiments.commands.table $(STUDY)/tuning
-	$(PY) -m experiments.commands.study tuning $(STUDY)/tuning
-	$(PY) -m experiments.commands.study main $(STUDY)
+	$(PY) -m experiments.commands.evidence study $(ARGS)
+
+evidence-remake: $(ENV_STAMP)  ## the study's 20 main-grid runs made again into results/evidence/remake, each compared with its committed record: ARGS=
+	$(PY) -m experiments.commands.evidence remake $(ARGS)
