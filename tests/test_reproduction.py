@@ -72,5 +72,6 @@ def test_a_missing_epoch_and_status_are_differences(tmp_path, capsys):
     write(remade, name, short)
     out = tmp_path / "elsewhere.md"
     evidence.main(["compare", str(remade / "runs"), "--against", str(committed), "--out", str(out)])
-    assert capsys.readouterr().out.splitlines()[0] == f"{name}: differs: status: 'complete' -> 'diverged'; epochs: 2 -> 1"
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"{name}: differs: status: 'complete' -> 'diverged'; epochs: 2 -> 1"
     assert out.is_file() and not (remade / "compare.md").exists()

@@ -27,7 +27,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from experiments import PROJECT_ROOT, records
-from experiments.commands import cli, study as study_command
+from experiments.commands import cli
+from experiments.commands import study as study_command
 from experiments.errors import UserError
 from experiments.report import reproduction, summary
 from experiments.report.preregistered import frame, tuning_choice
