@@ -105,7 +105,8 @@ def with_fields(record: dict, fields: dict) -> dict:
 
 
 def attack(run: str | Path, overrides: list[str]) -> dict:
-    record_file, record = find_record(run, 'make attack RUN=results/runs/<record>.json ARGS="eval.attack.epsilons=[0.05,0.1,0.2]"')
+    usage = 'make attack RUN=results/runs/<record>.json ARGS="eval.attack.epsilons=[0.05,0.1,0.2]"'
+    record_file, record = find_record(run, usage)
     eval_cfg = attack_config(record, overrides)  # mistakes first, before TensorFlow's slow import
     attack_cfg = eval_cfg.attack
     from experiments.data import cache, loaders

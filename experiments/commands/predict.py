@@ -23,7 +23,10 @@ from experiments.commands import cli
 from experiments.errors import UserError
 
 
-def find_record(run: str | Path | None, usage: str = "make predict RUN=results/runs/<record>.json") -> tuple[Path, dict]:
+USAGE = "make predict RUN=results/runs/<record>.json"
+
+
+def find_record(run: str | Path | None, usage: str = USAGE) -> tuple[Path, dict]:
     """The complete record named by ``run``: its file, or the Hydra folder of the run."""
     if not run or ("=" in str(run) and not Path(run).exists()):  # none given (make's RUN=), or an override
         raise UserError(f"say which run: {usage}")
