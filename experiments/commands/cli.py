@@ -20,18 +20,24 @@ from experiments.errors import UserError, reported
 OVERRIDES_HELP = "Hydra overrides (key=value), as for python -m experiments.commands.run"
 
 
-def parser(module: str, doc: str, overrides: str | None = None) -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
     """The parser of ``python -m <module>``, described by the first paragraph of ``doc``; with ``overrides``
-    (their help) it takes trailing ``key=value`` overrides as ``args.overrides``."""
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0].strip())
-    if overrides is not None:
-        p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides)
-    return p
+    (their help) it takes ``key=value`` overrides after the command's own positional arguments, as
+    ``args.overrides``."""
+
+    def __init__(self, module: str, doc: str, overrides: str | None = None):
+        super().__init__(prog=f"python -m {module}", description=doc.split("\n\n")[0].strip())
+        self.overrides_help = overrides
 
 
-def main(p: argparse.ArgumentParser, body: Callable[[argparse.Namespace], object], argv=None) -> int:
+parser = Parser
+
+
+def main(p: Parser, body: Callable[[argparse.Namespace], object], argv=None) -> int:
     """Parse ``argv`` (options and overrides in any order; a parser with sub-commands in its usual order),
     run ``body`` under ``reported()`` and return its exit code: what it returned if an int, else 0."""
+    if getattr(p, "overrides_help", None) is not None:  # last: after the command's own positional arguments
+        p.add_argument("overrides", nargs="*", metavar="key=value", help=p.overrides_help)
     with reported():
         args = p.parse_args(argv) if p._subparsers is not None else p.parse_intermixed_args(argv)
         for override in getattr(args, "overrides", None) or []:
