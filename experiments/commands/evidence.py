@@ -18,6 +18,7 @@ The overrides go to every pretraining and run (paths.clue_dir=..., hydra/launche
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import shutil
 import subprocess
@@ -176,7 +177,7 @@ def remake(overrides: list[str], out: Path = RESULTS / "remake") -> Path:
 
 def main(argv=None) -> int:
     p = cli.parser("experiments.commands.evidence", __doc__)
-    steps = p.add_subparsers(dest="step", required=True)
+    steps = p.add_subparsers(dest="step", required=True, parser_class=argparse.ArgumentParser)
     s = steps.add_parser("study", help="the study from scratch or where it stopped, then its tables (make evidence)")
     s.add_argument("overrides", nargs="*", metavar="key=value", help=cli.OVERRIDES_HELP)
     r = steps.add_parser("remake", help="the main grids' 20 runs again into a folder of their own, then compare")
