@@ -27,8 +27,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments import CONFIG_DIR, config
-from experiments import records
+from experiments import CONFIG_DIR, config, records
 from experiments.commands import cli
 from experiments.commands.predict import find_record, load_run
 from experiments.errors import UserError
@@ -58,7 +57,8 @@ def attack_config(record: dict, overrides: list[str]):
     if (text.enabled or text["from"]) and not any(o.startswith("eval.attack.epsilons=") for o in evals):
         cfg.eval.attack.epsilons = []  # the text attack or transfer was asked for: the run's own eps are not redone
     if not cfg.eval.attack.epsilons and not text.enabled and not text.get("from"):
-        raise UserError("no eps to attack with, nor a text attack: say which, e.g. make attack RUN=... ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\" "
+        raise UserError("no eps to attack with, nor a text attack: say which, e.g. make attack RUN=... "
+                        "ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\" "
                         "or ARGS=\"eval.text_attack.enabled=true\"")
     return cfg.eval
 
@@ -116,7 +116,8 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
     _, _, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)  # task.max_dev_samples as the run had it
     dev, _ = cache.dataset(cfg, tokenizer, dev_split, cfg.task.dev_file)
     if len(dev) != record.get("dev_samples", len(dev)):
-        raise UserError(f"{loaders.task_dir(cfg.paths.clue_dir, cfg.task) / cfg.task.dev_file}: {len(dev)} dev examples, "
+        dev_file = loaders.task_dir(cfg.paths.clue_dir, cfg.task) / cfg.task.dev_file
+        raise UserError(f"{dev_file}: {len(dev)} dev examples, "
                         f"but {record_file.name} was scored on {record['dev_samples']}; the data changed since the run")
     fields = {}
     if attack_cfg.epsilons:

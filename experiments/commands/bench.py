@@ -127,7 +127,8 @@ def tnews_like(rng, n: int, seq: int, vocab: int = 21128) -> list[np.ndarray]:
 def time_attack(trainer, defaults, rng, n: int, seq: int, vocab: int) -> dict:
     """Accuracy under attack of ``n`` TNEWS-like texts at one eps with ``eval.attack``'s settings
     (``defaults``; configs/eval/default.yaml's K=10 steps: K forward/backward passes and one forward pass
-    per example) against the clean evaluation of the same texts (``Trainer.predict``), each timed after an untimed pass."""
+    per example) against the clean evaluation of the same texts (``Trainer.predict``), each timed after an
+    untimed pass."""
     from experiments.data import batching
     from experiments.train.embedding_attack import Attack
 
@@ -135,7 +136,8 @@ def time_attack(trainer, defaults, rng, n: int, seq: int, vocab: int) -> dict:
     attack = Attack(trainer.model, (2, 3), defaults.steps, defaults.step_size_ratio, defaults.random_start,
                     defaults.perturb_special_tokens, trainer.eval_batch_size, progress=False)
     seconds, cpu = {}, {}
-    for name, work in (("clean", lambda: trainer.predict(dev.token_ids)), ("attack", lambda: attack.evaluate(dev, [0.1]))):
+    works = (("clean", lambda: trainer.predict(dev.token_ids)), ("attack", lambda: attack.evaluate(dev, [0.1])))
+    for name, work in works:
         work()
         start, start_cpu = time.perf_counter(), time.process_time()
         work()
@@ -262,11 +264,13 @@ def table(result: dict) -> str:
     shape, m = result["shape"], result["machine"]
     others = m["others_cpu_share"]
     model = result.get("model", {"name": "bert_base", "family": "bert", "layers_of": 12})
-    embedding = f", embeddings {shape['embedding']}" if shape.get("embedding", shape["hidden"]) != shape["hidden"] else ""
+    embedding = f", embeddings {shape['embedding']}" if shape.get("embedding", shape["hidden"]) != shape["hidden"] \
+        else ""
     lines = [f"{model['name']} ({model['family']}): {shape['layers']} of {model['layers_of']} layers x hidden "
              f"{shape['hidden']}{embedding}, vocab {shape['vocab']}, "
              f"batch {shape['batch']} x seq {shape['seq']}, {result['precision']}"
-             f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']} ({m.get('vector_extensions', '?')}), {m['cpu_count']} cores, "
+             f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']} "
+             f"({m.get('vector_extensions', '?')}), {m['cpu_count']} cores, "
              f"TF {m['tensorflow']}; other processes used "
              f"{'?' if others is None else f'{100 * others:.0f}%'} of the CPUs meanwhile",
              "| method | steps | s/step (median) | min..max | x baseline | CPU s/step | CPU x baseline |",
@@ -280,14 +284,16 @@ def table(result: dict) -> str:
         a, share = result["attack"], result["attack"]["iflytek_estimate"]
         lines.append(f"accuracy under attack ({a['texts']} TNEWS-like texts, one eps, K={a['steps']}): "
                      f"{1e3 * a['seconds_per_example']['attack']:.1f} ms per dev example against "
-                     f"{1e3 * a['seconds_per_example']['clean']:.2f} ms clean = {a['attack_over_clean_eval']:.1f}x a clean "
+                     f"{1e3 * a['seconds_per_example']['clean']:.2f} ms clean = "
+                     f"{a['attack_over_clean_eval']:.1f}x a clean "
                      f"evaluation ({a['cpu_ratio']:.1f}x the CPU time); estimate: one eps on IFLYTEK's "
                      f"{share['dev_examples']} dev examples adds {100 * share['share_of_baseline_run']:.1f}% to a "
                      f"{share['epochs']}-epoch baseline run")
     for name, target in TARGETS.items():
         if f"{name}_over_baseline" in result:
             ratio = result[f"{name}_over_baseline"]
-            lines.append(f"target {name} <= {target}x baseline: {ratio:.2f}x, {'met' if ratio <= target else 'NOT met'}")
+            met = "met" if ratio <= target else "NOT met"
+            lines.append(f"target {name} <= {target}x baseline: {ratio:.2f}x, {met}")
     return "\n".join(lines)
 
 

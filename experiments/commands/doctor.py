@@ -1,6 +1,7 @@
 """`make doctor`: is this machine ready for a sweep? Checks in one command, before days of GPU time.
 
-    python -m experiments.commands.doctor [--tasks iflytek,tnews --methods baseline,fgm,gp --seeds 0,1,2,3,4] [overrides]
+    python -m experiments.commands.doctor [--tasks iflytek,tnews --methods baseline,fgm,gp --seeds 0,1,2,3,4]
+                                          [overrides]
 
 Prints the software (Python, TensorFlow, the CUDA/cuDNN TensorFlow was built with), the NVIDIA
 driver, every GPU (name, memory, compute capability, fp16/bf16, whether the wheel has kernels
@@ -29,12 +30,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from experiments import config
+from experiments import config, records
 from experiments.commands import bench, cli
-from experiments.machine import devices, estimate
 from experiments.data import fetch, hub
 from experiments.errors import UserError
-from experiments import records
+from experiments.machine import devices, estimate
 from experiments.model import hf_format, release
 
 OK, NOTE, FAIL = "ok  ", "note", "FAIL"
@@ -94,7 +94,8 @@ def check_software_and_gpus(report: Report, cfg) -> list:
     build = tf.sysconfig.get_build_info()
     report.line(OK, "python", platform.python_version())
     report.line(OK, "tensorflow", f"{tf.__version__}, built with CUDA {build.get('cuda_version')} / "
-                f"cuDNN {build.get('cudnn_version')}, kernels for {', '.join(build.get('cuda_compute_capabilities', []))}")
+                f"cuDNN {build.get('cudnn_version')}, kernels for "
+                f"{', '.join(build.get('cuda_compute_capabilities', []))}")
     try:
         wheels = f"installed (nvidia-cudnn-cu12 {metadata.version('nvidia-cudnn-cu12')})"
     except metadata.PackageNotFoundError:
@@ -329,7 +330,8 @@ def _fix_for(err: Exception) -> str:
                 "trainer.precision=mixed_bfloat16 (Ampere and newer) or mixed_float16")
     if "ptxas" in text or "libdevice" in text:
         return "XLA needs the CUDA compiler wheels: `make env GPU=1`, or set trainer.jit_compile=false"
-    return "retry with trainer.jit_compile=false and trainer.precision=float32; if it persists, report it with this output"
+    return ("retry with trainer.jit_compile=false and trainer.precision=float32; if it persists, report it with "
+            "this output")
 
 
 # --- the sweep grid -----------------------------------------------------------------------------------
@@ -354,7 +356,8 @@ def estimate_grid(report: Report, cfg, gpus: list, args, step_seconds: dict[str,
             run_cfg = config.compose([*args.overrides, f"task={task}", f"method={method}"])
             base = estimate.train_flops(shape, int(run_cfg.trainer.batch_size), int(run_cfg.task.max_length)) / rate
             measured = gpus and method in step_seconds and "baseline" in step_seconds
-            run = estimate.run_seconds(run_cfg, base, step_seconds[method] / step_seconds["baseline"] if measured else None)
+            cost = step_seconds[method] / step_seconds["baseline"] if measured else None
+            run = estimate.run_seconds(run_cfg, base, cost)
             if run is None:
                 missing.add(task)
                 continue

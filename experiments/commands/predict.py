@@ -22,7 +22,6 @@ from experiments import records
 from experiments.commands import cli
 from experiments.errors import UserError
 
-
 USAGE = "make predict RUN=results/runs/<record>.json"
 
 
@@ -68,7 +67,7 @@ def load_run(record: dict):
 
 
 def predict(run: str | Path, task: str | None = None, out: str | Path | None = None) -> list[Path]:
-    from experiments.data import loaders, batching
+    from experiments.data import batching, loaders
 
     record_file, record = find_record(run)
     if task is not None and task != record["task"]:

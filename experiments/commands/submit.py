@@ -1,6 +1,7 @@
 """CLUE's upload: for each task the best-dev run, its prediction files, all in one zip.
 
-    python -m experiments.commands.submit RESULTS [--method baseline] [--model bert_base] [--runs A.json,B.json] [--out ZIP]
+    python -m experiments.commands.submit RESULTS [--method baseline] [--model bert_base] [--runs A.json,B.json]
+                                          [--out ZIP]
 
 Without --runs, each task's run is the complete record under ``RESULTS/runs/`` of that
 method and model with the highest best-dev accuracy (on a tie, the first by file name).
@@ -20,8 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments import CONFIG_DIR
-from experiments import records
+from experiments import CONFIG_DIR, records
 from experiments.commands import cli, predict
 from experiments.errors import UserError
 

@@ -93,7 +93,7 @@ def plot_accuracy(data: pd.DataFrame, path: Path) -> None:
     colors = {m: f"C{i}" for i, m in enumerate(data.method.unique())}
     for ax, task in zip(axes[0], tasks):
         t = data[data.task == task]
-        for (_, seed), line in t.dropna(subset=["seed"]).groupby(["block", "seed"]):
+        for _, line in t.dropna(subset=["seed"]).groupby(["block", "seed"]):
             if len(line) > 1:
                 ax.plot(line.x, line.best_dev_acc, "-", color="grey", alpha=0.35, lw=0.8, label="same seed")
         for g in t.drop_duplicates("group_x").itertuples():
@@ -213,7 +213,8 @@ def plot_sweep(data: pd.DataFrame, key: str, path: Path) -> None:
         for row, (method, m) in enumerate(p.groupby("method", sort=False)):
             swept, bands = m[m[key].notna()].sort_values(key), m[m[key].isna()]
             for b in bands.itertuples():  # a group without the setting (the baseline): mean and interval as a band
-                ax.axhline(b.mean, color=colors[method], lw=1, label=f"{method} (no {key}): mean, 95% band" + diverged_note(b.n_diverged))
+                label = f"{method} (no {key}): mean, 95% band" + diverged_note(b.n_diverged)
+                ax.axhline(b.mean, color=colors[method], lw=1, label=label)
                 if not pd.isna(b.ci_low):
                     ax.axhspan(b.ci_low, b.ci_high, color=colors[method], alpha=0.15, lw=0)
             if len(swept):
@@ -262,7 +263,8 @@ def best_values(runs: pd.DataFrame, data: pd.DataFrame, key: str) -> pd.DataFram
 
 def sweep_markdown(best: pd.DataFrame, key: str) -> str:
     lines = [f"## Sweep over `{key}` (`sweep_{key}.png`, numbers in `sweep_{key}.csv`)", "",
-             f"Best value of `{key}` by mean best dev accuracy; Δ paired over shared seeds, 95% t-interval in brackets.",
+             f"Best value of `{key}` by mean best dev accuracy; Δ paired over shared seeds, 95% t-interval in "
+             "brackets.",
              ""]
     for b in best.itertuples():
         vs_base = "no baseline to pair with" if pd.isna(b.delta_vs_baseline) and b.n_paired == 0 else \
@@ -276,7 +278,8 @@ def sweep_markdown(best: pd.DataFrame, key: str) -> str:
     return "\n".join(lines)
 
 
-def write_pictures(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, keys: list[str]) -> tuple[list[Path], str]:
+def write_pictures(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame,
+                   keys: list[str]) -> tuple[list[Path], str]:
     """Write every picture and its CSV into ``results_dir``; return their paths and table.md's sweep section."""
     out, section = [], ""
     accuracy = accuracy_data(runs, summary)

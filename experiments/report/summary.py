@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments import PROJECT_ROOT
-from experiments import records
+from experiments import PROJECT_ROOT, records
+from experiments.errors import UserError
 from experiments.report import plots, robustness
 from experiments.report.formatting import column_name, md_table, mean_cell, paired_cell, pct
 from experiments.report.stats import DIVERGED, ci95, paired_differences
-from experiments.errors import UserError
 
 BLOG_CSV = PROJECT_ROOT / "results" / "reference" / "blog.csv"
 CLUE_CSV = PROJECT_ROOT / "results" / "reference" / "clue.csv"  # CLUE's own figures per model, test and dev
