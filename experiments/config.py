@@ -16,7 +16,8 @@ SCHEDULES = ("constant", "linear")  # experiments/train/schedule.py
 
 def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
     """The config ``python -m experiments.commands.run`` would get for ``overrides`` (for tests and tools)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
@@ -48,9 +49,16 @@ def validate(cfg: DictConfig) -> None:
         (cfg.trainer.precision in PRECISIONS, "trainer.precision", " or ".join(PRECISIONS)),
         ((cfg.method.get("epsilon") or 0) >= 0, "method.epsilon", "zero or positive"),
         (cfg.trainer.schedule in SCHEDULES, "trainer.schedule", " or ".join(SCHEDULES)),
-        (0 <= cfg.trainer.warmup_ratio < 1, "trainer.warmup_ratio", "in [0, 1): the share of all steps spent warming up"),
-        (cfg.trainer.patience is None or cfg.trainer.patience > 0, "trainer.patience",
-         "null (no early stopping) or a positive number of epochs"),
+        (
+            0 <= cfg.trainer.warmup_ratio < 1,
+            "trainer.warmup_ratio",
+            "in [0, 1): the share of all steps spent warming up",
+        ),
+        (
+            cfg.trainer.patience is None or cfg.trainer.patience > 0,
+            "trainer.patience",
+            "null (no early stopping) or a positive number of epochs",
+        ),
     ]
     for key in ("max_train_samples", "max_dev_samples"):
         value = cfg.task[key]
@@ -66,14 +74,24 @@ def validate_attack(cfg: DictConfig) -> None:
     if attack is None:
         return
     epsilons = attack.epsilons
-    _first_failure(cfg, [
-        (OmegaConf.is_list(epsilons) and all(isinstance(e, (int, float)) and not isinstance(e, bool) and e >= 0
-                                             for e in epsilons),
-         "eval.attack.epsilons", "a list of eps >= 0, e.g. [0.05,0.1,0.2] ([]: no attack)"),
-        (attack.steps >= 1, "eval.attack.steps", "a positive integer"),
-        (attack.step_size_ratio > 0, "eval.attack.step_size_ratio", "a positive number"),
-        (attack.max_samples is None or attack.max_samples > 0, "eval.attack.max_samples", "null or a positive integer"),
-    ])
+    _first_failure(
+        cfg,
+        [
+            (
+                OmegaConf.is_list(epsilons)
+                and all(isinstance(e, (int, float)) and not isinstance(e, bool) and e >= 0 for e in epsilons),
+                "eval.attack.epsilons",
+                "a list of eps >= 0, e.g. [0.05,0.1,0.2] ([]: no attack)",
+            ),
+            (attack.steps >= 1, "eval.attack.steps", "a positive integer"),
+            (attack.step_size_ratio > 0, "eval.attack.step_size_ratio", "a positive number"),
+            (
+                attack.max_samples is None or attack.max_samples > 0,
+                "eval.attack.max_samples",
+                "null or a positive integer",
+            ),
+        ],
+    )
 
 
 def validate_text_attack(cfg: DictConfig) -> None:
@@ -82,17 +100,39 @@ def validate_text_attack(cfg: DictConfig) -> None:
     if text is None:
         return
     sources = ("homophone", "visual", "traditional")  # experiments.data.char_candidates.SOURCES
-    _first_failure(cfg, [
-        (isinstance(text.enabled, bool), "eval.text_attack.enabled", "true or false"),
-        (isinstance(text.budget, (int, float)) and 0 <= text.budget <= 1, "eval.text_attack.budget",
-         "a share of the characters in [0, 1], e.g. 0.1"),
-        (isinstance(text.max_queries, int) and text.max_queries >= 1, "eval.text_attack.max_queries", "a positive integer"),
-        (text.max_samples is None or text.max_samples > 0, "eval.text_attack.max_samples", "null or a positive integer"),
-        (OmegaConf.is_list(text.sources) and len(text.sources) == len(set(text.sources)) >= 1
-         and all(s in sources for s in text.sources), "eval.text_attack.sources",
-         f"a list of distinct sources among {list(sources)}"),
-        (isinstance(text.batch_size, int) and text.batch_size >= 1, "eval.text_attack.batch_size", "a positive integer"),
-    ])
+    _first_failure(
+        cfg,
+        [
+            (isinstance(text.enabled, bool), "eval.text_attack.enabled", "true or false"),
+            (
+                isinstance(text.budget, (int, float)) and 0 <= text.budget <= 1,
+                "eval.text_attack.budget",
+                "a share of the characters in [0, 1], e.g. 0.1",
+            ),
+            (
+                isinstance(text.max_queries, int) and text.max_queries >= 1,
+                "eval.text_attack.max_queries",
+                "a positive integer",
+            ),
+            (
+                text.max_samples is None or text.max_samples > 0,
+                "eval.text_attack.max_samples",
+                "null or a positive integer",
+            ),
+            (
+                OmegaConf.is_list(text.sources)
+                and len(text.sources) == len(set(text.sources)) >= 1
+                and all(s in sources for s in text.sources),
+                "eval.text_attack.sources",
+                f"a list of distinct sources among {list(sources)}",
+            ),
+            (
+                isinstance(text.batch_size, int) and text.batch_size >= 1,
+                "eval.text_attack.batch_size",
+                "a positive integer",
+            ),
+        ],
+    )
 
 
 def _first_failure(cfg: DictConfig, checks) -> None:
@@ -119,8 +159,11 @@ def validate_pretrain(cfg: DictConfig) -> None:
         (p.weight_decay >= 0, "pretrain.weight_decay", "zero or positive"),
         (0 <= p.warmup_ratio < 1, "pretrain.warmup_ratio", "in [0, 1): the share of all steps spent warming up"),
         (p.corpus.max_texts is None or p.corpus.max_texts > 0, "pretrain.corpus.max_texts", "null or positive"),
-        (bool(splits) and set(splits) <= {"train", "dev", "test"}, "pretrain.corpus.splits",
-         "a list of train, dev, test, e.g. [train]"),
+        (
+            bool(splits) and set(splits) <= {"train", "dev", "test"},
+            "pretrain.corpus.splits",
+            "a list of train, dev, test, e.g. [train]",
+        ),
     ]
     for ok, key, want in checks:
         if not ok:

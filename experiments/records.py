@@ -69,8 +69,8 @@ _NONE = object()  # no neutral value
 @dataclass(frozen=True)
 class Setting:
     neutral: object = _NONE  # left out of the settings while the key has this value
-    when: tuple = ()         # (key, value): a setting only while that key has that value
-    methods: tuple = ()      # a method option: a setting of these methods only
+    when: tuple = ()  # (key, value): a setting only while that key has that value
+    methods: tuple = ()  # a method option: a setting of these methods only
 
 
 SETTING = Setting()
@@ -261,8 +261,10 @@ def unclassified(config: dict, column: int = RUN) -> list[str]:
 def _settings_of(config: dict, column: int) -> dict:
     config = _with_flat_shape(config)
     if missing := unclassified(config, column):
-        raise UserError(f"config keys {', '.join(missing)}: not classified as a setting or runtime; add them to "
-                        "experiments/records.py KEYS (a new setting with the neutral default that keeps old ids)")
+        raise UserError(
+            f"config keys {', '.join(missing)}: not classified as a setting or runtime; add them to "
+            "experiments/records.py KEYS (a new setting with the neutral default that keeps old ids)"
+        )
     return _kept(config, column)
 
 
@@ -289,8 +291,10 @@ def with_pretraining(config: dict) -> dict:
 
 
 def record_path(results_dir: str | Path, config: dict) -> Path:
-    name = f"{config['task']['name']}_{config['model']['name']}_{config['method']['name']}" \
-           f"_seed{config['seed']}_{settings_id(config)}.json"
+    name = (
+        f"{config['task']['name']}_{config['model']['name']}_{config['method']['name']}"
+        f"_seed{config['seed']}_{settings_id(config)}.json"
+    )
     return Path(results_dir) / "runs" / name
 
 
@@ -362,8 +366,17 @@ def load_records(results_dir: str | Path, statuses=(COMPLETE,)) -> list[dict]:
     return [r for r in records if r is not None]
 
 
-def run_record(config: dict, history: list[dict], ending: dict, facts: dict, timings: dict,
-               best_weights: str | None, environment: dict, hydra_dir: str | None, robustness: dict | None = None) -> dict:
+def run_record(
+    config: dict,
+    history: list[dict],
+    ending: dict,
+    facts: dict,
+    timings: dict,
+    best_weights: str | None,
+    environment: dict,
+    hydra_dir: str | None,
+    robustness: dict | None = None,
+) -> dict:
     """The record of a finished run (experiments/commands/run.py): complete, or diverged (a non-finite loss
     stopped it: the history so far, ``diverged_at``, ``partial_epoch``); early stopping adds
     ``stopped_at_epoch``. Either way the run is done. ``config`` is the resolved config; ``facts``
@@ -378,10 +391,13 @@ def run_record(config: dict, history: list[dict], ending: dict, facts: dict, tim
         "status": status,
         # a complete run no better than always answering the dev set's most frequent class (collapsed())
         "collapsed": status == COMPLETE and collapsed(best["dev_acc"], share, facts.get("dev_samples")),
-        "task": config["task"]["name"], "model": config["model"]["name"], "method": config["method"]["name"],
+        "task": config["task"]["name"],
+        "model": config["model"]["name"],
+        "method": config["method"]["name"],
         "seed": config["seed"],
         "settings_id": settings_id(config),
-        "best_dev_acc": best["dev_acc"], "best_epoch": best["epoch"],
+        "best_dev_acc": best["dev_acc"],
+        "best_epoch": best["epoch"],
         "final_dev_acc": history[-1]["dev_acc"] if history else None,
         **(robustness or {}),
         **ending,
@@ -414,11 +430,15 @@ def outcome(record: dict) -> str:
     """A run's result in a few words, for the log's last line."""
     if not record["history"]:
         return "diverged in epoch 1"
-    text = (f"{'diverged; ' * (record['status'] == DIVERGED)}best dev acc {record['best_dev_acc']:.4f} "
-            f"(epoch {record['best_epoch']}), final {record['final_dev_acc']:.4f}")
+    text = (
+        f"{'diverged; ' * (record['status'] == DIVERGED)}best dev acc {record['best_dev_acc']:.4f} "
+        f"(epoch {record['best_epoch']}), final {record['final_dev_acc']:.4f}"
+    )
     if record.get("collapsed"):
-        text += (f"; COLLAPSED: no better than always answering the most frequent dev class "
-                 f"({record['dev_majority_share']:.4f} of the dev set): {COLLAPSE_HINT}")
+        text += (
+            f"; COLLAPSED: no better than always answering the most frequent dev class "
+            f"({record['dev_majority_share']:.4f} of the dev set): {COLLAPSE_HINT}"
+        )
     return text
 
 
@@ -458,8 +478,10 @@ def pretrain_settings(config: dict, tasks: list[dict], init: str) -> dict:
     the pretrain settings, the seed and the start (``init``): KEYS' pretraining column."""
     for task in tasks:
         if missing := unclassified({"task": task}, PRETRAIN):
-            raise UserError(f"config keys {', '.join(missing)}: not classified as a setting or runtime; add them to "
-                            "experiments/records.py KEYS")
+            raise UserError(
+                f"config keys {', '.join(missing)}: not classified as a setting or runtime; add them to "
+                "experiments/records.py KEYS"
+            )
     kept = {k: v for k, v in _settings_of(config, PRETRAIN).items() if k in ("model", "pretrain", "seed")}
     return {"tasks": [{k: t.get(k) for k in TASK_KEYS} for t in tasks], **kept, "init": init}
 
@@ -470,14 +492,26 @@ def pretrain_id(config: dict, tasks: list[dict], init: str) -> str:
     return f"{names}_{config['model']['name']}_{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
-def pretrain_record(config: dict, tasks: list[dict], init: str, status: str, history: list[dict], ending: dict,
-                    corpus: dict, model: dict, timings: dict, environment: dict) -> dict:
+def pretrain_record(
+    config: dict,
+    tasks: list[dict],
+    init: str,
+    status: str,
+    history: list[dict],
+    ending: dict,
+    corpus: dict,
+    model: dict,
+    timings: dict,
+    environment: dict,
+) -> dict:
     """The record of a finished (or diverged) pretraining; ``history`` holds one entry per
     held-out evaluation (step, loss, accuracy, and the training means since the one before)."""
     return {
         "id": pretrain_id(config, tasks, init),
         "status": status,
-        "tasks": [t["name"] for t in tasks], "model": config["model"]["name"], "seed": config["seed"],
+        "tasks": [t["name"] for t in tasks],
+        "model": config["model"]["name"],
+        "seed": config["seed"],
         "steps": history[-1]["step"] if history else 0,
         "start": {"init": init, **model},
         **ending,
@@ -512,9 +546,17 @@ def pretrained_from(folder) -> dict | None:
         return None
     if record.get("status") != COMPLETE:
         at = record.get("diverged_at") or {}
-        raise UserError(f"{Path(folder) / PRETRAIN_RECORD_FILE}: this pretraining {record.get('status')} (a non-finite loss "
-                        f"at step {at.get('global_step')}) and saved no model; pretrain again with other settings")
-    return {"id": record["id"], "folder": str(folder), "tasks": record["tasks"], "model": record["model"],
-            "steps": record["steps"], "init": record["start"]["init"],
-            "final": {k: (record["history"] or [{}])[-1].get(k) for k in ("step", "loss", "accuracy")},
-            "finished_at": record.get("finished_at")}
+        raise UserError(
+            f"{Path(folder) / PRETRAIN_RECORD_FILE}: this pretraining {record.get('status')} (a non-finite loss "
+            f"at step {at.get('global_step')}) and saved no model; pretrain again with other settings"
+        )
+    return {
+        "id": record["id"],
+        "folder": str(folder),
+        "tasks": record["tasks"],
+        "model": record["model"],
+        "steps": record["steps"],
+        "init": record["start"]["init"],
+        "final": {k: (record["history"] or [{}])[-1].get(k) for k in ("step", "loss", "accuracy")},
+        "finished_at": record.get("finished_at"),
+    }

@@ -21,4 +21,5 @@ def clue_dir(tmp_path) -> Path:
 def tiny_cfg(clue_dir, tmp_path):
     def make(task="tnews", method="baseline", extra=None):
         return compose(tiny_overrides(clue_dir, tmp_path / "results", task, method, extra))
+
     return make

@@ -12,8 +12,9 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def copy_of_the_package(tmp_path: Path) -> Path:
-    shutil.copytree(PROJECT_ROOT / "experiments", tmp_path / "experiments",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        PROJECT_ROOT / "experiments", tmp_path / "experiments", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
@@ -44,8 +45,13 @@ def test_no_product_module_imports_unittest():
     offenders = []
     for path in modules():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.relative_to(PROJECT_ROOT)}: {n}" for n in names if n.split(".")[0] == "unittest"]
     assert offenders == []
 

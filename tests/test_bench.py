@@ -12,8 +12,22 @@ import tensorflow as tf
 from experiments.commands import bench
 from experiments.machine import environment
 
-SMALL = ["--layers", "1", "--seq", "8", "--batch", "2", "--warmup", "1", "--rounds", "2", "--steps", "1",
-         "--attack-texts", "16"]
+SMALL = [
+    "--layers",
+    "1",
+    "--seq",
+    "8",
+    "--batch",
+    "2",
+    "--warmup",
+    "1",
+    "--rounds",
+    "2",
+    "--steps",
+    "1",
+    "--attack-texts",
+    "16",
+]
 
 
 def test_bench_writes_each_methods_seconds_and_ratios(tmp_path, capsys):
@@ -48,12 +62,18 @@ def test_bench_writes_each_methods_seconds_and_ratios(tmp_path, capsys):
     assert printed[-1] == f"written: {out}"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["trainer.precision=float16"], "error: trainer.precision=float16 is invalid: it must be float32 or "),
-    (["model=bert_huge"], "error: unknown model 'bert_huge' in 'model=bert_huge'; choose from "),
-    (["--methods", "fgm"], "error: --methods must include baseline and name only baseline, fgm, "),
-    (["float16"], "error: 'float16': not an option of python -m experiments.commands.bench nor a key=value override"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["trainer.precision=float16"], "error: trainer.precision=float16 is invalid: it must be float32 or "),
+        (["model=bert_huge"], "error: unknown model 'bert_huge' in 'model=bert_huge'; choose from "),
+        (["--methods", "fgm"], "error: --methods must include baseline and name only baseline, fgm, "),
+        (
+            ["float16"],
+            "error: 'float16': not an option of python -m experiments.commands.bench nor a key=value override",
+        ),
+    ],
+)
 def test_a_mistake_is_one_line_and_exit_code_2(capsys, args, message):
     with pytest.raises(SystemExit) as exit:
         bench.main([*SMALL, *args])

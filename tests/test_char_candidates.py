@@ -56,8 +56,10 @@ def test_homophones_have_the_same_toned_pinyin():
         for cand, source in table(ch):
             assert source == "homophone"
             assert lazy_pinyin(cand, style=Style.TONE) == lazy_pinyin(ch, style=Style.TONE)
-            assert pinyin(cand, style=Style.TONE, heteronym=True)[0][0] == pinyin(ch, style=Style.TONE,
-                                                                                  heteronym=True)[0][0]
+            assert (
+                pinyin(cand, style=Style.TONE, heteronym=True)[0][0]
+                == pinyin(ch, style=Style.TONE, heteronym=True)[0][0]
+            )
             checked += 1
     assert checked > 50
     # 行 has five readings; its homophones are those of the first, xíng (形, 型, ...), never of háng (航).
@@ -106,5 +108,7 @@ def test_bad_sources_are_refused():
 
 def test_describe_names_the_package_versions():
     d = cc.CandidateTable(("homophone", "traditional"), lambda ch: True).describe()
-    assert d == {"sources": ["homophone", "traditional"],
-                 "packages": {p: importlib.metadata.version(p) for p in ("opencc", "pycorrector", "pypinyin")}}
+    assert d == {
+        "sources": ["homophone", "traditional"],
+        "packages": {p: importlib.metadata.version(p) for p in ("opencc", "pycorrector", "pypinyin")},
+    }

@@ -13,19 +13,23 @@ import pytest
 from bert4keras.tokenizers import Tokenizer
 
 from experiments import PROJECT_ROOT
-from experiments.data import cache, loaders, batching
-from experiments.model import tokenizer as tokenizers
-from experiments.config import compose
-from experiments.errors import UserError
 from experiments.commands.run import run
-from tests.helpers.clue_tasks import DASHES, NEW_TASKS, NLI, make_clue_tasks
+from experiments.config import compose
+from experiments.data import batching, cache, loaders
+from experiments.errors import UserError
+from experiments.model import tokenizer as tokenizers
 from tests.helpers.clue import tiny_overrides, write_jsonl
+from tests.helpers.clue_tasks import DASHES, NEW_TASKS, NLI, make_clue_tasks
 
 N_TRAIN, N_DEV, N_TEST = 100, 40, 20
 LABELS = {"afqmc": ["0", "1"], "cmnli": NLI, "ocnli": NLI, "csl": ["0", "1"], "cluewsc2020": ["true", "false"]}
-PREDICTION_FILES = {"afqmc": ["afqmc_predict.json"], "cmnli": ["cmnli_predict.json"],
-                    "ocnli": ["ocnli_50k_predict.json"], "csl": ["csl_predict.json"],
-                    "cluewsc2020": ["cluewsc11_predict.json", "cluewsc10_predict.json"]}
+PREDICTION_FILES = {
+    "afqmc": ["afqmc_predict.json"],
+    "cmnli": ["cmnli_predict.json"],
+    "ocnli": ["ocnli_50k_predict.json"],
+    "csl": ["csl_predict.json"],
+    "cluewsc2020": ["cluewsc11_predict.json", "cluewsc10_predict.json"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +94,22 @@ def baseline_mark(text, t):
     return "".join(chars)
 
 
-@pytest.mark.parametrize("text,span1,span2,marked", [
-    ("小明把书放在桌子上，它很重。", "书", "它", "小明把_书_放在桌子上，[它]很重。"),  # pronoun after the noun
-    ("它很重，小明还是把书放在桌子上。", "书", "它", "[它]很重，小明还是把_书_放在桌子上。"),  # pronoun first
-    ("小猫他们都喜欢。", "小猫", "他们", "_小猫_[他们]都喜欢。"),  # adjacent spans
-    ("他说张三打了他。", "张三", "他", "[他]说_张三_打了他。"),  # the first of two matches: index 0
-])
+@pytest.mark.parametrize(
+    "text,span1,span2,marked",
+    [
+        ("小明把书放在桌子上，它很重。", "书", "它", "小明把_书_放在桌子上，[它]很重。"),  # pronoun after the noun
+        ("它很重，小明还是把书放在桌子上。", "书", "它", "[它]很重，小明还是把_书_放在桌子上。"),  # pronoun first
+        ("小猫他们都喜欢。", "小猫", "他们", "_小猫_[他们]都喜欢。"),  # adjacent spans
+        ("他说张三打了他。", "张三", "他", "[他]说_张三_打了他。"),  # the first of two matches: index 0
+    ],
+)
 def test_wsc_marking_is_clues_baseline(text, span1, span2, marked):
-    target = {"span1_text": span1, "span1_index": text.index(span1), "span2_text": span2,
-              "span2_index": text.index(span2)}
+    target = {
+        "span1_text": span1,
+        "span1_index": text.index(span1),
+        "span2_text": span2,
+        "span2_index": text.index(span2),
+    }
     assert loaders.mark_spans(text, target, "f:1") == baseline_mark(text, target) == marked
 
 
@@ -141,11 +152,13 @@ def test_cache_key_covers_both_fields_and_the_wsc_marking(tmp_path):
     source = tmp_path / "train.json"
     write_jsonl(source, [{"sentence1": "甲乙", "sentence2": "丙丁", "label": "0"}])
     tokenizer = Tokenizer(tokenizers.char_vocab(["甲乙丙丁_[]"]), do_lower_case=True)
-    keys = {cache.cache_key(source, tokenizer, 16, ["甲乙"], ["丙丁"]),
-            cache.cache_key(source, tokenizer, 16, ["甲乙"], ["丙"]),      # another second field
-            cache.cache_key(source, tokenizer, 16, ["甲乙"], None),        # the first field alone
-            cache.cache_key(source, tokenizer, 16, ["_甲_乙"], None),      # WSC marks
-            cache.cache_key(source, tokenizer, 16, ["_甲_[乙]"], None)}
+    keys = {
+        cache.cache_key(source, tokenizer, 16, ["甲乙"], ["丙丁"]),
+        cache.cache_key(source, tokenizer, 16, ["甲乙"], ["丙"]),  # another second field
+        cache.cache_key(source, tokenizer, 16, ["甲乙"], None),  # the first field alone
+        cache.cache_key(source, tokenizer, 16, ["_甲_乙"], None),  # WSC marks
+        cache.cache_key(source, tokenizer, 16, ["_甲_[乙]"], None),
+    }
     assert len(keys) == 5
     (ids, segments), hit = cache.encode(tokenizer, ["甲乙"], 16, source, tmp_path / "c", texts_b=["丙丁"])
     (ids2, segments2), hit2 = cache.encode(tokenizer, ["甲乙"], 16, source, tmp_path / "c", texts_b=["丙丁"])
@@ -156,23 +169,52 @@ def test_cache_key_covers_both_fields_and_the_wsc_marking(tmp_path):
 # --- one-line errors ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task,row,message", [
-    ("afqmc", {"sentence1": "甲", "label": "0"}, r"train\.json:2: the line has no 'sentence2' field"),
-    ("afqmc", {"sentence1": "甲", "sentence2": "乙", "label": "2"},
-     r"train\.json:2: label '2' is not in configs/task/afqmc\.yaml: labels; valid ids: 0, 1"),
-    ("cmnli", {"sentence1": "甲", "sentence2": "乙", "label": "maybe"},
-     r"train\.json:2: label 'maybe' is not in .*valid ids: contradiction, entailment, neutral"),
-    ("ocnli", {"sentence1": "甲", "sentence2": "乙"}, r"train\.50k\.json:2: the line has no 'label' field"),
-    ("csl", {"id": 1, "abst": "摘要", "label": "1"}, r"train\.json:2: the line has no 'keyword' field"),
-    ("cluewsc2020", {"idx": 1, "text": "小明说他饿了。", "label": "true"}, r"train\.json:2: the line has no 'target'"),
-    ("cluewsc2020", {"idx": 1, "text": "小明说他饿了。", "label": "true",
-                     "target": {"span1_text": "小明", "span1_index": 0, "span2_text": "他", "span2_index": 4}},
-     (r"train\.json:2: span2_text '他' is not at span2_index 4 of the text "
-      r"\(found '饿' there\); fix the line's target")),
-    ("cluewsc2020", {"idx": 1, "text": "小明说他饿了。", "label": "true",
-                     "target": {"span1_text": "小明", "span2_text": "他", "span2_index": 3}},
-     r"train\.json:2: the line's target has no 'span1_index' field"),
-])
+@pytest.mark.parametrize(
+    "task,row,message",
+    [
+        ("afqmc", {"sentence1": "甲", "label": "0"}, r"train\.json:2: the line has no 'sentence2' field"),
+        (
+            "afqmc",
+            {"sentence1": "甲", "sentence2": "乙", "label": "2"},
+            r"train\.json:2: label '2' is not in configs/task/afqmc\.yaml: labels; valid ids: 0, 1",
+        ),
+        (
+            "cmnli",
+            {"sentence1": "甲", "sentence2": "乙", "label": "maybe"},
+            r"train\.json:2: label 'maybe' is not in .*valid ids: contradiction, entailment, neutral",
+        ),
+        ("ocnli", {"sentence1": "甲", "sentence2": "乙"}, r"train\.50k\.json:2: the line has no 'label' field"),
+        ("csl", {"id": 1, "abst": "摘要", "label": "1"}, r"train\.json:2: the line has no 'keyword' field"),
+        (
+            "cluewsc2020",
+            {"idx": 1, "text": "小明说他饿了。", "label": "true"},
+            r"train\.json:2: the line has no 'target'",
+        ),
+        (
+            "cluewsc2020",
+            {
+                "idx": 1,
+                "text": "小明说他饿了。",
+                "label": "true",
+                "target": {"span1_text": "小明", "span1_index": 0, "span2_text": "他", "span2_index": 4},
+            },
+            (
+                r"train\.json:2: span2_text '他' is not at span2_index 4 of the text "
+                r"\(found '饿' there\); fix the line's target"
+            ),
+        ),
+        (
+            "cluewsc2020",
+            {
+                "idx": 1,
+                "text": "小明说他饿了。",
+                "label": "true",
+                "target": {"span1_text": "小明", "span2_text": "他", "span2_index": 3},
+            },
+            r"train\.json:2: the line's target has no 'span1_index' field",
+        ),
+    ],
+)
 def test_bad_lines_name_file_line_and_fix(clue, tmp_path, task, row, message):
     cfg = task_cfg(task, tmp_path)
     folder = tmp_path / cfg.task.dir
@@ -207,8 +249,13 @@ def test_each_task_end_to_end(tiny_runs, task):
 
 def test_make_submit_zips_each_tasks_prediction_files(clue, tiny_runs):
     results, recs = tiny_runs
-    out = subprocess.run(["make", "-s", "-o", ".venv/.synced", "submit", f"RESULTS={results}", "MODEL=tiny",
-                          f"PY={sys.executable}"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        ["make", "-s", "-o", ".venv/.synced", "submit", f"RESULTS={results}", "MODEL=tiny", f"PY={sys.executable}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     [zip_path] = (results / "submission").glob("submit_tiny_baseline_*.zip")
     with zipfile.ZipFile(zip_path) as archive:

@@ -35,13 +35,16 @@ def test_the_majority_share_of_the_dev_labels():
     assert records.collapse_threshold(SHARE, N_DEV) == pytest.approx(THRESHOLD)
 
 
-@pytest.mark.parametrize("best, collapsed", [(0.1, True), (0.1059, True), (0.1061, False), (0.5, False),
-                                             (0.05, True)])  # below the majority class: no better either
+@pytest.mark.parametrize(
+    "best, collapsed", [(0.1, True), (0.1059, True), (0.1061, False), (0.5, False), (0.05, True)]
+)  # below the majority class: no better either
 def test_the_collapse_rule_on_a_synthetic_history(best, collapsed):
     r = record(best)
     assert (r["status"], r["collapsed"], r["dev_majority_share"]) == ("complete", collapsed, SHARE)
-    hint = "; COLLAPSED: no better than always answering the most frequent dev class (0.1000 of the dev set): " \
-           "lower method.epsilon"
+    hint = (
+        "; COLLAPSED: no better than always answering the most frequent dev class (0.1000 of the dev set): "
+        "lower method.epsilon"
+    )
     assert records.outcome(r) == f"best dev acc {best:.4f} (epoch 2), final {best:.4f}" + hint * collapsed
 
 
@@ -63,16 +66,24 @@ def test_the_table_lists_a_collapsed_run_and_does_not_average_it(tmp_path):
     write(tmp_path, "gp", 0, 0.104)
     summary.write_all(tmp_path)
     md = (tmp_path / "table.md").read_text(encoding="utf-8")
-    assert "from 7 complete run records in `runs/`; 2 of the complete ones collapsed to the dev set's majority " \
-           "class (counted and listed, never averaged: lower method.epsilon)." in md
+    assert (
+        "from 7 complete run records in `runs/`; 2 of the complete ones collapsed to the dev set's majority "
+        "class (counted and listed, never averaged: lower method.epsilon)." in md
+    )
     assert "| 1 | 51.00 | collapsed (10.05, the majority class; lower method.epsilon) |  |" in md
     # FGM's mean and its paired difference to the baseline over seeds 0 and 2 only: (2 + 4) / 2, t(1) interval
     assert "| fgm | 52.50 ± 0.71 (n=2, 1 collapsed: lower method.epsilon) | +3.00 [-9.71, +15.71] (2 seeds) |" in md
     assert "| gp | – (n=0, 1 collapsed: lower method.epsilon) | no complete run |" in md
     seeds = pd.read_csv(tmp_path / "seeds.csv")
     assert seeds.set_index(["method", "seed"]).status.to_dict() == {
-        ("baseline", 0): "complete", ("baseline", 1): "complete", ("baseline", 2): "complete",
-        ("fgm", 0): "complete", ("fgm", 1): "collapsed", ("fgm", 2): "complete", ("gp", 0): "collapsed"}
+        ("baseline", 0): "complete",
+        ("baseline", 1): "complete",
+        ("baseline", 2): "complete",
+        ("fgm", 0): "complete",
+        ("fgm", 1): "collapsed",
+        ("fgm", 2): "complete",
+        ("gp", 0): "collapsed",
+    }
     sums = pd.read_csv(tmp_path / "summary.csv").set_index("method")
     assert sums.n.to_dict() == {"baseline": 3, "fgm": 2, "gp": 0}
     assert sums.n_collapsed.to_dict() == {"baseline": 0, "fgm": 1, "gp": 1}

@@ -6,23 +6,38 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.data import loaders, batching
+from experiments.data import batching, loaders
 from experiments.errors import UserError
 from tests.helpers.clue import SHARED_BERT, SHARED_CLUE, requires_shared, write_jsonl
 
 
 def task_cfg(name, num_labels, **kw):
-    return OmegaConf.create({"name": name, "dir": f"{name}_public", "num_labels": num_labels,
-                             "max_train_samples": None, "max_dev_samples": None, **kw})
+    return OmegaConf.create(
+        {
+            "name": name,
+            "dir": f"{name}_public",
+            "num_labels": num_labels,
+            "max_train_samples": None,
+            "max_dev_samples": None,
+            **kw,
+        }
+    )
 
 
 def test_tnews_format_maps_labels_by_position(tmp_path):
     folder = tmp_path / "tnews_public"
-    write_jsonl(folder / "labels.json", [{"label": "100", "label_desc": "news_story"},
-                                         {"label": "102", "label_desc": "news_entertainment"},
-                                         {"label": "116", "label_desc": "news_game"}])
-    rows = [{"label": "116", "label_desc": "news_game", "sentence": "王者荣耀", "keywords": ""},
-            {"label": "100", "label_desc": "news_story", "sentence": "故事", "keywords": "a,b"}]
+    write_jsonl(
+        folder / "labels.json",
+        [
+            {"label": "100", "label_desc": "news_story"},
+            {"label": "102", "label_desc": "news_entertainment"},
+            {"label": "116", "label_desc": "news_game"},
+        ],
+    )
+    rows = [
+        {"label": "116", "label_desc": "news_game", "sentence": "王者荣耀", "keywords": ""},
+        {"label": "100", "label_desc": "news_story", "sentence": "故事", "keywords": "a,b"},
+    ]
     write_jsonl(folder / "train.json", rows)
     write_jsonl(folder / "dev.json", rows[:1])
     labels, train, dev = loaders.load_task(tmp_path, task_cfg("tnews", 3))
@@ -35,8 +50,9 @@ def test_tnews_format_maps_labels_by_position(tmp_path):
 def test_iflytek_format_and_sample_limits(tmp_path):
     folder = tmp_path / "iflytek_public"
     write_jsonl(folder / "labels.json", [{"label": str(i), "label_des": f"类{i}"} for i in range(3)])
-    write_jsonl(folder / "train.json", [{"label": str(i % 3), "label_des": "x", "sentence": f"句子{i}"}
-                                        for i in range(10)])
+    write_jsonl(
+        folder / "train.json", [{"label": str(i % 3), "label_des": "x", "sentence": f"句子{i}"} for i in range(10)]
+    )
     # Real IFLYTEK sentences hold U+2028 (LINE SEPARATOR): it must not split a line.
     write_jsonl(folder / "dev.json", [{"label": "1", "label_des": "x", "sentence": "开\u2028发"}] * 4)
     labels, train, dev = loaders.load_task(tmp_path, task_cfg("iflytek", 3, max_train_samples=4, max_dev_samples=2))
@@ -63,12 +79,15 @@ def test_batches_pad_per_batch_and_shuffle_reproducibly():
     assert a == b and sorted(sum(a, [])) == list(range(5))
 
 
-@pytest.mark.parametrize("content,message", [
-    ('{"label": "0", "sentence": "a"}\nnot json\n', r"train\.json:2: not a JSON object"),
-    ('{"label": "0"}\n', r"train\.json:1: the line has no 'sentence' field"),
-    ('{"label": "9", "sentence": "a"}\n', r"train\.json:1: label '9' is not in labels\.json; valid ids: 0, 1"),
-    ("\n\n", r"train\.json: the file is empty"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"label": "0", "sentence": "a"}\nnot json\n', r"train\.json:2: not a JSON object"),
+        ('{"label": "0"}\n', r"train\.json:1: the line has no 'sentence' field"),
+        ('{"label": "9", "sentence": "a"}\n', r"train\.json:1: label '9' is not in labels\.json; valid ids: 0, 1"),
+        ("\n\n", r"train\.json: the file is empty"),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path, content, message):
     (tmp_path / "train.json").write_text(content, encoding="utf-8")
     with pytest.raises(UserError, match=message):

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from experiments import PROJECT_ROOT
-from experiments.data import fetch
 from experiments.config import compose
+from experiments.data import fetch
 from experiments.errors import UserError
 from tests.helpers.clue import SHARED_BERT, SHARED_CLUE, make_clue, requires_shared
 
@@ -51,7 +51,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
         if server.cut_after is not None:  # send the first bytes, then drop the connection
-            self.wfile.write(body[start:start + server.cut_after])
+            self.wfile.write(body[start : start + server.cut_after])
             self.wfile.flush()
             server.cut_after = None
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -106,9 +106,16 @@ def checksums_file(tmp_path, files: dict[str, bytes], known=("dev.json", "labels
 
 
 def config(tmp_path, url: str, checksums: Path, **extra):
-    overrides = {"task": "tnews", "model": "tiny", "paths.clue_dir": tmp_path / "clue",
-                 "paths.models_dir": tmp_path / "models", "download.clue_base_url": url,
-                 "download.checksums": checksums, "download.progress": False, **extra}
+    overrides = {
+        "task": "tnews",
+        "model": "tiny",
+        "paths.clue_dir": tmp_path / "clue",
+        "paths.models_dir": tmp_path / "models",
+        "download.clue_base_url": url,
+        "download.checksums": checksums,
+        "download.progress": False,
+        **extra,
+    }
     return compose([f"{k}={v}" for k, v in overrides.items()])
 
 
@@ -136,8 +143,7 @@ def listing(folder: Path) -> list[str]:
 def assert_installed(clue: Path, files: dict[str, bytes]):
     assert listing(clue) == ["SHA256SUMS", "tnews_public"]  # no .part, no .unpack folder left
     assert {p.name: p.read_bytes() for p in (clue / "tnews_public").iterdir()} == files
-    assert (clue / "SHA256SUMS").read_text() == "".join(
-        f"{sha(files[n])}  tnews_public/{n}\n" for n in sorted(files))
+    assert (clue / "SHA256SUMS").read_text() == "".join(f"{sha(files[n])}  tnews_public/{n}\n" for n in sorted(files))
 
 
 @pytest.mark.parametrize("folder", ["", "tnews_public", "some_other_name"])
@@ -162,8 +168,11 @@ def test_an_interrupted_download_resumes_on_the_next_run(tmp_path, server, tnews
     server.files[PATH] = body = zip_bytes(tnews_files)
     server.cut_after = half = len(body) // 2
     cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files), **{"download.retries": 0})
-    with pytest.raises(UserError, match=rf"^download of {re.escape(server.url)}tnews_public\.zip broke off after {half} bytes "
-                                        r"\(.*\); run the command again to resume it, or download it elsewhere"):
+    with pytest.raises(
+        UserError,
+        match=rf"^download of {re.escape(server.url)}tnews_public\.zip broke off after {half} bytes "
+        r"\(.*\); run the command again to resume it, or download it elsewhere",
+    ):
         fetch_task(cfg)
     clue = tmp_path / "clue"
     assert listing(clue) == [".tnews_public.zip.part"]  # the start, kept; no task folder
@@ -207,7 +216,8 @@ def test_a_sum_mismatch_is_an_error_and_leaves_nothing(tmp_path, server, tnews_f
     assert str(err.value) == (
         f"{url}: tnews_public/dev.json: sha256 {sha(bad['dev.json'])} ({lines} lines), expected "
         f"{sha(tnews_files['dev.json'])} ({lines} lines) as in checksums.yaml; the download is corrupt or "
-        f"changed upstream; nothing was placed in {dest}/")
+        f"changed upstream; nothing was placed in {dest}/"
+    )
     assert listing(tmp_path / "clue") == []  # no task folder, no manifest, no .part, no .unpack
 
 
@@ -237,15 +247,19 @@ def test_sums_recorded_by_the_first_download_are_checked_from_then_on(tmp_path, 
     assert str(err.value) == (
         f"{train}: sha256 {sha(changed)}, expected {sha(tnews_files['train.json'])} "
         f"as recorded in {clue / 'SHA256SUMS'} by the first download; delete {clue / 'tnews_public'}/ and run "
-        "this again to download it afresh")
+        "this again to download it afresh"
+    )
 
     # Downloaded again after the folder was deleted: a different train.json is refused.
     for path in (clue / "tnews_public").iterdir():
         path.unlink()
     (clue / "tnews_public").rmdir()
     server.files[PATH] = zip_bytes({**tnews_files, "train.json": tnews_files["train.json"][:-1]})
-    with pytest.raises(UserError, match=rf"tnews_public/train.json: sha256 \w+, expected "
-                                        rf"{sha(tnews_files['train.json'])} as recorded in"):
+    with pytest.raises(
+        UserError,
+        match=rf"tnews_public/train.json: sha256 \w+, expected "
+        rf"{sha(tnews_files['train.json'])} as recorded in",
+    ):
         fetch_task(cfg)
     assert listing(clue) == ["SHA256SUMS"]
     assert (clue / "SHA256SUMS").read_text() == manifest
@@ -259,8 +273,11 @@ def test_a_corrupt_archive_is_an_error_and_leaves_nothing(tmp_path, server, tnew
     else:
         body[200] ^= 0xFF  # inside the first member's compressed data
     server.files[PATH] = bytes(body)
-    with pytest.raises(UserError, match=rf"^{re.escape(server.url)}tnews_public\.zip: not a valid zip archive \(.+\); nothing "
-                                        rf"was placed in {re.escape(str(tmp_path))}/clue/tnews_public/; run this again"):
+    with pytest.raises(
+        UserError,
+        match=rf"^{re.escape(server.url)}tnews_public\.zip: not a valid zip archive \(.+\); nothing "
+        rf"was placed in {re.escape(str(tmp_path))}/clue/tnews_public/; run this again",
+    ):
         fetch_task(config(tmp_path, server.url, checksums_file(tmp_path, tnews_files)))
     assert listing(tmp_path / "clue") == []
 
@@ -271,7 +288,8 @@ def test_404_names_the_url_the_folder_and_the_alternative(tmp_path, server, tnew
     dest = tmp_path / "clue" / "tnews_public"
     assert str(err.value) == (
         f"cannot download {server.url}mirror/tnews_public.zip (HTTP 404 Not Found) to fill {dest}/: download it "
-        f"elsewhere and unpack it into {dest}/, or set paths.clue_dir to a folder that already holds tnews_public/")
+        f"elsewhere and unpack it into {dest}/, or set paths.clue_dir to a folder that already holds tnews_public/"
+    )
     assert server.log == [("/mirror/tnews_public.zip", None)]
     assert listing(tmp_path / "clue") == []
 
@@ -290,8 +308,10 @@ def test_no_server_fails_at_once_with_the_url_and_the_folder(tmp_path, tnews_fil
         fetch_task(config(tmp_path, url, checksums_file(tmp_path, tnews_files)))
     assert time.monotonic() - start < 5
     dest = tmp_path / "clue" / "tnews_public"
-    assert str(err.value).startswith(f"cannot download {url}tnews_public.zip (connection refused: no server at "
-                                     f"that address) to fill {dest}/: download it elsewhere")
+    assert str(err.value).startswith(
+        f"cannot download {url}tnews_public.zip (connection refused: no server at "
+        f"that address) to fill {dest}/: download it elsewhere"
+    )
     assert listing(tmp_path / "clue") == []
 
 
@@ -317,13 +337,22 @@ def test_parallel_runs_download_once(tmp_path, server, tnews_files):
 
 
 def test_fetch_missing_puts_the_checkpoint_where_the_model_config_points(tmp_path, server, tnews_files):
-    names = ["bert_config.json", "vocab.txt", "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001",
-             "bert_model.ckpt.meta"]  # Google's release
+    names = [
+        "bert_config.json",
+        "vocab.txt",
+        "bert_model.ckpt.index",
+        "bert_model.ckpt.data-00000-of-00001",
+        "bert_model.ckpt.meta",
+    ]  # Google's release
     ckpt = {name: f"{name} bytes".encode() for name in names}
     server.files[PATH] = zip_bytes(tnews_files)
     server.files["/bert.zip"] = zip_bytes(ckpt, "chinese_L-12_H-768_A-12")
-    cfg = config(tmp_path, server.url, checksums_file(tmp_path, tnews_files),
-                 **{"model": "bert_base", "model.url": server.url + "bert.zip"})
+    cfg = config(
+        tmp_path,
+        server.url,
+        checksums_file(tmp_path, tnews_files),
+        **{"model": "bert_base", "model.url": server.url + "bert.zip"},
+    )
     fetch.fetch_missing(cfg)
     assert Path(cfg.model.checkpoint_dir) == tmp_path / "models" / "chinese_L-12_H-768_A-12"
     assert {p.name: p.read_bytes() for p in Path(cfg.model.checkpoint_dir).iterdir()} == ckpt
@@ -334,8 +363,13 @@ def test_fetch_missing_puts_the_checkpoint_where_the_model_config_points(tmp_pat
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.commands.download", *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.commands.download", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_command_line_downloads_and_fails_in_one_line(tmp_path, server, tnews_files):
@@ -353,8 +387,10 @@ def test_command_line_downloads_and_fails_in_one_line(tmp_path, server, tnews_fi
     assert failed.stderr.count("\n") == 1 and f"to fill {dest}/: " in failed.stderr  # one line, no traceback
 
     unknown = cli("data", "--tasks", "tnews,wnli", *common)
-    assert (unknown.returncode, unknown.stderr) == (2, "error: unknown task 'wnli' in TASKS; choose from "
-                                                       "afqmc, cluewsc2020, cmnli, csl, iflytek, ocnli, tnews\n")
+    assert (unknown.returncode, unknown.stderr) == (
+        2,
+        "error: unknown task 'wnli' in TASKS; choose from afqmc, cluewsc2020, cmnli, csl, iflytek, ocnli, tnews\n",
+    )
 
 
 def test_a_new_tasks_zip_is_checked_for_the_files_its_config_names(tmp_path, server):
@@ -367,8 +403,11 @@ def test_a_new_tasks_zip_is_checked_for_the_files_its_config_names(tmp_path, ser
     cfg = config(tmp_path, server.url, tmp_path / "checksums.yaml", task="ocnli")
     (tmp_path / "checksums.yaml").write_text("clue: {}\n", encoding="utf-8")
     server.files["/ocnli_public.zip"] = zip_bytes({k: v for k, v in files.items() if k != "train.50k.json"})
-    with pytest.raises(UserError, match=rf"^{re.escape(server.url)}ocnli_public\.zip: ocnli_public/train\.50k\.json: "
-                                        "missing; the download is corrupt"):
+    with pytest.raises(
+        UserError,
+        match=rf"^{re.escape(server.url)}ocnli_public\.zip: ocnli_public/train\.50k\.json: "
+        "missing; the download is corrupt",
+    ):
         fetch_task(cfg)
     server.files["/ocnli_public.zip"] = zip_bytes(files, "ocnli_public")
     fetch_task(cfg)
@@ -384,8 +423,15 @@ def test_a_new_tasks_zip_is_checked_for_the_files_its_config_names(tmp_path, ser
 def test_real_tnews_zip_passes_the_shipped_checksums(tmp_path, server):
     files = {p.name: p.read_bytes() for p in sorted((SHARED_CLUE / "tnews_public").iterdir())}
     server.files[PATH] = zip_bytes(files, "tnews_public")
-    cfg = compose(["task=tnews", "model=tiny", f"paths.clue_dir={tmp_path / 'clue'}",
-                   f"download.clue_base_url={server.url}", "download.progress=false"])
+    cfg = compose(
+        [
+            "task=tnews",
+            "model=tiny",
+            f"paths.clue_dir={tmp_path / 'clue'}",
+            f"download.clue_base_url={server.url}",
+            "download.progress=false",
+        ]
+    )
     fetch_task(cfg)
     assert {p.name: p.read_bytes() for p in (tmp_path / "clue" / "tnews_public").iterdir()} == files
 
@@ -394,8 +440,11 @@ def test_real_tnews_zip_passes_the_shipped_checksums(tmp_path, server):
 def test_shipped_checksums_match_the_reference_copies():
     known = fetch._known_sums(compose().download, "clue", "iflytek")
     assert sorted(known) == ["dev.json", "labels.json", "test.json"]
-    for folder, task in ((SHARED_CLUE / "tnews_public", "tnews"), (SHARED_CLUE / "iflytek_public", "iflytek"),
-                         (SHARED_BERT, "bert_base")):
+    for folder, task in (
+        (SHARED_CLUE / "tnews_public", "tnews"),
+        (SHARED_CLUE / "iflytek_public", "iflytek"),
+        (SHARED_BERT, "bert_base"),
+    ):
         section = "models" if task == "bert_base" else "clue"
         for name, want in fetch._known_sums(compose().download, section, task).items():
             assert fetch.digest(folder / name) == (want["sha256"], want["lines"]), folder / name
@@ -421,15 +470,30 @@ def tar_gz_bytes(files: dict[str, bytes], folder: str = "", extra: list | None =
 # Google's albert_base_zh.tar.gz unpacks to albert_base/ (users load albert_base/albert_config.json,
 # model.ckpt-best, vocab_chinese.txt); brightmart's albert_tiny_zh_google.zip holds albert_config_tiny_g.json,
 # albert_model.ckpt.*, vocab.txt.
-ALBERT_BASE = {name: f"{name} bytes".encode() for name in [
-    "albert_config.json", "vocab_chinese.txt", "model.ckpt-best.index", "model.ckpt-best.data-00000-of-00001",
-    "model.ckpt-best.meta"]}
+ALBERT_BASE = {
+    name: f"{name} bytes".encode()
+    for name in [
+        "albert_config.json",
+        "vocab_chinese.txt",
+        "model.ckpt-best.index",
+        "model.ckpt-best.data-00000-of-00001",
+        "model.ckpt-best.meta",
+    ]
+}
 
 
 def model_config(tmp_path, model, url, **extra):
-    return config(tmp_path, "http://127.0.0.1:9/", tmp_path / "none.yaml",
-                  **{"model": model, "model.url": url, "download.checksums": PROJECT_ROOT / "experiments" /
-                     "data" / "checksums.yaml", **extra})
+    return config(
+        tmp_path,
+        "http://127.0.0.1:9/",
+        tmp_path / "none.yaml",
+        **{
+            "model": model,
+            "model.url": url,
+            "download.checksums": PROJECT_ROOT / "experiments" / "data" / "checksums.yaml",
+            **extra,
+        },
+    )
 
 
 def fetch_model(cfg):
@@ -444,18 +508,28 @@ def test_a_tar_gz_release_unpacks_into_the_model_folder(tmp_path, server):
     assert listing(models) == ["SHA256SUMS", "albert_base_zh"]  # no .tar.gz.part, no .unpack left
     assert {p.name: p.read_bytes() for p in (models / "albert_base_zh").iterdir()} == ALBERT_BASE
     assert (models / "SHA256SUMS").read_text() == "".join(
-        f"{sha(ALBERT_BASE[n])}  albert_base_zh/{n}\n" for n in sorted(ALBERT_BASE))
+        f"{sha(ALBERT_BASE[n])}  albert_base_zh/{n}\n" for n in sorted(ALBERT_BASE)
+    )
     fetch_model(cfg)  # in place: verified, no request
     assert server.log == [("/albert_base_zh.tar.gz", None)]
 
 
-@pytest.mark.parametrize("member", [("../escaped.txt", b"0", ""), ("albert_base/link", b"2", "/etc/passwd"),
-                                    ("albert_base/up", b"2", "../../escaped.txt")])
+@pytest.mark.parametrize(
+    "member",
+    [
+        ("../escaped.txt", b"0", ""),
+        ("albert_base/link", b"2", "/etc/passwd"),
+        ("albert_base/up", b"2", "../../escaped.txt"),
+    ],
+)
 def test_a_tar_member_outside_the_folder_is_refused(tmp_path, server, member):
     server.files["/a.tar.gz"] = tar_gz_bytes(ALBERT_BASE, "albert_base", extra=[member])
     cfg = model_config(tmp_path, "albert_base_zh", server.url + "a.tar.gz")
-    with pytest.raises(UserError, match=rf"^{re.escape(server.url)}a\.tar\.gz: refused to unpack member "
-                                        rf"'{re.escape(member[0])}' \(.+\); nothing was placed in "):
+    with pytest.raises(
+        UserError,
+        match=rf"^{re.escape(server.url)}a\.tar\.gz: refused to unpack member "
+        rf"'{re.escape(member[0])}' \(.+\); nothing was placed in ",
+    ):
         fetch_model(cfg)
     assert listing(tmp_path / "models") == []
     assert not (tmp_path / "escaped.txt").exists()
@@ -465,16 +539,27 @@ def test_a_corrupt_tar_gz_is_an_error_and_leaves_nothing(tmp_path, server):
     body = tar_gz_bytes(ALBERT_BASE, "albert_base")
     server.files["/a.tar.gz"] = body[: len(body) // 2]  # complete as served, cut as made
     cfg = model_config(tmp_path, "albert_base_zh", server.url + "a.tar.gz")
-    with pytest.raises(UserError, match=rf"^{re.escape(server.url)}a\.tar\.gz: not a valid tar\.gz archive \(.+\); "
-                                        "nothing was placed in"):
+    with pytest.raises(
+        UserError,
+        match=rf"^{re.escape(server.url)}a\.tar\.gz: not a valid tar\.gz archive \(.+\); "
+        "nothing was placed in",
+    ):
         fetch_model(cfg)
     assert listing(tmp_path / "models") == []
 
 
 def test_brightmart_albert_tiny_zip_installs_where_its_config_points(tmp_path, server):
-    files = {name: f"{name} bytes".encode() for name in [
-        "albert_config_tiny_g.json", "vocab.txt", "albert_model.ckpt.index", "albert_model.ckpt.data-00000-of-00001",
-        "albert_model.ckpt.meta", "checkpoint"]}
+    files = {
+        name: f"{name} bytes".encode()
+        for name in [
+            "albert_config_tiny_g.json",
+            "vocab.txt",
+            "albert_model.ckpt.index",
+            "albert_model.ckpt.data-00000-of-00001",
+            "albert_model.ckpt.meta",
+            "checkpoint",
+        ]
+    }
     server.files["/albert_tiny_zh_google.zip"] = zip_bytes(files)
     cfg = model_config(tmp_path, "albert_tiny_zh", server.url + "albert_tiny_zh_google.zip")
     fetch_model(cfg)

@@ -15,8 +15,9 @@ def test_the_widest_vector_extension_is_named():
 def test_this_machine_is_described_from_proc_cpuinfo():
     flags = next(line.split(":", 1)[1] for line in open("/proc/cpuinfo") if line.startswith("flags"))
     assert environment.vector_extensions() == environment.vector_extensions(flags)
-    assert environment.cpu_model() == next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                                           if line.startswith("model name"))
+    assert environment.cpu_model() == next(
+        line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+    )
 
 
 def test_the_recorded_commit_is_the_one_checked_out_when_the_process_started(tmp_path):
@@ -29,16 +30,24 @@ def test_the_recorded_commit_is_the_one_checked_out_when_the_process_started(tmp
     shutil.copytree(PROJECT_ROOT / "experiments", repo / "experiments", ignore=shutil.ignore_patterns("__pycache__"))
 
     def git(*a):
-        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *a],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *a],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
 
     git("init", "-q"), git("add", "."), git("commit", "-q", "-m", "first")
     first = git("rev-parse", "HEAD")
-    script = ("import subprocess, sys\n"
-              "from experiments.machine import environment\n"
-              "subprocess.run(['git', '-C', sys.argv[1], '-c', 'user.name=t', '-c', 'user.email=t@t',"
-              " 'commit', '-q', '--allow-empty', '-m', 'while it ran'], check=True)\n"
-              "print(environment.git_commit())\n")
-    out = subprocess.run([sys.executable, "-c", script, str(repo)], cwd=repo, capture_output=True, text=True, timeout=120)
+    script = (
+        "import subprocess, sys\n"
+        "from experiments.machine import environment\n"
+        "subprocess.run(['git', '-C', sys.argv[1], '-c', 'user.name=t', '-c', 'user.email=t@t',"
+        " 'commit', '-q', '--allow-empty', '-m', 'while it ran'], check=True)\n"
+        "print(environment.git_commit())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(repo)], cwd=repo, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == first != git("rev-parse", "HEAD")

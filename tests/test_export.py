@@ -22,8 +22,7 @@ LABELS = ["100", "101", "102"]
 
 
 def cfg_of(folder, family="bert", name="macbert_base"):
-    return OmegaConf.create({"name": name, "family": family, "checkpoint_dir": str(folder),
-                             "files": RELEASES[name][1]})
+    return OmegaConf.create({"name": name, "family": family, "checkpoint_dir": str(folder), "files": RELEASES[name][1]})
 
 
 def classifier(cfg):
@@ -47,11 +46,13 @@ def test_round_trip_gives_the_suites_logits(tmp_path, family, name):
     dense = model.get_layer(head.HEAD_LAYER)  # a trained head stands in: other than the seeded init
     dense.kernel.assign(np.random.default_rng(1).normal(0, 0.5, dense.kernel.shape).astype(np.float32))
     transformer = encoder.build_encoder(OmegaConf.merge(cfg, {"checkpoint_dir": None}), config, seed=0)
-    tensors = hf_export.classifier_tensors(hf_export.encoder_arrays(model, transformer), dense.kernel.numpy(),
-                                           dense.bias.numpy(), family)
+    tensors = hf_export.classifier_tensors(
+        hf_export.encoder_arrays(model, transformer), dense.kernel.numpy(), dense.bias.numpy(), family
+    )
     arch = f"{hf_export.ARCH[family]}ForSequenceClassification"
-    out = hf_export.write_folder(tmp_path / "hf", tensors, hf_export.hf_config(config, family, arch, LABELS),
-                                 fixture_vocab(), "# card\n")
+    out = hf_export.write_folder(
+        tmp_path / "hf", tensors, hf_export.hf_config(config, family, arch, LABELS), fixture_vocab(), "# card\n"
+    )
     # the folder: PyTorch names, format pt, labels, the vocabulary
     from safetensors import safe_open
 
@@ -87,9 +88,17 @@ def test_a_pretrained_folder_exports_as_masked_lm(tmp_path):
     folder = tmp_path / "pretrained" / "tnews_tiny_0123456789"
     write_release(folder, name, fixture_vocab(), seed=9, mlm_head=True, **DROPOUT_FREE)
     model = {"name": name, "family": "bert", "files": RELEASES[name][1], "checkpoint_dir": None}
-    (folder / "pretrain_record.json").write_text(json.dumps(
-        {"id": "0123456789", "tasks": ["tnews"], "steps": 10, "history": [{"accuracy": 0.25}],
-         "config": {"model": model}}))
+    (folder / "pretrain_record.json").write_text(
+        json.dumps(
+            {
+                "id": "0123456789",
+                "tasks": ["tnews"],
+                "steps": 10,
+                "history": [{"accuracy": 0.25}],
+                "config": {"model": model},
+            }
+        )
+    )
     out = export_command.export_pretrained(folder, tmp_path / "hf")
     written = json.loads((out / "config.json").read_text())
     assert written["architectures"] == ["BertForMaskedLM"] and "id2label" not in written

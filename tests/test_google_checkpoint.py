@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.model import encoder, head, tokenizer as tokenizers
 from experiments.errors import UserError
+from experiments.model import encoder, head
+from experiments.model import tokenizer as tokenizers
 from tests.helpers.google_checkpoint import fixture_vocab, write_google_checkpoint
 
 
@@ -20,8 +21,13 @@ def test_checkpoint_has_google_layout(checkpoint):
 
     folder, arrays = checkpoint
     assert sorted(p.name for p in folder.iterdir()) == [
-        "bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index",
-        "bert_model.ckpt.meta", "checkpoint", "vocab.txt"]
+        "bert_config.json",
+        "bert_model.ckpt.data-00000-of-00001",
+        "bert_model.ckpt.index",
+        "bert_model.ckpt.meta",
+        "checkpoint",
+        "vocab.txt",
+    ]
     names = dict(tf.train.list_variables(str(folder / "bert_model.ckpt")))
     assert names["bert/encoder/layer_0/attention/self/query/kernel"] == [32, 32]
     assert names["bert/embeddings/word_embeddings"] == [len(fixture_vocab()), 32]
@@ -74,9 +80,19 @@ def test_char_vocab_covers_training_text():
 
 
 def test_tiny_model_matrices_are_distinct_and_seeded():
-    cfg = OmegaConf.create({"name": "tiny", "checkpoint_dir": None, "hidden_size": 16, "num_hidden_layers": 2,
-                            "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 32,
-                            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    cfg = OmegaConf.create(
+        {
+            "name": "tiny",
+            "checkpoint_dir": None,
+            "hidden_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "max_position_embeddings": 32,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        }
+    )
     a = head.build_classifier(cfg, encoder.bert_config(cfg, 50), 3, seed=1)
     b = head.build_classifier(cfg, encoder.bert_config(cfg, 50), 3, seed=1)
     q0 = a.get_layer("Transformer-0-MultiHeadSelfAttention").weights[0].numpy()

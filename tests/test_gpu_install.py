@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments import PROJECT_ROOT
-from experiments.machine import devices, environment
-from experiments import records
+from experiments import PROJECT_ROOT, records
 from experiments.config import compose
 from experiments.errors import UserError
+from experiments.machine import devices, environment
 from tests.helpers.clue import tiny_overrides
 from tests.helpers.google_checkpoint import fixture_vocab, write_google_checkpoint
 
@@ -30,10 +29,9 @@ def fake_smi(folder: Path, gpus: list[str], driver: str = "550.54.15") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "nvidia-smi"
     listing = "".join(f"echo '{g}'\n" for g in gpus) if gpus else "echo 'No devices were found'; exit 6\n"
-    script.write_text("#!/bin/sh\ncase \"$1\" in\n"
-                      f"  -L)\n{listing}    ;;\n"
-                      f"  --query-gpu=driver_version) echo {driver} ;;\n"
-                      "esac\n")
+    script.write_text(
+        f'#!/bin/sh\ncase "$1" in\n  -L)\n{listing}    ;;\n  --query-gpu=driver_version) echo {driver} ;;\nesac\n'
+    )
     script.chmod(0o755)
     return folder
 
@@ -58,8 +56,9 @@ def make_dir(tmp_path_factory):
 
 
 def make_n(folder: Path, smi_dir: Path | None, *args: str) -> list[str]:
-    out = subprocess.run(["make", "-n", "run", *args], cwd=folder, env=env_with(smi_dir),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["make", "-n", "run", *args], cwd=folder, env=env_with(smi_dir), capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return [line for line in out.stdout.splitlines() if " sync " in line]
 
@@ -91,8 +90,14 @@ def test_lock_holds_the_cuda_wheels_of_the_gpu_extra():
 
 
 def cli(overrides: list[str], smi_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.commands.run", *overrides], cwd=PROJECT_ROOT,
-                          env=env_with(smi_dir), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.commands.run", *overrides],
+        cwd=PROJECT_ROOT,
+        env=env_with(smi_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def one_line_error(out: subprocess.CompletedProcess) -> str:
@@ -108,17 +113,26 @@ def test_gpu_that_tensorflow_cannot_use_stops_the_run(clue_dir, tmp_path):
     import tensorflow as tf
 
     line = one_line_error(cli(tiny_overrides(clue_dir, tmp_path / "r"), fake_smi(tmp_path / "bin", [A100])))
-    assert line == (f"error: nvidia-smi lists 1 GPU(s) (GPU 0: NVIDIA A100-SXM4-40GB) but TensorFlow {tf.__version__} "
-                    "sees none: the CUDA 12 libraries are not installed in this environment (no nvidia-cudnn-cu12); "
-                    "run `make env GPU=1` to add the `gpu` extra, or set trainer.device=cpu to train on the CPU")
+    assert line == (
+        f"error: nvidia-smi lists 1 GPU(s) (GPU 0: NVIDIA A100-SXM4-40GB) but TensorFlow {tf.__version__} "
+        "sees none: the CUDA 12 libraries are not installed in this environment (no nvidia-cudnn-cu12); "
+        "run `make env GPU=1` to add the `gpu` extra, or set trainer.device=cpu to train on the CPU"
+    )
     assert not (tmp_path / "r" / "runs").exists()
 
 
 @needs_no_gpu
 def test_big_model_without_gpu_stops_before_downloading_with_an_estimate(clue_dir, tmp_path):
-    overrides = [f"paths.clue_dir={tmp_path / 'empty'}", f"paths.models_dir={tmp_path / 'models'}",
-                 f"paths.results_dir={tmp_path / 'r'}", "download.auto=true", "model.url=http://127.0.0.1:9/b.zip",
-                 "download.clue_base_url=http://127.0.0.1:9", "method=fgm", "task.max_train_samples=1000"]
+    overrides = [
+        f"paths.clue_dir={tmp_path / 'empty'}",
+        f"paths.models_dir={tmp_path / 'models'}",
+        f"paths.results_dir={tmp_path / 'r'}",
+        "download.auto=true",
+        "model.url=http://127.0.0.1:9/b.zip",
+        "download.clue_base_url=http://127.0.0.1:9",
+        "method=fgm",
+        "task.max_train_samples=1000",
+    ]
     line = one_line_error(cli(overrides, fake_smi(tmp_path / "bin", [])))
     steps = 10 * math.ceil(1000 / 32)  # TNEWS's 10 epochs of 1000 examples in batches of 32
     assert line.startswith("error: no GPU: model=bert_base method=fgm on tnews would take up to ")
@@ -133,8 +147,10 @@ def test_device_gpu_without_a_gpu_is_an_error(tiny_cfg, tmp_path):
     with pytest.raises(UserError, match=r"^trainer.device=gpu but this machine has no GPU \(nvidia-smi lists none\)"):
         devices.check_device(tiny_cfg(extra={"trainer.device": "gpu"}), environ)
     with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES hides them"):
-        devices.check_device(tiny_cfg(extra={"trainer.device": "gpu"}),
-                             {**env_with(fake_smi(tmp_path / "gpu", [A100])), "CUDA_VISIBLE_DEVICES": "-1"})
+        devices.check_device(
+            tiny_cfg(extra={"trainer.device": "gpu"}),
+            {**env_with(fake_smi(tmp_path / "gpu", [A100])), "CUDA_VISIBLE_DEVICES": "-1"},
+        )
     with pytest.raises(UserError, match="trainer.device=tpu is invalid: it must be auto, gpu, cpu"):
         devices.check_device(tiny_cfg(extra={"trainer.device": "tpu"}), environ)
 
@@ -158,10 +174,21 @@ def test_checkpoint_model_trains_on_the_cpu_with_device_cpu(clue_dir, tmp_path):
     from experiments.commands.run import run
 
     write_google_checkpoint(tmp_path / "ckpt", fixture_vocab())
-    overrides = [o for o in tiny_overrides(clue_dir, tmp_path / "r", extra={"trainer.epochs": 1})
-                 if not o.startswith(("model", "trainer.learning_rate"))]
-    cfg = compose([*overrides, "model=bert_base", f"model.checkpoint_dir={tmp_path / 'ckpt'}",
-                   "trainer.device=cpu", "task.max_train_samples=64", "task.max_dev_samples=32"])
+    overrides = [
+        o
+        for o in tiny_overrides(clue_dir, tmp_path / "r", extra={"trainer.epochs": 1})
+        if not o.startswith(("model", "trainer.learning_rate"))
+    ]
+    cfg = compose(
+        [
+            *overrides,
+            "model=bert_base",
+            f"model.checkpoint_dir={tmp_path / 'ckpt'}",
+            "trainer.device=cpu",
+            "task.max_train_samples=64",
+            "task.max_dev_samples=32",
+        ]
+    )
     record = run(cfg)
     env = record["environment"]
     build = tf.sysconfig.get_build_info()

@@ -7,19 +7,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
-
 from omegaconf import OmegaConf
 
-from experiments.train import run_state, loop, optim
-from experiments.model import dropout, encoder, head, rewrites
+from experiments.commands.run import run
 from experiments.config import compose
 from experiments.errors import UserError
+from experiments.model import dropout, encoder, head, rewrites
+from experiments.train import loop, optim, run_state
 from experiments.train.methods.baseline import Baseline
 from experiments.train.methods.fgm import FGM
 from experiments.train.methods.freelb import FreeLB
 from experiments.train.methods.gp import GradientPenalty
 from experiments.train.methods.pgd import PGD
-from experiments.commands.run import run
 from tests.helpers.clue import tiny_overrides
 from tests.helpers.runs import numbers
 from tests.helpers.tiny_bert import TINY, VOCAB, repeated_token_batch, tiny_model
@@ -32,8 +31,9 @@ def gpu_visible(monkeypatch):
 
     config = keras_optimizer.tf.config
     real = config.list_physical_devices
-    monkeypatch.setattr(config, "list_physical_devices",
-                        lambda kind=None: ["/physical_device:GPU:0"] if kind == "GPU" else real(kind))
+    monkeypatch.setattr(
+        config, "list_physical_devices", lambda kind=None: ["/physical_device:GPU:0"] if kind == "GPU" else real(kind)
+    )
 
 
 def test_adam_compiles_with_xla_only_when_the_train_step_does(gpu_visible):
@@ -58,17 +58,25 @@ METHODS = {
 
 # The scatters each step issues: Adam's (scatter_add into the moments of the embeddings' rows),
 # FGM's add of the perturbation and its exact restore of the rows, PGD's row overwrites.
-EXPECTED = {"baseline": {"resource_scatter_add"}, "gp": {"resource_scatter_add"},
-            "freelb": {"resource_scatter_add"}, "fgm": {"resource_scatter_add", "resource_scatter_update"},
-            "pgd": {"resource_scatter_add", "resource_scatter_update"}}
+EXPECTED = {
+    "baseline": {"resource_scatter_add"},
+    "gp": {"resource_scatter_add"},
+    "freelb": {"resource_scatter_add"},
+    "fgm": {"resource_scatter_add", "resource_scatter_update"},
+    "pgd": {"resource_scatter_add", "resource_scatter_update"},
+}
 
 
 def scatter_functions():
     """(module, name) of every op wrapper whose kernel scatters: resource, ref and tensor scatters."""
     from tensorflow.python.ops import gen_array_ops, gen_math_ops, gen_resource_variable_ops, gen_state_ops
 
-    return [(m, name) for m in (gen_resource_variable_ops, gen_state_ops, gen_array_ops, gen_math_ops)
-            for name in dir(m) if "scatter" in name and not name.startswith("_") and "eager" not in name]
+    return [
+        (m, name)
+        for m in (gen_resource_variable_ops, gen_state_ops, gen_array_ops, gen_math_ops)
+        for name in dir(m)
+        if "scatter" in name and not name.startswith("_") and "eager" not in name
+    ]
 
 
 def graph_op_types(concrete) -> set[str]:
@@ -95,6 +103,7 @@ def test_every_scatter_of_a_train_step_has_unique_indices(name, monkeypatch):
         def record(*args, _fn=fn, _real=real, **kwargs):
             seen.append((_fn, np.asarray(inspect.signature(_real).bind(*args, **kwargs).arguments["indices"])))
             return _real(*args, **kwargs)
+
         monkeypatch.setattr(module, fn, record)
     # The step's function run eagerly (the same ops as traced; on a CPU Adam does not use XLA): each
     # scatter's indices are values here. Adam scatters into the moments of both embeddings.
@@ -135,8 +144,11 @@ def test_token_ids_beyond_the_embedding_stop_the_run(tmp_path):
 def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_cfg, monkeypatch):
     def oom(*args, **kwargs):  # what TensorFlow's GPU allocator raises
         raise tf.errors.ResourceExhaustedError(
-            None, None, "OOM when allocating tensor with shape[16,2,64,64] and type float on "
-            "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc\n\t [[{{node x}}]]")
+            None,
+            None,
+            "OOM when allocating tensor with shape[16,2,64,64] and type float on "
+            "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc\n\t [[{{node x}}]]",
+        )
 
     monkeypatch.setattr(loop.Trainer, "train_epoch", oom)
     with pytest.raises(UserError) as err:
@@ -144,8 +156,12 @@ def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_cfg, monkeypatch):
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("out of memory (OOM when allocating tensor with shape[16,2,64,64]")
-    for setting in ("trainer.batch_size=16", "task.max_length=64", "trainer.precision=float32",
-                    "trainer.precision=mixed_bfloat16"):
+    for setting in (
+        "trainer.batch_size=16",
+        "task.max_length=64",
+        "trainer.precision=float32",
+        "trainer.precision=mixed_bfloat16",
+    ):
         assert setting in message, message
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained traceback
 
@@ -153,8 +169,17 @@ def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_cfg, monkeypatch):
 # --- 3c: dropout keyed by (seed, epoch, step) ---------------------------------------------------
 
 DROPOUT_BERT = OmegaConf.merge(TINY, {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1})
-STATEFUL_RANDOM_OPS = {"RandomUniform", "RandomUniformInt", "RandomStandardNormal", "TruncatedNormal",
-                       "RandomShuffle", "Multinomial", "RandomGamma", "RandomPoisson", "RandomPoissonV2"}
+STATEFUL_RANDOM_OPS = {
+    "RandomUniform",
+    "RandomUniformInt",
+    "RandomStandardNormal",
+    "TruncatedNormal",
+    "RandomShuffle",
+    "Multinomial",
+    "RandomGamma",
+    "RandomPoisson",
+    "RandomPoissonV2",
+}
 
 
 def test_dropout_draws_depend_on_seed_epoch_step_only_and_xla_draws_the_same():
@@ -164,6 +189,7 @@ def test_dropout_draws_depend_on_seed_epoch_step_only_and_xla_draws_the_same():
         def draw():
             with dropout.KEYS.step():
                 return dropout.dropout(x, 0.3, training=True), dropout.uniform([3], -1.0, 1.0)
+
         return draw() if jit is None else tf.function(draw, jit_compile=jit)()
 
     dropout.KEYS.start_epoch(seed=1, epoch=0)
@@ -179,7 +205,7 @@ def test_dropout_draws_depend_on_seed_epoch_step_only_and_xla_draws_the_same():
         dropout.KEYS.start_epoch(seed, epoch)
         masks.append(step()[0].numpy())
     masks.append(second[0].numpy())
-    assert all(not np.array_equal(a, b) for i, a in enumerate(masks) for b in masks[i + 1:])
+    assert all(not np.array_equal(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :])
     for mask in masks:  # inverted dropout: kept elements scaled by 1 / (1 - rate)
         assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.7)} and 0.15 < (mask == 0).mean() < 0.45
     assert -1 <= first[1].numpy().min() and first[1].numpy().max() < 1
@@ -220,9 +246,17 @@ def test_reruns_and_resumes_are_exact_under_xla_without_retracing(clue_dir, tmp_
     and its epoch 2 (resumed) alike; tests/test_resume.py checks both without XLA. The step is
     not traced again per epoch."""
     # One padded length (32) for every batch and one layer: few, small XLA compiles.
-    extra = {"trainer.epochs": 2, "trainer.jit_compile": True, "task.max_length": 32,
-             "trainer.pad_to_multiple_of": 32, "method.epsilon": 0.05, "trainer.resume": True,
-             "task.max_train_samples": 64, "task.max_dev_samples": 32, "model.num_hidden_layers": 1}
+    extra = {
+        "trainer.epochs": 2,
+        "trainer.jit_compile": True,
+        "task.max_length": 32,
+        "trainer.pad_to_multiple_of": 32,
+        "method.epsilon": 0.05,
+        "trainer.resume": True,
+        "task.max_train_samples": 64,
+        "task.max_dev_samples": 32,
+        "model.num_hidden_layers": 1,
+    }
 
     def overrides(name):
         return tiny_overrides(clue_dir, tmp_path / name, method="fgm", extra=extra)

@@ -27,14 +27,21 @@ from tests.helpers.hf_folders import hf_tensors, write_hf_folder, write_safetens
 BY_FAMILY = {"bert": "macbert_base", "albert": "albert_tiny_zh", "nezha": "nezha_base", "electra": "electra_base"}
 DROPOUT_FREE = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-FORMATS = ["safetensors", "sharded", "h5", pytest.param("bin", marks=pytest.mark.skipif(
-    not HAS_TORCH, reason="torch is the optional extra (make env EXTRAS=torch)"))]
+FORMATS = [
+    "safetensors",
+    "sharded",
+    "h5",
+    pytest.param(
+        "bin", marks=pytest.mark.skipif(not HAS_TORCH, reason="torch is the optional extra (make env EXTRAS=torch)")
+    ),
+]
 
 
 def model_cfg(family, folder):
     _, files = RELEASES[BY_FAMILY[family]]
-    return OmegaConf.create({"name": BY_FAMILY[family], "family": family, "checkpoint_dir": str(folder),
-                             "files": files})
+    return OmegaConf.create(
+        {"name": BY_FAMILY[family], "family": family, "checkpoint_dir": str(folder), "files": files}
+    )
 
 
 def outputs(cfg, ids):
@@ -60,8 +67,9 @@ def tf1(tmp_path_factory):
     root = tmp_path_factory.mktemp("tf1")
     out = {}
     for family, name in BY_FAMILY.items():
-        arrays = write_release(root / family, name, fixture_vocab(), seed=1, mlm_head=family != "electra",
-                               **DROPOUT_FREE)
+        arrays = write_release(
+            root / family, name, fixture_vocab(), seed=1, mlm_head=family != "electra", **DROPOUT_FREE
+        )
         config = json.loads((root / family / RELEASES[name][1]["config"]).read_text())
         out[family] = (root / family, arrays, config, outputs(model_cfg(family, root / family), token_ids()))
     return out
@@ -78,8 +86,12 @@ def test_an_hf_folder_gives_the_release_outputs(tf1, tmp_path, family, fmt):
     np.testing.assert_array_equal(cls, cls_ref)
     np.testing.assert_array_equal(logits, logits_ref)
     facts = encoder.checkpoint_facts(cfg)
-    weights = {"safetensors": "model.safetensors", "sharded": "model.safetensors.index.json", "h5": "tf_model.h5",
-               "bin": "pytorch_model.bin"}[fmt]
+    weights = {
+        "safetensors": "model.safetensors",
+        "sharded": "model.safetensors.index.json",
+        "h5": "tf_model.h5",
+        "bin": "pytorch_model.bin",
+    }[fmt]
     assert facts["weight_file"] == str(folder / weights) and facts["sha256"] == hf_format.sha256(folder / weights)
     # what the classifier does not read is named: the pooler and the pretraining heads
     unused = set(facts["unused"])
@@ -93,8 +105,9 @@ def test_an_hf_folder_gives_the_release_outputs(tf1, tmp_path, family, fmt):
 @pytest.mark.parametrize("family", ["bert", "albert"])
 def test_both_layer_norm_namings_and_no_prefix(tf1, tmp_path, family):
     _, arrays, config, (_, logits_ref) = tf1[family]
-    folder = write_hf_folder(tmp_path / "old", family, config, fixture_vocab(), arrays, old_layer_norm=True,
-                             prefix=False)
+    folder = write_hf_folder(
+        tmp_path / "old", family, config, fixture_vocab(), arrays, old_layer_norm=True, prefix=False
+    )
     names = hf_format.read_safetensors(folder / "model.safetensors")
     assert any(n.endswith("LayerNorm.gamma") for n in names) and not any(n.startswith(family + ".") for n in names)
     np.testing.assert_array_equal(outputs(model_cfg(family, folder), token_ids())[1], logits_ref)
@@ -117,16 +130,21 @@ def test_half_precision_files_load_as_float32(tmp_path, dtype):
     ref.mkdir()
     (ref / RELEASES[name][1]["config"]).write_text(json.dumps(config))
     (ref / "vocab.txt").write_text("".join(t + "\n" for t in fixture_vocab()), encoding="utf-8")
-    tf.raw_ops.SaveV2(prefix=str(ref / RELEASES[name][1]["checkpoint"]), tensor_names=sorted(rounded),
-                      shape_and_slices=[""] * len(rounded), tensors=[tf.constant(rounded[k]) for k in sorted(rounded)])
+    tf.raw_ops.SaveV2(
+        prefix=str(ref / RELEASES[name][1]["checkpoint"]),
+        tensor_names=sorted(rounded),
+        shape_and_slices=[""] * len(rounded),
+        tensors=[tf.constant(rounded[k]) for k in sorted(rounded)],
+    )
     folder = write_hf_folder(tmp_path / "hf", family, config, fixture_vocab(), arrays, dtype=dtype)
     data = (folder / "model.safetensors").read_bytes()
-    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {dtype}
     loaded = hf_format.read_tensors(folder / "model.safetensors")
     assert {a.dtype for a in loaded.values()} == {np.dtype(np.float32)}
-    np.testing.assert_array_equal(outputs(model_cfg(family, folder), token_ids())[1],
-                                  outputs(model_cfg(family, ref), token_ids())[1])
+    np.testing.assert_array_equal(
+        outputs(model_cfg(family, folder), token_ids())[1], outputs(model_cfg(family, ref), token_ids())[1]
+    )
 
 
 def one_line(err):
@@ -212,4 +230,7 @@ def test_doctor_names_an_hf_folder(tf1, tmp_path, capsys):
     out = capsys.readouterr().out
     assert report.failures == 0
     sha = hf_format.sha256(folder / "model.safetensors")
-    assert f"{doctor.OK}  macbert_base checkpoint: {folder}: a Hugging Face folder, model.safetensors (sha256 {sha[:16]}" in out
+    assert (
+        f"{doctor.OK}  macbert_base checkpoint: {folder}: a Hugging Face folder, model.safetensors (sha256 {sha[:16]}"
+        in out
+    )

@@ -2,7 +2,8 @@
 ``make model``'s command, in a subprocess with HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE set as a user
 sets them) fetches a tiny repo at a pinned revision from 127.0.0.1, verifies it, and the suite
 loads it; a second call offline is served from the cache; an uncached revision offline is one line
-(naming the repo and revision) within 10 s of CPU time (wall time depends on the machine's load). Nothing is downloaded from the internet."""
+(naming the repo and revision) within 10 s of CPU time (wall time depends on the machine's load).
+Nothing is downloaded from the internet."""
 
 import hashlib
 import json
@@ -39,7 +40,7 @@ class Hub(BaseHTTPRequestHandler):
     def _file(self):
         path = unquote(urlparse(self.path).path)
         prefix = f"/{REPO}/resolve/{REVISION}/"
-        return self.files.get(path[len(prefix):]) if path.startswith(prefix) else None, path[len(prefix):]
+        return self.files.get(path[len(prefix) :]) if path.startswith(prefix) else None, path[len(prefix) :]
 
     def _headers(self, body: bytes, name: str):
         lfs = name.endswith((".safetensors", ".h5", ".bin"))
@@ -61,10 +62,20 @@ class Hub(BaseHTTPRequestHandler):
         self.requests.append("GET " + self.path)
         path = urlparse(self.path).path
         if path == f"/api/models/{REPO}/tree/{REVISION}":
-            listing = [{"type": "file", "oid": git_oid(body), "size": len(body), "path": name,
-                        **({"lfs": {"oid": hashlib.sha256(body).hexdigest(), "size": len(body), "pointerSize": 134}}
-                           if name.endswith((".safetensors", ".h5", ".bin")) else {})}
-                       for name, body in sorted(self.files.items())]
+            listing = [
+                {
+                    "type": "file",
+                    "oid": git_oid(body),
+                    "size": len(body),
+                    "path": name,
+                    **(
+                        {"lfs": {"oid": hashlib.sha256(body).hexdigest(), "size": len(body), "pointerSize": 134}}
+                        if name.endswith((".safetensors", ".h5", ".bin"))
+                        else {}
+                    ),
+                }
+                for name, body in sorted(self.files.items())
+            ]
             data = json.dumps(listing).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -102,13 +113,30 @@ def hub(tmp_path_factory):
 
 
 def make_model(endpoint, home, tmp_path, offline=False, revision=REVISION):
-    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1" if offline else "0",
-           "HF_HUB_DISABLE_XET": "1"}
-    overrides = ["model=macbert_base", f"model.hub_id={REPO}", f"model.hub_revision={revision}",
-                 "model.hub_weights=model.safetensors", f"model.checkpoint_dir={tmp_path / 'no-folder'}"]
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(home),
+        "HF_HUB_OFFLINE": "1" if offline else "0",
+        "HF_HUB_DISABLE_XET": "1",
+    }
+    overrides = [
+        "model=macbert_base",
+        f"model.hub_id={REPO}",
+        f"model.hub_revision={revision}",
+        "model.hub_weights=model.safetensors",
+        f"model.checkpoint_dir={tmp_path / 'no-folder'}",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run([sys.executable, "-m", "experiments.commands.download", "model", *overrides], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.commands.download", "model", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU seconds: what the command costs, whatever the load
     return proc, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 

@@ -1,10 +1,10 @@
 """model.dropout.keyed_attention_dropout: the explicit swap of bert4keras's inline attention Dropout."""
 
+import bert4keras.layers
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import bert4keras.layers
 from experiments.model import dropout
 
 

@@ -10,9 +10,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments import CONFIG_DIR
+from experiments import CONFIG_DIR, records
 from experiments.machine import devices, estimate
-from experiments import records
 from tests.helpers.clue import make_clue
 from tests.helpers.runs import sweep_command
 
@@ -22,6 +21,7 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/(joblib|subm
 
 
 # --- which GPU and how many threads a worker gets (no GPU needed) ---------------------------------
+
 
 def test_workers_get_gpus_round_robin_and_an_equal_share_of_the_threads():
     envs = [devices.assign(slot, ["0", "1"], n_jobs=4, n_cpus=16) for slot in range(4)]
@@ -76,6 +76,7 @@ def test_the_entry_point_imports_no_tensorflow_before_the_devices_are_set():
 
 # --- the launcher configs --------------------------------------------------------------------------
 
+
 def hydra_node(*overrides: str):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=["paths.results_dir=/r", *overrides], return_hydra_config=True).hydra
@@ -97,8 +98,15 @@ def test_slurm_config_has_the_documented_keys_and_logs_in_the_sweep_folder():
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_task == 1 and launcher.partition is None
     assert launcher.submitit_folder.startswith(node.sweep.dir + "/")
-    keys = {"partition": "gpu", "gpus_per_task": 2, "timeout_min": 60, "mem_gb": 64,
-            "array_parallelism": 4, "cpus_per_task": 4, "max_num_timeout": 0}
+    keys = {
+        "partition": "gpu",
+        "gpus_per_task": 2,
+        "timeout_min": 60,
+        "mem_gb": 64,
+        "array_parallelism": 4,
+        "cpus_per_task": 4,
+        "max_num_timeout": 0,
+    }
     launcher = hydra_node("hydra/launcher=slurm", *(f"hydra.launcher.{k}={v}" for k, v in keys.items())).launcher
     assert {k: launcher[k] for k in keys} == keys
 
@@ -111,6 +119,7 @@ def test_submitit_local_config_logs_in_the_sweep_folder():
 
 
 # --- tiny sweeps through the launchers -------------------------------------------------------------
+
 
 def sweep(clue, results, launcher: str, *args: str, env: dict | None = None) -> str:
     """``make sweep`` of two tiny one-epoch runs (tnews baseline, seeds 0 and 1) through ``launcher``."""

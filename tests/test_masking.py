@@ -59,7 +59,7 @@ def test_the_same_rng_masks_the_same_positions():
 
 def two_character_words(text):
     """A stand-in segmenter: words of two characters (the last may be one)."""
-    return [text[i:i + 2] for i in range(0, len(text), 2)]
+    return [text[i : i + 2] for i in range(0, len(text), 2)]
 
 
 SENTENCES = ["今天我们一起看看这个新闻的内容非常有意思", "iphone手机的价格是多少大家都在讨论", "足球比赛在周末举行"]
@@ -71,13 +71,19 @@ def whole_word_case(segment, n=3000):
     special = {vocab["[PAD]"], vocab["[CLS]"], vocab["[SEP]"]}
     texts = [SENTENCES[i % 3] for i in range(n)]
     encoded = [tokenizer.encode(t)[0] for t in texts]
-    words = [masking.sequence_words(np.array(ids), np.zeros(len(ids), int), masking.word_numbers(tokenizer, t, segment),
-                                    None) for ids, t in zip(encoded, texts)]
+    words = [
+        masking.sequence_words(
+            np.array(ids), np.zeros(len(ids), int), masking.word_numbers(tokenizer, t, segment), None
+        )
+        for ids, t in zip(encoded, texts)
+    ]
     ids = np.zeros((n, max(map(len, encoded))), np.int32)
     for row, e in zip(ids, encoded):
         row[: len(e)] = e
     groups = [masking.token_groups(np.array(e), special, w) for e, w in zip(encoded, words)]
-    out = masking.mask_batch(ids, np.zeros_like(ids), groups, masking.MaskSpec.from_vocab(vocab), np.random.default_rng(0))
+    out = masking.mask_batch(
+        ids, np.zeros_like(ids), groups, masking.MaskSpec.from_vocab(vocab), np.random.default_rng(0)
+    )
     return tokenizer, texts, groups, out
 
 

@@ -5,14 +5,13 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from experiments.errors import UserError
 from experiments.model import encoder
 from experiments.train import loop
-from experiments.errors import UserError
 from experiments.train.methods.fgm import FGM, fgm_delta
 from experiments.train.methods.gp import GradientPenalty
-from tests.helpers.tiny_bert import VOCAB, dense, repeated_token_batch, tiny_model
 from tests.helpers.references import loss_of, per_position_reference, reference_delta, reference_fgm
-
+from tests.helpers.tiny_bert import VOCAB, dense, repeated_token_batch, tiny_model
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def test_fgm_delta_equals_the_dense_formula(batch):
     sparse = tape.gradient(loss, emb)
     assert isinstance(sparse, tf.IndexedSlices)
     g = tf.convert_to_tensor(sparse).numpy()  # dense vocab x hidden, duplicates summed
-    expected = 0.5 * g / (np.sqrt((g ** 2).sum()) + 1e-8)
+    expected = 0.5 * g / (np.sqrt((g**2).sum()) + 1e-8)
     got = tf.convert_to_tensor(fgm_delta(sparse, 0.5)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9)
     assert np.linalg.norm(got) == pytest.approx(0.5, rel=1e-5)
@@ -69,16 +68,19 @@ def test_fgm_train_step_equals_reference_update(batch):
 
 # --- FGM's attack pass: dropout off (the blog's Keras code) or on (attack_dropout=true) -------
 
+
 @pytest.fixture
 def fixed_dropout_masks(monkeypatch):
     """Dropout that draws the same mask at every call on a tensor of a given shape (a stateless
     draw from one seed), so that a training-mode pass inside the method and one in the
     reference drop the same units (TF's stateful dropout draws differently in each)."""
+
     def call(self, inputs, training=None):
         if not training:  # None only while the model is built; the modes must differ below
             return tf.identity(inputs)
         keep = tf.random.stateless_uniform(tf.shape(inputs), seed=[17, 4]) >= self.rate
         return tf.where(keep, inputs / (1 - self.rate), tf.zeros_like(inputs))
+
     monkeypatch.setattr(keras.layers.Dropout, "call", call)
 
 
@@ -128,7 +130,7 @@ def test_gp_loss_is_the_per_position_formula(batch):
     with tf.GradientTape() as tape:
         loss = loss_of(model, *batch)
     per_row = tf.convert_to_tensor(tape.gradient(loss, emb)).numpy()
-    assert abs((per_row ** 2).sum() - (per_position ** 2).sum()) > 1e-3 * (per_position ** 2).sum()
+    assert abs((per_row**2).sum() - (per_position**2).sum()) > 1e-3 * (per_position**2).sum()
 
     total, grads = tf.function(GradientPenalty(model, epsilon=eps))(*batch)
     assert float(total) == pytest.approx(expected_total, rel=1e-5)

@@ -14,7 +14,6 @@ from experiments.train.methods.pgd import PGD
 from tests.helpers.tiny_bert import TINY, VOCAB, dense, repeated_token_batch, tiny_model
 
 
-
 @pytest.fixture
 def batch():
     return repeated_token_batch()
@@ -43,6 +42,7 @@ def frobenius(x):
 
 # --- FGM with accumulate_clean --------------------------------------------------------------
 
+
 def test_fgm_accumulate_clean_adds_the_clean_gradients(batch):
     eps = 0.5
     model = tiny_model()
@@ -68,6 +68,7 @@ def test_fgm_accumulate_clean_adds_the_clean_gradients(batch):
 
 
 # --- PGD --------------------------------------------------------------------------------------
+
 
 def reference_pgd(model, batch, eps, alpha, steps):
     """The PyTorch PGD recipe with dense vocab x hidden tensors: returns the clean and last
@@ -134,6 +135,7 @@ def test_pgd_perturbation_never_leaves_the_ball(batch):
 
 # --- FreeLB -------------------------------------------------------------------------------------
 
+
 def reference_freelb(model, batch, delta0, adv_steps, adv_lr, adv_max_norm):
     """FreeLB without any hook: a copy of the model whose vocabulary has one extra row per
     position, position (b, i) reading row VOCAB + b*L + i = E[ids[b, i]] + delta[b, i], so
@@ -175,9 +177,13 @@ def reference_freelb(model, batch, delta0, adv_steps, adv_lr, adv_max_norm):
     return float(np.mean(losses)), mean, step_grads, projected
 
 
-@pytest.mark.parametrize("adv_steps, adv_lr, adv_init_mag, adv_max_norm",
-                         [(3, 0.1, 0.1, 0.0),     # the defaults: no projection
-                          (4, 0.3, 0.5, 0.35)])   # a projection that acts
+@pytest.mark.parametrize(
+    "adv_steps, adv_lr, adv_init_mag, adv_max_norm",
+    [
+        (3, 0.1, 0.1, 0.0),  # the defaults: no projection
+        (4, 0.3, 0.5, 0.35),
+    ],
+)  # a projection that acts
 def test_freelb_equals_the_reference_and_averages_the_steps(batch, adv_steps, adv_lr, adv_init_mag, adv_max_norm):
     model = tiny_model()
     emb = encoder.embedding_matrix(model)
@@ -186,8 +192,9 @@ def test_freelb_equals_the_reference_and_averages_the_steps(batch, adv_steps, ad
     noise = np.random.default_rng(3).uniform(-1, 1, size=ids.shape + (TINY.hidden_size,)).astype(np.float32)
     real = (ids != 0)[..., None].astype(np.float32)
     delta0 = noise * real * adv_init_mag / np.sqrt(real.sum(axis=(1, 2), keepdims=True) * TINY.hidden_size)
-    expected_loss, expected, step_grads, projected = reference_freelb(model, batch, delta0, adv_steps, adv_lr,
-                                                                      adv_max_norm)
+    expected_loss, expected, step_grads, projected = reference_freelb(
+        model, batch, delta0, adv_steps, adv_lr, adv_max_norm
+    )
     if adv_max_norm > 0:
         assert projected > 0
     # An average is neither the last step's gradients nor their sum: the check can tell.
@@ -209,7 +216,7 @@ def test_freelb_initial_delta_lies_on_real_tokens_within_init_mag(batch):
     delta = FreeLB(model, adv_init_mag=0.4).initial_delta(real).numpy()
     assert delta.shape == tuple(ids.shape) + (TINY.hidden_size,)
     assert not delta[ids.numpy() == 0].any() and delta[ids.numpy() != 0].all()
-    norms = np.sqrt((delta ** 2).sum(axis=(1, 2)))
+    norms = np.sqrt((delta**2).sum(axis=(1, 2)))
     assert (norms <= 0.4).all() and (norms > 0.1).all()  # U(-1,1): about 0.4 / sqrt(3)
     assert not FreeLB(model, adv_init_mag=0.0).initial_delta(real).numpy().any()
 

@@ -13,13 +13,14 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from experiments.commands import bench
-from experiments.data import fetch
-from experiments.model import encoder, head, tokenizer as tokenizers
+from experiments.commands.run import run
 from experiments.config import compose
+from experiments.data import fetch
 from experiments.errors import UserError
+from experiments.model import encoder, head
+from experiments.model import tokenizer as tokenizers
 from experiments.train.methods.fgm import FGM
 from experiments.train.methods.gp import GradientPenalty
-from experiments.commands.run import run
 from tests.helpers.clue import make_clue, tiny_overrides
 from tests.helpers.google_checkpoint import RELEASES, UNUSED_PREFIXES, fixture_vocab, write_release
 from tests.helpers.references import per_position_reference, reference_fgm
@@ -35,8 +36,10 @@ DROPOUT_FREE = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 def releases(tmp_path_factory):
     """Every release's folder under one models_dir, by model config name: (folder, saved arrays)."""
     root = tmp_path_factory.mktemp("models")
-    return {name: (root / name, write_release(root / name, name, fixture_vocab(), seed=i, **DROPOUT_FREE))
-            for i, name in enumerate(RELEASES)}
+    return {
+        name: (root / name, write_release(root / name, name, fixture_vocab(), seed=i, **DROPOUT_FREE))
+        for i, name in enumerate(RELEASES)
+    }
 
 
 def model_cfg(name, folder):
@@ -69,7 +72,9 @@ def test_loading_gives_exactly_the_saved_weights(releases, name):
     encoder_weights = [w for w in model.trainable_weights if not w.name.startswith("classifier")]
     # Each encoder weight is one saved array, bit for bit, and each saved array is used:
     # nothing is left at its random initial value, nothing saved is skipped.
-    matches = [[k for k, v in used.items() if w.shape == v.shape and np.array_equal(w.numpy(), v)] for w in encoder_weights]
+    matches = [
+        [k for k, v in used.items() if w.shape == v.shape and np.array_equal(w.numpy(), v)] for w in encoder_weights
+    ]
     assert all(len(m) == 1 for m in matches), [w.name for w, m in zip(encoder_weights, matches) if len(m) != 1]
     assert sorted(k for m in matches for k in m) == sorted(used)
     if RELEASES[name][0] == "albert":  # one shared layer, factorised embeddings projected up
@@ -104,18 +109,34 @@ def test_gp_step_equals_the_dense_reference(releases, family):
         np.testing.assert_allclose(by_name[name], tf.convert_to_tensor(ref).numpy(), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("name,method", [("roberta_wwm_ext", "baseline"), ("albert_tiny_zh", "fgm"),
-                                         ("nezha_base", "fgm"), ("electra_base", "gp")])
+@pytest.mark.parametrize(
+    "name,method",
+    [("roberta_wwm_ext", "baseline"), ("albert_tiny_zh", "fgm"), ("nezha_base", "fgm"), ("electra_base", "gp")],
+)
 def test_a_run_of_each_family_trains_from_the_checkpoint(releases, tmp_path, name, method):
     folder, arrays = releases[name]
     results = tmp_path / "results"
     # A model that is not cpu_friendly runs on a machine without a GPU only when asked to.
     device = {} if name == "albert_tiny_zh" else {"++trainer.device": "cpu"}
-    overrides = tiny_overrides(make_clue(tmp_path / "clue", n_train=160, n_dev=40), results, "tnews", method, {
-        "model": name, "model.checkpoint_dir": folder, "trainer.epochs": 1, "trainer.learning_rate": 5e-3,
-        "method.epsilon": 0.05, **device})
-    overrides = [o for o in overrides if o.split("=")[0] not in ("model.hidden_size", "model.intermediate_size",
-                                                                 "model.max_position_embeddings")]
+    overrides = tiny_overrides(
+        make_clue(tmp_path / "clue", n_train=160, n_dev=40),
+        results,
+        "tnews",
+        method,
+        {
+            "model": name,
+            "model.checkpoint_dir": folder,
+            "trainer.epochs": 1,
+            "trainer.learning_rate": 5e-3,
+            "method.epsilon": 0.05,
+            **device,
+        },
+    )
+    overrides = [
+        o
+        for o in overrides
+        if o.split("=")[0] not in ("model.hidden_size", "model.intermediate_size", "model.max_position_embeddings")
+    ]
     record = run(compose(overrides))
     assert (record["status"], record["model"], record["method"]) == ("complete", name, method)
     assert record["config"]["model"]["family"] == RELEASES[name][0]
@@ -146,10 +167,12 @@ def test_a_missing_checkpoint_file_is_named(releases, tmp_path, name):
         broken = copy_without(folder, tmp_path / missing, drop=missing)
         with pytest.raises(UserError) as err:
             tokenizers.load_tokenizer(model_cfg(name, broken), [])
-        assert str(err.value) == (f"{broken / missing}: missing from the checkpoint folder of model={name} (nor is "
-                                  "it an HF folder: config.json, vocab.txt and one of model.safetensors, "
-                                  "model.safetensors.index.json, tf_model.h5, pytorch_model.bin); run "
-                                  f"`make model MODEL={name}` to check the folder, or fetch it again")
+        assert str(err.value) == (
+            f"{broken / missing}: missing from the checkpoint folder of model={name} (nor is "
+            "it an HF folder: config.json, vocab.txt and one of model.safetensors, "
+            "model.safetensors.index.json, tf_model.h5, pytorch_model.bin); run "
+            f"`make model MODEL={name}` to check the folder, or fetch it again"
+        )
 
 
 @pytest.mark.parametrize("name", RELEASES)
@@ -164,8 +187,10 @@ def test_a_vocab_from_another_checkpoint_is_an_error(releases, tmp_path, name):
     n = len(fixture_vocab())
     with pytest.raises(UserError) as err:
         encoder.bert_config(cfg, len(vocab))
-    assert str(err.value) == (f"{other / files['config']}: vocab_size is {n} but {files['vocab']} has {n + 1} tokens; "
-                              "the config and vocab come from different checkpoints")
+    assert str(err.value) == (
+        f"{other / files['config']}: vocab_size is {n} but {files['vocab']} has {n + 1} tokens; "
+        "the config and vocab come from different checkpoints"
+    )
 
 
 def make_model(capsys, *overrides) -> tuple[int, str]:
@@ -184,11 +209,14 @@ def test_a_model_without_url_says_where_to_get_it(releases, tmp_path, name):
     cfg = compose([f"model={name}", f"paths.models_dir={tmp_path}", "paths.clue_dir=/nonexistent"])
     dest = cfg.model.checkpoint_dir
     files = RELEASES[name][1]
-    required = ", ".join([files["config"], files["vocab"], f"{files['checkpoint']}.index",
-                          f"{files['checkpoint']}.data-00000-of-00001"])
-    expected = (f"{dest}: not found; model={name} has no direct download URL: get it from {cfg.model.source} and "
-                f"unpack it into {dest}/ so that it holds {required}; or set model.checkpoint_dir to a folder that "
-                "already does")
+    required = ", ".join(
+        [files["config"], files["vocab"], f"{files['checkpoint']}.index", f"{files['checkpoint']}.data-00000-of-00001"]
+    )
+    expected = (
+        f"{dest}: not found; model={name} has no direct download URL: get it from {cfg.model.source} and "
+        f"unpack it into {dest}/ so that it holds {required}; or set model.checkpoint_dir to a folder that "
+        "already does"
+    )
     with pytest.raises(UserError) as err:  # what `make run` meets first (download.auto)
         fetch.ensure(fetch.model_target(cfg.model, cfg.download), cfg.download)
     assert str(err.value) == expected
@@ -201,16 +229,19 @@ def test_make_model_without_url_is_one_line_and_verifies_a_copy_put_there(releas
     where = (f"paths.models_dir={tmp_path}", "model.hub_id=null")
     code, err = make_model(capsys, "model=macbert_base", *where)
     assert code == 2 and err.count("\n") == 1, err
-    assert err.startswith(f"error: {tmp_path}/chinese_macbert_base: not found; model=macbert_base has no "
-                          "direct download URL: get it from the TensorFlow 'MacBERT-base, Chinese' link of "
-                          f"github.com/ymcui/MacBERT (Download section) and unpack it into {tmp_path}/")
+    assert err.startswith(
+        f"error: {tmp_path}/chinese_macbert_base: not found; model=macbert_base has no "
+        "direct download URL: get it from the TensorFlow 'MacBERT-base, Chinese' link of "
+        f"github.com/ymcui/MacBERT (Download section) and unpack it into {tmp_path}/"
+    )
     shutil.copytree(releases["macbert_base"][0], tmp_path / "chinese_macbert_base")
     assert make_model(capsys, "model=macbert_base", *where) == (0, "")
     (tmp_path / "chinese_macbert_base" / "chinese_macbert_base.ckpt.index").unlink()
     code, err = make_model(capsys, "model=macbert_base", *where)
     assert code == 2 and err.startswith(
         f"error: {tmp_path}/chinese_macbert_base/chinese_macbert_base.ckpt.index: missing; model=macbert_base has "
-        "no direct download URL: get it from")
+        "no direct download URL: get it from"
+    )
 
 
 def test_bench_builds_a_models_shape_without_weights():
@@ -229,8 +260,13 @@ def test_clue_figures_of_these_models_stand_beside_their_rows(tmp_path):
     from tests.helpers.synthetic_records import write
 
     clue = pd.read_csv(summary.CLUE_CSV, comment="#")
-    assert set(clue.model) == {"bert_base", "roberta_wwm_ext", "roberta_wwm_ext_large", "albert_tiny_zh",
-                               "albert_base_zh"} and set(clue.model) <= set(RELEASES)
+    assert set(clue.model) == {
+        "bert_base",
+        "roberta_wwm_ext",
+        "roberta_wwm_ext_large",
+        "albert_tiny_zh",
+        "albert_base_zh",
+    } and set(clue.model) <= set(RELEASES)
     for model in ("roberta_wwm_ext", "albert_base_zh", "macbert_base"):
         write(tmp_path, "tnews", "baseline", 0, 0.5, final=0.5, model=model)
     summary.write_all(tmp_path)
@@ -257,8 +293,10 @@ def test_nezha_layer_norms_use_the_releases_epsilon(tmp_path):
 
     def layer_norm(eps):
         centred = x - x.mean(-1, keepdims=True)
-        return (centred / np.sqrt((centred**2).mean(-1, keepdims=True) + eps) * arrays["bert/embeddings/LayerNorm/gamma"]
-                + arrays["bert/embeddings/LayerNorm/beta"])
+        return (
+            centred / np.sqrt((centred**2).mean(-1, keepdims=True) + eps) * arrays["bert/embeddings/LayerNorm/gamma"]
+            + arrays["bert/embeddings/LayerNorm/beta"]
+        )
 
     assert np.abs(out - layer_norm(1e-12)).max() < 2e-6
     assert np.abs(out - layer_norm(1e-7)).max() > 1e-5  # the test can tell the two epsilons apart
@@ -269,6 +307,8 @@ def test_albert_with_several_layer_groups_is_refused_in_one_line(tmp_path):
     cfg = model_cfg("albert_tiny_zh", tmp_path)
     with pytest.raises(UserError) as err:
         encoder.bert_config(cfg, len(fixture_vocab()))
-    assert str(err.value) == (f"{tmp_path / 'albert_config_tiny_g.json'}: num_hidden_groups is 12, but bert4keras reads "
-                              "only ALBERT's group_0/inner_group_0 (one shared layer), so this release would load "
-                              "wrong; use an ALBERT release with num_hidden_groups 1 (albert_tiny_zh, albert_base_zh)")
+    assert str(err.value) == (
+        f"{tmp_path / 'albert_config_tiny_g.json'}: num_hidden_groups is 12, but bert4keras reads "
+        "only ALBERT's group_0/inner_group_0 (one shared layer), so this release would load "
+        "wrong; use an ALBERT release with num_hidden_groups 1 (albert_tiny_zh, albert_base_zh)"
+    )

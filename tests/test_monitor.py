@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.commands import predict
-from experiments.data import batching
-from experiments.train import monitor, loop, optim
 from experiments import records
+from experiments.commands import predict
+from experiments.commands.run import run, tensorboard_dir
 from experiments.config import compose
+from experiments.data import batching
 from experiments.errors import UserError
+from experiments.train import loop, monitor, optim
 from experiments.train.methods import build, cross_entropy
 from experiments.train.methods.baseline import Baseline
-from experiments.commands.run import run, tensorboard_dir
 from tests.helpers.clue import tiny_overrides
 from tests.helpers.tiny_bert import repeated_token_batch, tiny_model
 
@@ -38,6 +38,7 @@ def bert_rate(step, peak, warmup, total):
 def strict_json(path):
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")
+
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
@@ -46,8 +47,14 @@ def test_linear_schedule_across_a_resume_and_tensorboard(clue_dir, tmp_path, mon
     BERT's formula of the global step, each step is in the event files once, and the record
     equals an uninterrupted run's."""
     peak, epochs, steps = 2e-3, 2, 4
-    extra = {**SMALL, "trainer.epochs": epochs, "trainer.schedule": "linear", "trainer.warmup_ratio": 0.25,
-             "trainer.resume": True, "method.epsilon": 0.05}
+    extra = {
+        **SMALL,
+        "trainer.epochs": epochs,
+        "trainer.schedule": "linear",
+        "trainer.warmup_ratio": 0.25,
+        "trainer.resume": True,
+        "method.epsilon": 0.05,
+    }
     evaluate = loop.Trainer.evaluate
 
     def die_in_epoch_2(self, dev):
@@ -67,19 +74,27 @@ def test_linear_schedule_across_a_resume_and_tensorboard(clue_dir, tmp_path, mon
     assert numbers(resumed["history"]) == numbers(whole["history"])
     assert resumed["status"] == records.COMPLETE and resumed["stopped_early"] is False
 
-    board = monitor.read_scalars(tensorboard_dir(tmp_path / "killed", records.record_path(
-        tmp_path / "killed", resumed["config"])))
-    assert set(board) == {"train/loss", "train/learning_rate", "train/embedding_grad_norm",
-                          "train/perturbation_norm", "dev/accuracy"}
+    board = monitor.read_scalars(
+        tensorboard_dir(tmp_path / "killed", records.record_path(tmp_path / "killed", resumed["config"]))
+    )
+    assert set(board) == {
+        "train/loss",
+        "train/learning_rate",
+        "train/embedding_grad_norm",
+        "train/perturbation_norm",
+        "dev/accuracy",
+    }
     total, warmup = epochs * steps, 2  # int(0.25 * 8)
     rates = board["train/learning_rate"]
     assert [s for s, _ in rates] == list(range(1, total + 1))  # the killed attempt's epoch 2 was dropped
     # step n is the n-th update; it used the rate of the n-1 updates before it
-    np.testing.assert_allclose([r for _, r in rates], [bert_rate(n - 1, peak, warmup, total)
-                                                        for n in range(1, total + 1)], rtol=1e-6)
+    np.testing.assert_allclose(
+        [r for _, r in rates], [bert_rate(n - 1, peak, warmup, total) for n in range(1, total + 1)], rtol=1e-6
+    )
     assert rates[0][1] < rates[1][1] and rates[1][1] < peak and rates[2][1] > rates[-1][1] > 0  # up, then down
-    whole_board = monitor.read_scalars(tensorboard_dir(tmp_path / "whole", records.record_path(
-        tmp_path / "whole", whole["config"])))
+    whole_board = monitor.read_scalars(
+        tensorboard_dir(tmp_path / "whole", records.record_path(tmp_path / "whole", whole["config"]))
+    )
     assert board["train/loss"] == whole_board["train/loss"]
     assert board["dev/accuracy"] == [(steps * h["epoch"], pytest.approx(h["dev_acc"])) for h in resumed["history"]]
     for h in resumed["history"]:  # the history's per-epoch means are the means of the logged steps
@@ -93,9 +108,21 @@ def test_linear_schedule_across_a_resume_and_tensorboard(clue_dir, tmp_path, mon
 def test_early_stopping_stops_after_patience_epochs(clue_dir, tmp_path, monkeypatch):
     accuracies = [0.5, 0.6, 0.6, 0.55, 0.7]  # no better than 0.6 in epochs 3 and 4
     monkeypatch.setattr(loop.Trainer, "evaluate", lambda self, dev: accuracies[len(self.history)])
-    record = run(compose(tiny_overrides(clue_dir, tmp_path / "r", extra={
-        **SMALL, "task.max_train_samples": 16, "trainer.epochs": 5, "trainer.patience": 2,
-        "trainer.tensorboard": False})))
+    record = run(
+        compose(
+            tiny_overrides(
+                clue_dir,
+                tmp_path / "r",
+                extra={
+                    **SMALL,
+                    "task.max_train_samples": 16,
+                    "trainer.epochs": 5,
+                    "trainer.patience": 2,
+                    "trainer.tensorboard": False,
+                },
+            )
+        )
+    )
     assert record["status"] == records.COMPLETE
     assert (record["stopped_early"], record["stopped_at_epoch"]) == (True, 4)
     assert [h["dev_acc"] for h in record["history"]] == accuracies[:4]
@@ -124,8 +151,12 @@ def test_planted_nan_ends_the_run_as_diverged_and_sweeps_skip_it(clue_dir, tmp_p
     assert [h["epoch"] for h in record["history"]] == [1] and record["best_epoch"] == 1
     board = monitor.read_scalars(tensorboard_dir(tmp_path / "r", path))
     assert [s for s, _ in board["train/loss"]] == [1, 2, 3, 4, 5]  # nothing from the NaN step on
-    assert record["partial_epoch"] == {"epoch": 2, "steps": 1, "train_loss": pytest.approx(board["train/loss"][4][1]),
-                                       "learning_rate": pytest.approx(2e-3)}
+    assert record["partial_epoch"] == {
+        "epoch": 2,
+        "steps": 1,
+        "train_loss": pytest.approx(board["train/loss"][4][1]),
+        "learning_rate": pytest.approx(2e-3),
+    }
     assert not (tmp_path / "r" / "checkpoints" / path.stem / "state").exists()
     assert records.load_records(tmp_path / "r") == []  # tables average complete runs only
     assert records.load_records(tmp_path / "r", records.DONE) == [strict_json(path)]
@@ -148,23 +179,32 @@ def test_each_method_reports_its_quantities():
         clean = cross_entropy(labels, model(inputs, training=True))
     per_position = tape.gradient(clean, emb)
     grad_norm = float(np.linalg.norm(tf.convert_to_tensor(per_position).numpy()))  # dense: duplicates summed
-    cases = {"fgm": ("FGM", {"epsilon": 0.3}), "pgd": ("PGD", {"epsilon": 0.2, "alpha": 0.3, "steps": 1}),
-             "gp": ("GradientPenalty", {"epsilon": 0.5}),
-             "freelb": ("FreeLB", {"adv_steps": 2, "adv_lr": 0.1, "adv_init_mag": 0.0})}
-    methods = {name: build({"_target_": f"experiments.train.methods.{name}.{cls}", "name": name, **options}, model, None)
-               for name, (cls, options) in cases.items()}
+    cases = {
+        "fgm": ("FGM", {"epsilon": 0.3}),
+        "pgd": ("PGD", {"epsilon": 0.2, "alpha": 0.3, "steps": 1}),
+        "gp": ("GradientPenalty", {"epsilon": 0.5}),
+        "freelb": ("FreeLB", {"adv_steps": 2, "adv_lr": 0.1, "adv_init_mag": 0.0}),
+    }
+    methods = {
+        name: build({"_target_": f"experiments.train.methods.{name}.{cls}", "name": name, **options}, model, None)
+        for name, (cls, options) in cases.items()
+    }
     got = {}
     for name, method in methods.items():  # eagerly; none of them changes the weights
         total, _ = method(*batch)
         got[name] = {"loss": float(total), **{k: float(v) for k, v in method.quantities.items()}}
     assert (got["fgm"]["embedding_grad_norm"], got["fgm"]["perturbation_norm"]) == (
-        pytest.approx(grad_norm, rel=1e-5), pytest.approx(0.3, rel=1e-5))
+        pytest.approx(grad_norm, rel=1e-5),
+        pytest.approx(0.3, rel=1e-5),
+    )
     # PGD: one ascent step of 0.3, projected back onto the 0.2-ball
     assert (got["pgd"]["embedding_grad_norm"], got["pgd"]["perturbation_norm"]) == (
-        pytest.approx(grad_norm, rel=1e-5), pytest.approx(0.2, rel=1e-5))
+        pytest.approx(grad_norm, rel=1e-5),
+        pytest.approx(0.2, rel=1e-5),
+    )
     # GP: 0.5 * eps * the sum of squared per-position gradients, and its share of the loss
     gp = got["gp"]
-    assert gp["gradient_penalty"] == pytest.approx(0.25 * float(tf.reduce_sum(per_position.values ** 2)), rel=1e-5)
+    assert gp["gradient_penalty"] == pytest.approx(0.25 * float(tf.reduce_sum(per_position.values**2)), rel=1e-5)
     assert gp["loss"] == pytest.approx(float(clean) + gp["gradient_penalty"], rel=1e-6)
     assert gp["penalty_share"] == pytest.approx(gp["gradient_penalty"] / gp["loss"], rel=1e-6)
     # FreeLB: no initial noise, one ascent step of adv_lr per example: each example's delta has norm 0.1

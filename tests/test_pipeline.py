@@ -6,14 +6,14 @@ import logging
 import numpy as np
 import pytest
 import tensorflow as tf
+from bert4keras.tokenizers import Tokenizer
 
 import experiments  # noqa: F401  (TF_KERAS before bert4keras)
-from bert4keras.tokenizers import Tokenizer
-from experiments.data import cache, batching
-from experiments.train import run_state, loop
-from experiments.model import tokenizer
-from experiments.config import compose
 from experiments.commands.run import run
+from experiments.config import compose
+from experiments.data import batching, cache
+from experiments.model import tokenizer
+from experiments.train import loop, run_state
 from tests.helpers.clue import CLASS_WORDS, tiny_overrides, write_jsonl
 
 TEXTS = ["今天天气很好", "股票大涨", "我们一起看电影吧", "手机", "足球比赛非常精彩今天晚上"]
@@ -119,8 +119,9 @@ def test_bucketed_batches_are_a_shuffled_partition_with_less_padding():
 def test_padding_to_a_multiple_and_the_padding_count():
     seqs = [np.arange(1, n + 1, dtype=np.int32) for n in (3, 9, 17, 5)]
     stats = batching.PaddingStats()
-    shapes = [ids.shape for (ids, _), _ in batching.batches(seqs, np.zeros(4, np.int32), 2, pad_to_multiple_of=8,
-                                                         stats=stats)]
+    shapes = [
+        ids.shape for (ids, _), _ in batching.batches(seqs, np.zeros(4, np.int32), 2, pad_to_multiple_of=8, stats=stats)
+    ]
     assert shapes == [(2, 16), (2, 24)]
     assert (stats.real, stats.padded) == (3 + 9 + 17 + 5, 2 * 16 + 2 * 24)
     assert batching.pad(seqs[:1], 8)[0].tolist() == [1, 2, 3, 0, 0, 0, 0, 0]
@@ -133,16 +134,20 @@ def test_bucketed_prediction_keeps_the_input_order():
     seqs = [rng.integers(5, 30, n).astype(np.int32) for n in rng.integers(3, 40, 50)]
     expected = [len(s) % 3 for s in seqs]
     for bucket in (False, True):
-        trainer = loop.Trainer(None, None, None, 8, eval_batch_size=8, bucket_by_length=bucket,
-                                   pad_to_multiple_of=8)
+        trainer = loop.Trainer(None, None, None, 8, eval_batch_size=8, bucket_by_length=bucket, pad_to_multiple_of=8)
         trainer.logits_step = lambda inputs: tf.one_hot(tf.math.count_nonzero(inputs[0], axis=1) % 3, 3)
         assert trainer.predict(seqs).tolist() == expected
 
 
 def test_bucketed_run_resumes_exactly(clue_dir, tmp_path, monkeypatch):
     """Killed right after epoch 2 is saved, then resumed: the record equals an uninterrupted run's."""
-    extra = {"trainer.epochs": 3, "trainer.bucket_by_length": True, "trainer.pad_to_multiple_of": 8,
-             "trainer.resume": True, "paths.cache_dir": str(tmp_path / "cache")}
+    extra = {
+        "trainer.epochs": 3,
+        "trainer.bucket_by_length": True,
+        "trainer.pad_to_multiple_of": 8,
+        "trainer.resume": True,
+        "paths.cache_dir": str(tmp_path / "cache"),
+    }
     save_epoch = run_state.RunState.save_epoch
 
     def save_then_die(self, history):

@@ -8,18 +8,21 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from experiments.commands.run import run
+from experiments.config import compose
 from experiments.model import encoder, head, rewrites
 from experiments.train import loop, optim
-from experiments.config import compose
 from experiments.train.methods.fgm import FGM, fgm_delta
 from experiments.train.methods.gp import GradientPenalty
 from experiments.train.methods.pgd import PGD
-from experiments.commands.run import run
 from tests.helpers.clue import CLASS_WORDS, tiny_overrides
 from tests.helpers.tiny_bert import LABELS, TINY, VOCAB, repeated_token_batch
 
-METHODS = {"fgm": lambda m, o: FGM(m, o, epsilon=0.5), "gp": lambda m, o: GradientPenalty(m, o, epsilon=1.0),
-           "pgd": lambda m, o: PGD(m, o)}
+METHODS = {
+    "fgm": lambda m, o: FGM(m, o, epsilon=0.5),
+    "gp": lambda m, o: GradientPenalty(m, o, epsilon=1.0),
+    "pgd": lambda m, o: PGD(m, o),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -52,10 +55,10 @@ def gradients(model, method, batch, precision="float32", jit_compile=False):
     dynamic scale's first value 2**15 (training then skips the step and halves the scale)."""
     optimizer = optim.make_optimizer(1e-3, precision)
     if precision == "mixed_float16":
-        optimizer = keras.mixed_precision.LossScaleOptimizer(keras.optimizers.Adam(1e-3), dynamic=False,
-                                                             initial_scale=2 ** 8)
-    step = tf.function(METHODS[method](model, optimizer), input_signature=loop.BATCH_SIGNATURE,
-                       jit_compile=jit_compile)
+        optimizer = keras.mixed_precision.LossScaleOptimizer(
+            keras.optimizers.Adam(1e-3), dynamic=False, initial_scale=2**8
+        )
+    step = tf.function(METHODS[method](model, optimizer), input_signature=loop.BATCH_SIGNATURE, jit_compile=jit_compile)
     loss, grads = step(*batch)
     return float(loss), [tf.convert_to_tensor(g).numpy().astype(np.float64) for g in grads]
 
@@ -64,7 +67,7 @@ def relative_error(got, expected):
     """||got - expected|| / ||expected|| over all gradients together (per-variable ratios are
     meaningless for the attention key biases, whose true gradient is 0)."""
     diff = sum(((a - b) ** 2).sum() for a, b in zip(got, expected))
-    return float(np.sqrt(diff / sum((b ** 2).sum() for b in expected)))
+    return float(np.sqrt(diff / sum((b**2).sum() for b in expected)))
 
 
 @pytest.mark.parametrize("method", ["fgm", "gp"])
@@ -78,8 +81,12 @@ def test_prepared_layers_compute_the_same_function(batch, method):
 
 
 # float32 + XLA is exact up to reordering; float16/bfloat16 keep 11/8 significant bits.
-OPTIONS = [("float32", True, 1e-5), ("mixed_float16", False, 1e-2), ("mixed_bfloat16", False, 4e-2),
-           ("mixed_float16", True, 1e-2)]
+OPTIONS = [
+    ("float32", True, 1e-5),
+    ("mixed_float16", False, 1e-2),
+    ("mixed_bfloat16", False, 4e-2),
+    ("mixed_float16", True, 1e-2),
+]
 
 
 @pytest.mark.parametrize("precision,jit_compile,tolerance", OPTIONS)
@@ -143,12 +150,15 @@ def test_layer_norm_runs_in_float32_under_float16(batch):
     assert not relative_error(broken, ref_grads) < 1e-2  # without it (bert4keras as is): wrong
 
 
-@pytest.mark.parametrize("extra,method", [
-    ({"trainer.precision": "mixed_float16"}, "fgm"),
-    ({"trainer.precision": "mixed_bfloat16"}, "gp"),
-    ({"trainer.jit_compile": True, "trainer.pad_to_multiple_of": 16, "trainer.bucket_by_length": True}, "fgm"),
-    ({"trainer.jit_compile": True, "trainer.pad_to_multiple_of": 16}, "gp"),
-])
+@pytest.mark.parametrize(
+    "extra,method",
+    [
+        ({"trainer.precision": "mixed_float16"}, "fgm"),
+        ({"trainer.precision": "mixed_bfloat16"}, "gp"),
+        ({"trainer.jit_compile": True, "trainer.pad_to_multiple_of": 16, "trainer.bucket_by_length": True}, "fgm"),
+        ({"trainer.jit_compile": True, "trainer.pad_to_multiple_of": 16}, "gp"),
+    ],
+)
 def test_short_run_learns_under_each_option(clue_dir, tmp_path, extra, method):
     overrides = {"method.epsilon": 0.05, "paths.cache_dir": str(tmp_path / "cache"), **extra}
     record = run(compose(tiny_overrides(clue_dir, tmp_path / "results", "tnews", method, overrides)))

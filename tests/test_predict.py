@@ -9,10 +9,10 @@ import pytest
 
 from experiments import PROJECT_ROOT
 from experiments.commands import predict
-from experiments.data import loaders, batching
-from experiments.errors import UserError
 from experiments.commands.run import run
 from experiments.config import compose
+from experiments.data import batching, loaders
+from experiments.errors import UserError
 from tests.helpers.clue import tiny_overrides
 
 
@@ -61,8 +61,13 @@ def test_run_folder_and_wrong_task(tnews_run, tmp_path):
 
 def test_make_predict_on_a_tiny_run(tnews_run, tmp_path):
     clue, record_file, record = tnews_run
-    out = subprocess.run(["make", "-s", "-o", ".venv/.synced", "predict", f"RUN={record_file}", "TASK=tnews",
-                          f"PY={sys.executable}"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        ["make", "-s", "-o", ".venv/.synced", "predict", f"RUN={record_file}", "TASK=tnews", f"PY={sys.executable}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     folder = record_file.parents[1] / "predictions" / record_file.stem
     assert len(read_lines(folder / "tnews10_predict.json")) == 50

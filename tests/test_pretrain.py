@@ -19,14 +19,14 @@ import tf_keras as keras
 from omegaconf import OmegaConf
 from scipy.special import erf, log_softmax
 
-from experiments import PROJECT_ROOT
+from experiments import PROJECT_ROOT, records
+from experiments.commands.pretrain import pretrain
+from experiments.commands.run import run
 from experiments.config import compose
 from experiments.errors import UserError
-from experiments.model import encoder, export, head, mlm, tokenizer as tokenizers
-from experiments.commands.pretrain import pretrain
-from experiments import records
+from experiments.model import encoder, export, head, mlm
+from experiments.model import tokenizer as tokenizers
 from experiments.report import summary
-from experiments.commands.run import run
 from experiments.train import monitor, optim
 from tests.helpers.clue import CLASS_WORDS, make_clue, tiny_overrides, write_jsonl
 from tests.helpers.google_checkpoint import RELEASES, fixture_vocab, write_release
@@ -37,10 +37,21 @@ TIMING_KEYS = {"train_seconds", "tokens_per_second", "eval_seconds"}
 
 
 def overrides(clue, root, model="tiny", extra=None) -> list[str]:
-    base = {"task": "tnews", "model": model, "paths.clue_dir": clue, "paths.results_dir": root / "results",
-            "paths.models_dir": root / "models", "pretrain.batch_size": 16, "pretrain.max_length": 32,
-            "pretrain.max_steps": 20, "pretrain.eval_every": 10, "pretrain.held_out_share": 0.1,
-            "pretrain.progress": False, "download.auto": False, **(TINY if model == "tiny" else {})}
+    base = {
+        "task": "tnews",
+        "model": model,
+        "paths.clue_dir": clue,
+        "paths.results_dir": root / "results",
+        "paths.models_dir": root / "models",
+        "pretrain.batch_size": 16,
+        "pretrain.max_length": 32,
+        "pretrain.max_steps": 20,
+        "pretrain.eval_every": 10,
+        "pretrain.held_out_share": 0.1,
+        "pretrain.progress": False,
+        "download.auto": False,
+        **(TINY if model == "tiny" else {}),
+    }
     base.update(extra or {})
     return [f"{k}={'null' if v is None else v}" for k, v in base.items()]
 
@@ -67,8 +78,11 @@ def corpus(tmp_path_factory):
 def learned(corpus, tmp_path_factory):
     """300 steps of a tiny BERT from scratch on the fixture's 400 texts."""
     root = tmp_path_factory.mktemp("learned")
-    record = pretrain(pretrain_cfg(corpus, root, extra={"pretrain.max_steps": 300, "pretrain.eval_every": 100,
-                                                        "pretrain.learning_rate": 2e-3}))
+    record = pretrain(
+        pretrain_cfg(
+            corpus, root, extra={"pretrain.max_steps": 300, "pretrain.eval_every": 100, "pretrain.learning_rate": 2e-3}
+        )
+    )
     return record, folder_of(record, root), root
 
 
@@ -76,9 +90,19 @@ def learned(corpus, tmp_path_factory):
 
 
 def tiny_mlm(seed=0):
-    cfg = OmegaConf.create({"name": "tiny", "family": "bert", "checkpoint_dir": None, "hidden_size": 16,
-                            "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
-                            "max_position_embeddings": 32, **DROPOUT_FREE})
+    cfg = OmegaConf.create(
+        {
+            "name": "tiny",
+            "family": "bert",
+            "checkpoint_dir": None,
+            "hidden_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "max_position_embeddings": 32,
+            **DROPOUT_FREE,
+        }
+    )
     return mlm.build_mlm(cfg, encoder.bert_config(cfg, 40), seed)
 
 
@@ -140,8 +164,13 @@ def test_pretraining_from_scratch_lowers_the_held_out_loss(learned, corpus):
     assert record["status"] == "complete" and record["steps"] == 300 and record["start"]["mlm_head"] == "fresh"
     [file] = record["corpus"]["files"]
     train_json = corpus / "tnews_public" / "train.json"
-    assert file == {"task": "tnews", "split": "train", "path": str(train_json),
-                    "sha256": hashlib.sha256(train_json.read_bytes()).hexdigest(), "texts": 400}
+    assert file == {
+        "task": "tnews",
+        "split": "train",
+        "path": str(train_json),
+        "sha256": hashlib.sha256(train_json.read_bytes()).hexdigest(),
+        "texts": 400,
+    }
     assert record["corpus"]["held_out_texts"] == 40 and record["corpus"]["train_texts"] == 360
     assert record["corpus"]["tokens"] == record["corpus"]["train_tokens"] + record["corpus"]["held_out_tokens"]
     assert record["settings"]["init"] == "random" and record["settings"]["pretrain"]["learning_rate"] == 2e-3
@@ -158,9 +187,12 @@ def test_a_scratch_folder_loads_through_the_run_path_with_the_saved_weights(lear
     saved = tf.train.load_checkpoint(str(folder / "bert_model.ckpt"))
     arrays = {n: saved.get_tensor(n) for n in saved.get_variable_to_shape_map()}
     assert {n for n in arrays if n.startswith("cls/")} == {
-        "cls/predictions/transform/dense/kernel", "cls/predictions/transform/dense/bias",
-        "cls/predictions/transform/LayerNorm/gamma", "cls/predictions/transform/LayerNorm/beta",
-        "cls/predictions/output_bias"}
+        "cls/predictions/transform/dense/kernel",
+        "cls/predictions/transform/dense/bias",
+        "cls/predictions/transform/LayerNorm/gamma",
+        "cls/predictions/transform/LayerNorm/beta",
+        "cls/predictions/output_bias",
+    }
     cfg = compose(tiny_overrides(corpus, tmp_path, extra={"model.checkpoint_dir": folder}))
     _, model = head.load_classifier(cfg, [], len(CLASS_WORDS))
     assert_every_encoder_weight_is_one_saved_array(model, arrays, unused=("cls/",))
@@ -171,7 +203,9 @@ def assert_every_encoder_weight_is_one_saved_array(model, arrays, unused):
     (but ``unused`` prefixes: the MLM head, the pooler) is one of them."""
     used = {k: v for k, v in arrays.items() if not k.startswith(unused)}
     encoder_weights = [w for w in model.trainable_weights if not w.name.startswith("classifier")]
-    matches = [[k for k, v in used.items() if w.shape == v.shape and np.array_equal(w.numpy(), v)] for w in encoder_weights]
+    matches = [
+        [k for k, v in used.items() if w.shape == v.shape and np.array_equal(w.numpy(), v)] for w in encoder_weights
+    ]
     assert all(len(m) == 1 for m in matches), [w.name for w, m in zip(encoder_weights, matches) if len(m) != 1]
     assert sorted(k for m in matches for k in m) == sorted(used)
 
@@ -184,18 +218,33 @@ def test_continued_pretraining_writes_its_familys_release_layout(corpus, tmp_pat
     source = tmp_path / "release"
     released = write_release(source, name, fixture_vocab(), mlm_head=True, **DROPOUT_FREE)
     device = {} if name == "albert_tiny_zh" else {"pretrain.device": "cpu"}
-    record = pretrain(pretrain_cfg(corpus, tmp_path, name, {"model.checkpoint_dir": source,
-                                                            "pretrain.max_steps": 4, "pretrain.eval_every": 2,
-                                                            **device}))
+    record = pretrain(
+        pretrain_cfg(
+            corpus,
+            tmp_path,
+            name,
+            {"model.checkpoint_dir": source, "pretrain.max_steps": 4, "pretrain.eval_every": 2, **device},
+        )
+    )
     folder, files = folder_of(record, tmp_path), RELEASES[name][1]
-    assert record["start"]["mlm_head"] == "checkpoint" and record["start"]["checkpoint"] == str(source / files["checkpoint"])
-    assert record["settings"]["init"] == "sha256:" + hashlib.sha256(
-        (source / f"{files['checkpoint']}.index").read_bytes()).hexdigest()
+    assert record["start"]["mlm_head"] == "checkpoint" and record["start"]["checkpoint"] == str(
+        source / files["checkpoint"]
+    )
+    assert (
+        record["settings"]["init"]
+        == "sha256:" + hashlib.sha256((source / f"{files['checkpoint']}.index").read_bytes()).hexdigest()
+    )
     assert record["settings"]["pretrain"]["learning_rate"] == 1e-4  # TAPT's default
     # The release's own file names, config and vocabulary; the same variables, shapes and dtypes.
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [files["config"], files["vocab"], f"{files['checkpoint']}.index", f"{files['checkpoint']}.data-00000-of-00001",
-         records.PRETRAIN_RECORD_FILE])
+        [
+            files["config"],
+            files["vocab"],
+            f"{files['checkpoint']}.index",
+            f"{files['checkpoint']}.data-00000-of-00001",
+            records.PRETRAIN_RECORD_FILE,
+        ]
+    )
     assert (folder / files["vocab"]).read_bytes() == (source / files["vocab"]).read_bytes()
     assert json.loads((folder / files["config"]).read_text()) == json.loads((source / files["config"]).read_text())
     saved = tf.train.load_checkpoint(str(folder / files["checkpoint"]))
@@ -210,8 +259,11 @@ def test_continued_pretraining_writes_its_familys_release_layout(corpus, tmp_pat
     word = "bert/embeddings/word_embeddings"
     assert not np.array_equal(arrays[word], released[word])  # trained
     # Through the run path, into the classifier: every encoder weight is what was saved.
-    run_overrides = [o for o in tiny_overrides(corpus, tmp_path, extra={"model": name, "model.checkpoint_dir": folder})
-                     if o.split("=")[0] not in TINY]
+    run_overrides = [
+        o
+        for o in tiny_overrides(corpus, tmp_path, extra={"model": name, "model.checkpoint_dir": folder})
+        if o.split("=")[0] not in TINY
+    ]
     _, model = head.load_classifier(compose(run_overrides), [], len(CLASS_WORDS))
     assert_every_encoder_weight_is_one_saved_array(model, arrays, unused=("cls/", "bert/pooler/"))
 
@@ -267,11 +319,22 @@ def numbers(history):
 
 def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(corpus, tmp_path):
     # 360 training texts at batch 32: 12 steps an epoch; a save point at every epoch's end (eval_every 12)
-    extra = {"pretrain.max_steps": 6 * 12, "pretrain.eval_every": 12, "pretrain.batch_size": 32,
-             "pretrain.resume": True, "pretrain.tensorboard": False, "model.hidden_dropout_prob": 0.1}
+    extra = {
+        "pretrain.max_steps": 6 * 12,
+        "pretrain.eval_every": 12,
+        "pretrain.batch_size": 32,
+        "pretrain.resume": True,
+        "pretrain.tensorboard": False,
+        "model.hidden_dropout_prob": 0.1,
+    }
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.commands.pretrain", *overrides(corpus, killed, extra=extra)],
-                            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.commands.pretrain", *overrides(corpus, killed, extra=extra)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     latest, deadline = None, time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         latest = next(killed.glob("results/checkpoints/*/state/latest.json"), None)
@@ -295,8 +358,9 @@ def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(corpus, tmp_pa
 
 
 def test_a_diverged_pretraining_is_marked_and_no_run_starts_from_it(corpus, tmp_path):
-    record = pretrain(pretrain_cfg(corpus, tmp_path, extra={"pretrain.learning_rate": 1e30,
-                                                            "pretrain.warmup_ratio": 0.0}))
+    record = pretrain(
+        pretrain_cfg(corpus, tmp_path, extra={"pretrain.learning_rate": 1e30, "pretrain.warmup_ratio": 0.0})
+    )
     folder = folder_of(record, tmp_path)
     assert record["status"] == "diverged" and record["diverged_at"]["global_step"] >= 1
     assert sorted(p.name for p in folder.iterdir()) == [records.PRETRAIN_RECORD_FILE]  # no weights
@@ -306,9 +370,23 @@ def test_a_diverged_pretraining_is_marked_and_no_run_starts_from_it(corpus, tmp_
 
 def test_make_pretrain_of_electra_is_refused_in_one_line(corpus, tmp_path):
     args = " ".join(o for o in overrides(corpus, tmp_path, "electra_base") if not o.startswith(("task=", "model=")))
-    out = subprocess.run(["make", "-s", "-o", ".venv/.synced", "pretrain", "TASK=tnews", "MODEL=electra_base",
-                          f"ARGS={args}", f"PY={sys.executable}"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.synced",
+            "pretrain",
+            "TASK=tnews",
+            "MODEL=electra_base",
+            f"ARGS={args}",
+            f"PY={sys.executable}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     # make's own closing line is "make: *** ..." at the top level and "make[1]: *** ..." when the
     # suite itself runs under make (`make test`, as CI does: MAKELEVEL is inherited).
@@ -322,8 +400,12 @@ def test_make_pretrain_of_electra_is_refused_in_one_line(corpus, tmp_path):
 
 
 def test_bert_base_on_a_cpu_stops_with_the_device_guard_and_the_pretrainings_eta(corpus, tmp_path):
-    cfg = pretrain_cfg(corpus, tmp_path, "bert_base", {"pretrain.max_steps": None, "pretrain.epochs": 2,
-                                                        "pretrain.batch_size": 32, "pretrain.max_length": 128})
+    cfg = pretrain_cfg(
+        corpus,
+        tmp_path,
+        "bert_base",
+        {"pretrain.max_steps": None, "pretrain.epochs": 2, "pretrain.batch_size": 32, "pretrain.max_length": 128},
+    )
     with pytest.raises(UserError) as err:
         pretrain(cfg)
     message = str(err.value)
@@ -342,8 +424,9 @@ def test_a_fine_tune_names_its_pretraining_and_the_table_keeps_it_apart(learned,
     results = tmp_path / "results"
     base = {"trainer.epochs": 1, "model.hidden_size": 32, "model.intermediate_size": 64}
     scratch = run(compose(tiny_overrides(corpus_with_labels(tmp_path), results, extra=base)))
-    tuned = run(compose(tiny_overrides(corpus_with_labels(tmp_path), results,
-                                       extra={**base, "model.checkpoint_dir": folder})))
+    tuned = run(
+        compose(tiny_overrides(corpus_with_labels(tmp_path), results, extra={**base, "model.checkpoint_dir": folder}))
+    )
     assert tuned["pretrained_from"]["id"] == pre["id"] and tuned["pretrained_from"]["steps"] == 300
     assert tuned["settings"]["model"]["pretrained"] == pre["id"] and "pretrained" not in scratch["settings"]["model"]
     assert tuned["settings_id"] != scratch["settings_id"] and "pretrained_from" not in scratch
@@ -376,10 +459,15 @@ def test_pair_and_wsc_corpora_are_the_runs_texts_and_segments(tmp_path):
     tasks = [compose(["task=afqmc"]).task, compose(["task=cluewsc2020"]).task]
     texts = corpus.read_texts(clue, tasks, ["train", "test"])
     assert [(f["task"], f["split"], f["texts"]) for f in texts.files] == [
-        ("afqmc", "train", 100), ("afqmc", "test", 20), ("cluewsc2020", "train", 100),
-        ("cluewsc2020", "test", 20), ("cluewsc2020", "test", 20)]
-    pairs = loaders.read_split(clue / "afqmc_public" / "train.json", [], labelled=False,
-                               fmt=loaders.task_format(tasks[0]))
+        ("afqmc", "train", 100),
+        ("afqmc", "test", 20),
+        ("cluewsc2020", "train", 100),
+        ("cluewsc2020", "test", 20),
+        ("cluewsc2020", "test", 20),
+    ]
+    pairs = loaders.read_split(
+        clue / "afqmc_public" / "train.json", [], labelled=False, fmt=loaders.task_format(tasks[0])
+    )
     assert texts.texts[:100] == pairs.texts and texts.texts_b[:100] == pairs.texts_b
     wsc = loaders.load_task(clue, compose(["task=cluewsc2020"]).task)[1]
     assert texts.texts[120:220] == wsc.texts and texts.texts[120].startswith("_") and "[" in texts.texts[120]
@@ -398,8 +486,11 @@ def test_a_given_vocabulary_is_used_and_the_last_line_printed_is_the_folder(corp
     vocab = tmp_path / "vocab.txt"
     tokens = [*fixture_vocab(), "[unused1]"]
     vocab.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
-    record = pretrain(pretrain_cfg(corpus, tmp_path, extra={"pretrain.vocab": vocab, "pretrain.max_steps": 2,
-                                                            "pretrain.eval_every": 2}))
+    record = pretrain(
+        pretrain_cfg(
+            corpus, tmp_path, extra={"pretrain.vocab": vocab, "pretrain.max_steps": 2, "pretrain.eval_every": 2}
+        )
+    )
     folder = folder_of(record, tmp_path)
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(folder)
     assert (folder / "vocab.txt").read_text(encoding="utf-8").split() == tokens
@@ -413,8 +504,9 @@ def test_make_predict_finds_a_pretrained_fine_tune_by_its_hydra_folder(learned, 
     from experiments.commands import predict
 
     pre, folder, _ = learned
-    cfg = OmegaConf.to_container(compose(["model=tiny", f"model.checkpoint_dir={folder}",
-                                          f"paths.results_dir={tmp_path}"]), resolve=True)
+    cfg = OmegaConf.to_container(
+        compose(["model=tiny", f"model.checkpoint_dir={folder}", f"paths.results_dir={tmp_path}"]), resolve=True
+    )
     named = records.with_pretraining(cfg)
     path = records.record_path(tmp_path, named)
     records.write_json_atomic(path, {"status": "complete", "settings_id": records.settings_id(named)})

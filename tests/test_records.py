@@ -28,8 +28,14 @@ def test_seed_changes_the_file_but_not_the_settings_id():
 
 def test_results_changing_keys_change_the_settings_id():
     base = records.settings_id(resolved("method=fgm"))
-    for override in ("method.epsilon=0.1", "trainer.learning_rate=3e-5", "trainer.epochs=2",
-                     "task.max_train_samples=100", "model=tiny", "method.attack_dropout=true"):
+    for override in (
+        "method.epsilon=0.1",
+        "trainer.learning_rate=3e-5",
+        "trainer.epochs=2",
+        "task.max_train_samples=100",
+        "model=tiny",
+        "method.attack_dropout=true",
+    ):
         assert records.settings_id(resolved("method=fgm", override)) != base, override
 
 
@@ -40,7 +46,11 @@ def test_an_unused_method_option_does_not_split_runs():
     assert records.settings(with_eps) == records.settings(plain)
     assert records.settings(with_eps)["method"] == {"name": "baseline"}
     assert records.settings(resolved("method=fgm", "method.epsilon=0.05"))["method"] == {
-        "name": "fgm", "epsilon": 0.05, "accumulate_clean": False, "attack_dropout": False}
+        "name": "fgm",
+        "epsilon": 0.05,
+        "accumulate_clean": False,
+        "attack_dropout": False,
+    }
 
 
 def test_fgm_attack_dropout_follows_accumulate_clean_unless_set():
@@ -48,10 +58,15 @@ def test_fgm_attack_dropout_follows_accumulate_clean_unless_set():
     # clean pass is the update's, so its attack runs with dropout on (configs/method/fgm.yaml).
     def options(*overrides):
         return records.settings(resolved("method=fgm", *overrides))["method"]
+
     assert options()["attack_dropout"] is False
     assert options("method.accumulate_clean=true")["attack_dropout"] is True
-    assert options("method.attack_dropout=true") == {"name": "fgm", "epsilon": 0.5, "accumulate_clean": False,
-                                                     "attack_dropout": True}
+    assert options("method.attack_dropout=true") == {
+        "name": "fgm",
+        "epsilon": 0.5,
+        "accumulate_clean": False,
+        "attack_dropout": True,
+    }
 
 
 def test_only_complete_records_are_loaded(tmp_path):
@@ -68,8 +83,13 @@ def test_warmup_ratio_is_a_setting_only_under_the_linear_schedule():
     from experiments import records as rec
 
     def config(schedule, warmup):
-        return {"task": {"name": "tnews"}, "model": {"name": "tiny"}, "method": {"name": "fgm", "epsilon": 0.1},
-                "seed": 0, "trainer": {"schedule": schedule, "warmup_ratio": warmup, "epochs": 2}}
+        return {
+            "task": {"name": "tnews"},
+            "model": {"name": "tiny"},
+            "method": {"name": "fgm", "epsilon": 0.1},
+            "seed": 0,
+            "trainer": {"schedule": schedule, "warmup_ratio": warmup, "epochs": 2},
+        }
 
     constant, linear = rec.settings(config("constant", 0.1)), rec.settings(config("linear", 0.1))
     assert constant["trainer"] == {"schedule": "constant", "epochs": 2}
@@ -82,9 +102,13 @@ def test_a_study_table_is_not_a_setting_the_values_it_sets_are():  # in the layo
     from experiments import records as rec
 
     def config(fgm_eps):
-        return {"task": {"name": "tnews"}, "model": {"name": "tiny"}, "seed": 0,
-                "study": {"name": "s", "epsilon": {"baseline": None, "fgm": fgm_eps}},
-                "method": {"name": "baseline", "epsilon": None, "unused": ["epsilon"]}}
+        return {
+            "task": {"name": "tnews"},
+            "model": {"name": "tiny"},
+            "seed": 0,
+            "study": {"name": "s", "epsilon": {"baseline": None, "fgm": fgm_eps}},
+            "method": {"name": "baseline", "epsilon": None, "unused": ["epsilon"]},
+        }
 
     # The baseline's settings do not change when the study's FGM epsilon is chosen later.
     assert rec.settings_id(config(None)) == rec.settings_id(config(0.03))

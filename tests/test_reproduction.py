@@ -10,12 +10,23 @@ from experiments.commands import evidence
 
 
 def record(seed: int) -> dict:
-    return {"status": "complete", "task": "tnews", "model": "tiny", "method": "fgm", "seed": seed,
-            "best_dev_acc": 0.4988, "best_epoch": 2, "final_dev_acc": 0.4988,
-            "robust_dev_acc": {"0.02": 0.4075, "0.05": 0.2715, "0.1": 0.084},
-            "history": [{"epoch": 1, "dev_acc": 0.4926, "train_loss": 1.7464314796041691, "learning_rate": 1e-3},
-                        {"epoch": 2, "dev_acc": 0.4988, "train_loss": 1.5, "learning_rate": 5e-4}],
-            "timings": {"total_seconds": 400.0 + seed}, "finished_at": "2026-12-06T05:55:19+0000"}
+    return {
+        "status": "complete",
+        "task": "tnews",
+        "model": "tiny",
+        "method": "fgm",
+        "seed": seed,
+        "best_dev_acc": 0.4988,
+        "best_epoch": 2,
+        "final_dev_acc": 0.4988,
+        "robust_dev_acc": {"0.02": 0.4075, "0.05": 0.2715, "0.1": 0.084},
+        "history": [
+            {"epoch": 1, "dev_acc": 0.4926, "train_loss": 1.7464314796041691, "learning_rate": 1e-3},
+            {"epoch": 2, "dev_acc": 0.4988, "train_loss": 1.5, "learning_rate": 5e-4},
+        ],
+        "timings": {"total_seconds": 400.0 + seed},
+        "finished_at": "2026-12-06T05:55:19+0000",
+    }
 
 
 def write(folder, name, rec):
@@ -55,11 +66,16 @@ def test_compare_names_each_differing_field_and_writes_markdown(tmp_path, capsys
     ]
     text = (remade / "compare.md").read_text()
     assert "\n**1 of 4 re-made runs equal to every digit.**\n" in text
-    assert f"from the records in `{remade / 'runs'}` against those of the same file name in `{committed / 'runs'}`" \
-        in text
-    table = text[text.index("| run |"):].splitlines()
-    assert table[:4] == ["| run | verdict | what differs |", "|---|---|---|", f"| {names[0]} | equal |  |",
-                         f"| {names[1]} | differs | epoch 1 train_loss: 1.7464314796041691 -> 1.7464314796041693 |"]
+    assert (
+        f"from the records in `{remade / 'runs'}` against those of the same file name in `{committed / 'runs'}`" in text
+    )
+    table = text[text.index("| run |") :].splitlines()
+    assert table[:4] == [
+        "| run | verdict | what differs |",
+        "|---|---|---|",
+        f"| {names[0]} | equal |  |",
+        f"| {names[1]} | differs | epoch 1 train_loss: 1.7464314796041691 -> 1.7464314796041693 |",
+    ]
     assert len(table) == 2 + 6
 
 

@@ -6,12 +6,12 @@ import subprocess
 import sys
 import time
 
-from experiments import PROJECT_ROOT
-from experiments import records
-from experiments.config import compose
+from experiments import PROJECT_ROOT, records
 from experiments.commands.run import run
+from experiments.config import compose
 from tests.helpers.clue import tiny_overrides
 from tests.helpers.runs import numbers
+
 
 def test_two_runs_with_the_same_seed_are_identical(clue_dir, tmp_path):
     a = run(compose(tiny_overrides(clue_dir, tmp_path / "a", method="fgm", extra={"method.epsilon": 0.05, "seed": 3})))
@@ -24,8 +24,13 @@ def test_two_runs_with_the_same_seed_are_identical(clue_dir, tmp_path):
 def test_killed_run_resumes_to_the_uninterrupted_record(clue_dir, tmp_path):
     overrides = tiny_overrides(clue_dir, tmp_path / "killed", extra={"trainer.epochs": 4, "trainer.resume": True})
     runs = tmp_path / "killed" / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.commands.run", *overrides], cwd=PROJECT_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.commands.run", *overrides],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     latest = next((tmp_path / "killed").glob("checkpoints/*/state/latest.json"), None)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -52,9 +57,14 @@ def test_ctrl_c_says_how_to_resume(clue_dir, tmp_path):
     overrides = tiny_overrides(clue_dir, tmp_path / "r", extra={"trainer.epochs": 50})
     # As from a terminal: a shell starts background jobs with SIGINT ignored, and a child
     # inherits that (CI may run the tests so), so the run would never see the Ctrl-C.
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.commands.run", *overrides], cwd=PROJECT_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.commands.run", *overrides],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "r").glob("checkpoints/*/state/latest.json")):
         time.sleep(0.05)

@@ -8,22 +8,42 @@ import sys
 
 import pytest
 
-from experiments import PROJECT_ROOT
-from experiments import records
-from experiments.config import compose
+from experiments import PROJECT_ROOT, records
 from experiments.commands.run import run
+from experiments.config import compose
 from tests.helpers.clue import CLASS_WORDS, tiny_overrides
 
-RECORD_KEYS = {"status", "task", "model", "method", "seed", "settings_id", "best_dev_acc", "best_epoch",
-               "final_dev_acc", "history", "num_labels", "train_samples", "dev_samples", "timings",
-               "settings", "config", "environment", "hydra_dir", "finished_at"}
+RECORD_KEYS = {
+    "status",
+    "task",
+    "model",
+    "method",
+    "seed",
+    "settings_id",
+    "best_dev_acc",
+    "best_epoch",
+    "final_dev_acc",
+    "history",
+    "num_labels",
+    "train_samples",
+    "dev_samples",
+    "timings",
+    "settings",
+    "config",
+    "environment",
+    "hydra_dir",
+    "finished_at",
+}
 
 
-@pytest.mark.parametrize("task,method,extra", [
-    ("tnews", "baseline", {}),
-    ("iflytek", "fgm", {"method.epsilon": 0.05}),
-    ("tnews", "gp", {"method.epsilon": 0.05}),
-])
+@pytest.mark.parametrize(
+    "task,method,extra",
+    [
+        ("tnews", "baseline", {}),
+        ("iflytek", "fgm", {"method.epsilon": 0.05}),
+        ("tnews", "gp", {"method.epsilon": 0.05}),
+    ],
+)
 def test_each_method_learns_and_writes_its_record(clue_dir, tmp_path, task, method, extra):
     cfg = compose(tiny_overrides(clue_dir, tmp_path / "results", task, method, extra))
     record = run(cfg)
@@ -51,8 +71,14 @@ def test_skip_completed_returns_the_existing_record(clue_dir, tmp_path):
 
 def cli(*overrides, cwd=PROJECT_ROOT):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, "-m", "experiments.commands.run", *overrides], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.commands.run", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_command_line_run_writes_record(clue_dir, tmp_path):
@@ -62,13 +88,16 @@ def test_command_line_run_writes_record(clue_dir, tmp_path):
     assert record["task"] == "iflytek" and record["hydra_dir"].startswith(str(tmp_path / "results" / "logs"))
 
 
-@pytest.mark.parametrize("override,message", [
-    ("trainer.batch_size=0", "trainer.batch_size=0 is invalid: it must be a positive integer"),
-    ("trainer.learning_rate=-1", "trainer.learning_rate=-1 is invalid: it must be a positive number"),
-    ("method=fgm method.epsilon=-0.5", "method.epsilon=-0.5 is invalid"),
-    ("task.max_length=100 model.max_position_embeddings=64", "task.max_length=100 is above the model's"),
-    ("method=baseline,nosuch", "unknown method 'nosuch' in 'method=baseline,nosuch'; choose from baseline, fgm,"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("trainer.batch_size=0", "trainer.batch_size=0 is invalid: it must be a positive integer"),
+        ("trainer.learning_rate=-1", "trainer.learning_rate=-1 is invalid: it must be a positive number"),
+        ("method=fgm method.epsilon=-0.5", "method.epsilon=-0.5 is invalid"),
+        ("task.max_length=100 model.max_position_embeddings=64", "task.max_length=100 is above the model's"),
+        ("method=baseline,nosuch", "unknown method 'nosuch' in 'method=baseline,nosuch'; choose from baseline, fgm,"),
+    ],
+)
 def test_bad_settings_fail_with_one_line(clue_dir, tmp_path, override, message):
     out = cli(*tiny_overrides(clue_dir, tmp_path / "results"), *override.split())
     assert out.returncode == 2

@@ -13,11 +13,19 @@ from experiments import CONFIG_DIR, PROJECT_ROOT, records
 from experiments.config import compose
 from experiments.errors import UserError
 
-RUN_RECORDS = sorted(p for folder in ("docs/evidence", "docs/example")
-                     for p in (PROJECT_ROOT / folder).glob("**/runs/*.json"))
+RUN_RECORDS = sorted(
+    p for folder in ("docs/evidence", "docs/example") for p in (PROJECT_ROOT / folder).glob("**/runs/*.json")
+)
 PRETRAIN_RECORD = PROJECT_ROOT / "docs" / "evidence" / "tnews-self-pretrained" / "pretrain_record.json"
-SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-              "max_position_embeddings", "hidden_dropout_prob", "attention_probs_dropout_prob")
+SHAPE_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+)
 
 
 def options(group: str) -> list[str]:
@@ -112,15 +120,22 @@ def composed_configs():
     for experiment in options("experiment"):  # with each method of its grid
         grid = OmegaConf.load(CONFIG_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
         for method in str(grid.method).split(","):
-            yield f"experiment={experiment} method={method}", [f"experiment={experiment}", f"method={method}"], \
-                "train", records.RUN
+            yield (
+                f"experiment={experiment} method={method}",
+                [f"experiment={experiment}", f"method={method}"],
+                "train",
+                records.RUN,
+            )
     for group in ("task", "model", "pretrain", "paths", "download"):
         for option in options(group):
             yield f"pretraining {group}={option}", [f"{group}={option}"], "pretraining", records.PRETRAIN
 
 
-@pytest.mark.parametrize("name, overrides, config_name, column", list(composed_configs()),
-                         ids=lambda x: x if isinstance(x, str) and "=" in x else "")
+@pytest.mark.parametrize(
+    "name, overrides, config_name, column",
+    list(composed_configs()),
+    ids=lambda x: x if isinstance(x, str) and "=" in x else "",
+)
 def test_every_key_of_every_composed_config_is_classified(name, overrides, config_name, column):
     config = resolved(overrides, config_name)
     assert records.unclassified(config, column) == []
@@ -134,8 +149,18 @@ def test_every_key_of_every_composed_config_is_classified(name, overrides, confi
 def test_every_group_option_exists():
     # The grid above covers each of these folders; a new group needs a line there.
     groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
-    assert groups == {"task", "method", "model", "trainer", "paths", "download", "eval", "experiment", "pretrain",
-                      "hydra"}
+    assert groups == {
+        "task",
+        "method",
+        "model",
+        "trainer",
+        "paths",
+        "download",
+        "eval",
+        "experiment",
+        "pretrain",
+        "hydra",
+    }
     assert set(options("method")) == set(records.METHODS)
 
 
@@ -147,8 +172,11 @@ def test_a_method_option_is_a_keyword_argument_of_its_class():
     for name in options("method"):
         config = resolved([f"method={name}"])
         cls = get_class(config["method"]["_target_"])
-        declared = {key.split(".", 1)[1] for key, (run, _) in records.KEYS.items()
-                    if isinstance(run, records.Setting) and name in run.methods}
+        declared = {
+            key.split(".", 1)[1]
+            for key, (run, _) in records.KEYS.items()
+            if isinstance(run, records.Setting) and name in run.methods
+        }
         assert set(methods.options(cls)) == declared, name
         assert set(records.settings(config)["method"]) == {"name", *declared}, name
 
@@ -158,16 +186,20 @@ def test_a_sweep_setting_epsilon_for_every_method_does_not_split_the_baseline():
     assert records.settings(plain)["method"] == {"name": "baseline"}
     for eps in ("0.05", "null"):
         assert records.settings_id(resolved(["method=baseline", f"method.epsilon={eps}"])) == records.settings_id(plain)
-        assert records.settings_id(resolved(["method=freelb", f"method.epsilon={eps}"])) == \
-            records.settings_id(resolved(["method=freelb"]))
+        assert records.settings_id(resolved(["method=freelb", f"method.epsilon={eps}"])) == records.settings_id(
+            resolved(["method=freelb"])
+        )
     # The study's grid sets method.epsilon from its per-method table, null for the baseline.
     study = [resolved(["experiment=tnews_self_pretrained", f"method={m}"]) for m in ("baseline", "fgm")]
     assert study[0]["method"]["epsilon"] is None and study[1]["method"]["epsilon"] == 0.03
-    tune = [resolved(["experiment=tnews_self_pretrained_tune", "method=baseline", f"method.epsilon={e}"])
-            for e in (0.01, 0.03, 0.1)]
+    tune = [
+        resolved(["experiment=tnews_self_pretrained_tune", "method=baseline", f"method.epsilon={e}"])
+        for e in (0.01, 0.03, 0.1)
+    ]
     assert len({records.settings_id(c) for c in tune}) == 1
-    assert records.settings_id(resolved(["method=fgm", "method.epsilon=0.1"])) != \
-        records.settings_id(resolved(["method=fgm", "method.epsilon=0.2"]))
+    assert records.settings_id(resolved(["method=fgm", "method.epsilon=0.1"])) != records.settings_id(
+        resolved(["method=fgm", "method.epsilon=0.2"])
+    )
 
 
 def test_tiny_takes_the_tuned_epsilon_and_the_table_of_it_is_no_setting():
@@ -179,8 +211,7 @@ def test_tiny_takes_the_tuned_epsilon_and_the_table_of_it_is_no_setting():
     explicit = resolved(["model=tiny", "method=fgm", "method.epsilon=0.03"])
     del explicit["model"]["method_epsilon"]
     assert records.settings_id(explicit) == records.settings_id(fgm)
-    assert records.settings_id(resolved(["model=tiny", "method=fgm", "method.epsilon=0.5"])) != \
-        records.settings_id(fgm)
+    assert records.settings_id(resolved(["model=tiny", "method=fgm", "method.epsilon=0.5"])) != records.settings_id(fgm)
 
 
 def test_warmup_ratio_counts_only_under_the_linear_schedule():
@@ -195,6 +226,14 @@ def test_warmup_ratio_counts_only_under_the_linear_schedule():
 def test_a_released_models_shape_is_a_setting_beside_its_name():
     config = resolved(["model=bert_base"])
     model = records.settings(config)["model"]
-    assert model == {"name": "bert_base", "family": "bert", "learning_rate": 2e-5, "vocab_size": 21128,
-                     "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                     "intermediate_size": 3072, "max_position_embeddings": 512}
+    assert model == {
+        "name": "bert_base",
+        "family": "bert",
+        "learning_rate": 2e-5,
+        "vocab_size": 21128,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "max_position_embeddings": 512,
+    }

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import PROJECT_ROOT
-from experiments import records
+from experiments import PROJECT_ROOT, records
 from experiments.machine import slurm
 from tests.helpers import slurm_cluster
 from tests.helpers.clue import make_clue, tiny_overrides
@@ -29,8 +28,12 @@ from tests.helpers.runs import numbers
 
 # One thread per run (as cpus_per_task=1 asks; task/none does not bind CPUs), the same for the
 # runs under Slurm and the reference run outside it.
-THREADS = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "CUDA_VISIBLE_DEVICES": ""}
+THREADS = {
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+}
 CPU_JOBS = ["hydra.launcher.gpus_per_task=null", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 
 N_TRAIN = 200  # examples per epoch, in the two-run sweep and in the requeued run
@@ -70,14 +73,34 @@ def cluster(tmp_path_factory):
 def sweep_command(clue, results, seeds: str, extra: dict, launcher_args: list[str]) -> list[str]:
     """``make sweep TASKS=tnews METHODS=baseline SEEDS=<seeds> MODEL=tiny LAUNCHER=slurm ARGS=...``."""
     args = [o for o in tiny_overrides(clue, results, extra=extra) if o.split("=")[0] not in ("task", "method", "model")]
-    return ["make", "-s", "-C", str(PROJECT_ROOT), "-o", ".venv/.synced", "sweep", "TASKS=tnews", "METHODS=baseline",
-            f"SEEDS={seeds}", "MODEL=tiny", "LAUNCHER=slurm", f"PY={sys.executable}",
-            f"ARGS={' '.join(args + CPU_JOBS + launcher_args)}"]
+    return [
+        "make",
+        "-s",
+        "-C",
+        str(PROJECT_ROOT),
+        "-o",
+        ".venv/.synced",
+        "sweep",
+        "TASKS=tnews",
+        "METHODS=baseline",
+        f"SEEDS={seeds}",
+        "MODEL=tiny",
+        "LAUNCHER=slurm",
+        f"PY={sys.executable}",
+        f"ARGS={' '.join(args + CPU_JOBS + launcher_args)}",
+    ]
 
 
 def start(command, cluster) -> subprocess.Popen:
-    return subprocess.Popen(command, env={**cluster.env, **THREADS}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        env={**cluster.env, **THREADS},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen, cluster, results, timeout: float) -> str:
@@ -88,16 +111,20 @@ def finish(proc: subprocess.Popen, cluster, results, timeout: float) -> str:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"make sweep still running after {timeout:.0f} s\n{out[-3000:]}\n{job_logs(results)[-6000:]}\n"
-                    f"{cluster.logs()}")
+        pytest.fail(
+            f"make sweep still running after {timeout:.0f} s\n{out[-3000:]}\n{job_logs(results)[-6000:]}\n"
+            f"{cluster.logs()}"
+        )
     assert proc.returncode == 0, f"{out[-3000:]}\n{job_logs(results)[-6000:]}\n{cluster.logs()}"
     return out
 
 
 def job_logs(results) -> str:
     """Everything the Slurm jobs wrote (submitit's stdout/stderr of each job, all allocations)."""
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}"
-                     for p in sorted(results.glob("logs/multirun/*/submitit/*/*_log.*")))
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')}"
+        for p in sorted(results.glob("logs/multirun/*/submitit/*/*_log.*"))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +140,16 @@ def test_two_run_sweep_writes_one_complete_record_per_run(two_run_sweep):
     results, out = two_run_sweep
     assert "Submitit 'slurm' sweep output dir" in out
     found = records.load_records(results)
-    assert sorted((r["task"], r["method"], r["seed"], len(r["history"])) for r in found) == \
-        [("tnews", "baseline", 0, 2), ("tnews", "baseline", 1, 2)]
+    assert sorted((r["task"], r["method"], r["seed"], len(r["history"])) for r in found) == [
+        ("tnews", "baseline", 0, 2),
+        ("tnews", "baseline", 1, 2),
+    ]
     assert all(r["status"] == records.COMPLETE for r in found)
     assert len(list((results / "runs").glob("*.json"))) == 2
     # Both ran as tasks of one Slurm job array, one log pair per task.
-    tasks = [re.fullmatch(r"(\d+)_(\d+)_0_log.out", p.name)
-             for p in results.glob("logs/multirun/*/submitit/*/*_log.out")]
+    tasks = [
+        re.fullmatch(r"(\d+)_(\d+)_0_log.out", p.name) for p in results.glob("logs/multirun/*/submitit/*/*_log.out")
+    ]
     assert len({m[1] for m in tasks}) == 1 and sorted(m[2] for m in tasks) == ["0", "1"], tasks
     # No accounting here: submitit's failing sacct calls show once, explained (experiments/machine/slurm.py).
     assert set(re.findall(r"Call #(\d+) - Bypassing sacct error", out)) == {"1"}, out
@@ -188,33 +218,54 @@ def stopped(pid: int) -> bool:
 def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(cluster, tmp_path):
     clue, results = make_clue(tmp_path / "clue", n_train=N_TRAIN, n_dev=50), tmp_path / "results"
     extra = {"trainer.epochs": EPOCHS}
-    launcher = [f"hydra.launcher.timeout_min={SUBMIT_LIMIT_MIN}", f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
-                "hydra.launcher.max_num_timeout=2"]
+    launcher = [
+        f"hydra.launcher.timeout_min={SUBMIT_LIMIT_MIN}",
+        f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
+        "hydra.launcher.max_num_timeout=2",
+    ]
     cluster.wait_idle()  # the two-run sweep's jobs may linger a moment after their results
     started = time.time()
     proc = start(sweep_command(clue, results, "0", extra, launcher), cluster)
     # Meanwhile, on the other core: the same run outside Slurm, never interrupted.
     reference_dir = tmp_path / "reference"
     reference = subprocess.Popen(
-        [sys.executable, "-m", "experiments.commands.run", *tiny_overrides(clue, reference_dir, extra=extra),
-         "trainer.skip_completed=true", "trainer.resume=true", f"hydra.run.dir={reference_dir}/hydra"],
-        cwd=PROJECT_ROOT, env={**os.environ, **THREADS}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "experiments.commands.run",
+            *tiny_overrides(clue, reference_dir, extra=extra),
+            "trainer.skip_completed=true",
+            "trainer.resume=true",
+            f"hydra.run.dir={reference_dir}/hydra",
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **THREADS},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        [job] = wait_for(lambda: cluster.run("squeue", "-h", "-t", "RUNNING", "-o", "%i").split(), "running job",
-                         600, proc, poll=0.5)
+        [job] = wait_for(
+            lambda: cluster.run("squeue", "-h", "-t", "RUNNING", "-o", "%i").split(), "running job", 600, proc, poll=0.5
+        )
         wait_for(lambda: saved_epoch(results) >= 1, "first saved epoch", 900, proc)
         pid = wait_for(lambda: job_process(job), "job process", 60, proc)
         os.kill(pid, signal.SIGSTOP)
         try:
             stopped_after = saved_epoch(results)  # read while stopped: the epoch the resumed run starts after
             assert stopped_after < EPOCHS, f"the run saved all {EPOCHS} epochs before it could be stopped"
-            begun = time.mktime(time.strptime(cluster.run("squeue", "-h", "-j", job, "-o", "%S").strip(),
-                                              "%Y-%m-%dT%H:%M:%S"))
+            begun = time.mktime(
+                time.strptime(cluster.run("squeue", "-h", "-j", job, "-o", "%S").strip(), "%Y-%m-%dT%H:%M:%S")
+            )
             limit_min = math.ceil((time.time() - begun + SIGNAL_DELAY_S + 15) / 60)
             cluster.run("scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}")
             # slurmstepd may send SIGCONT with the signal (then the process runs on and handles it at once)
-            signalled = wait_for(lambda: pending(pid) & SIGUSR2_BIT or not stopped(pid),
-                                 "SIGUSR2 from Slurm's time limit", begun + 60 * limit_min - time.time(), proc)
+            signalled = wait_for(
+                lambda: pending(pid) & SIGUSR2_BIT or not stopped(pid),
+                "SIGUSR2 from Slurm's time limit",
+                begun + 60 * limit_min - time.time(),
+                proc,
+            )
         finally:
             if alive(pid):
                 os.kill(pid, signal.SIGCONT)
@@ -249,10 +300,18 @@ def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(clu
     assert len(record["history"]) == EPOCHS
     assert numbers(record["history"]) == numbers(expected["history"])  # dev_acc, train_loss, ... per epoch
     assert record["best_dev_acc"] == expected["best_dev_acc"] > 0.5  # 10 classes: chance is 0.1
-    print(f"stopped after epoch {stopped_after}, limit {limit_min} min, requeued {signalled_at:.0f} s into the "
-          f"job, resumed after epoch {resumed}, {time.time() - started:.0f} s in all")
-    print("\n".join(re.findall(r".*(?:Started JobId|Allocate JobId|Requeuing JobId|_job_complete).*",
-                                (cluster.root / "log" / "slurmctld.log").read_text())))
+    print(
+        f"stopped after epoch {stopped_after}, limit {limit_min} min, requeued {signalled_at:.0f} s into the "
+        f"job, resumed after epoch {resumed}, {time.time() - started:.0f} s in all"
+    )
+    print(
+        "\n".join(
+            re.findall(
+                r".*(?:Started JobId|Allocate JobId|Requeuing JobId|_job_complete).*",
+                (cluster.root / "log" / "slurmctld.log").read_text(),
+            )
+        )
+    )
 
 
 EXIT_AFTER_REQUEUE = """
@@ -287,8 +346,13 @@ finally:
 
 def test_after_submitits_requeue_the_job_process_ends_at_once_without_unwinding(tmp_path):
     """No cluster needed: submitit's own time-limit handler, our wrapper, a real SIGUSR2."""
-    done = subprocess.run([sys.executable, "-c", EXIT_AFTER_REQUEUE, str(tmp_path)], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_AFTER_REQUEUE, str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 255, done.stdout + done.stderr  # sys.exit(-1), as submitit meant
     assert "requeued, timeouts left: 2" in done.stdout and "unwound" not in done.stdout, done.stdout + done.stderr
     assert (tmp_path / "7_submitted.pkl").exists()  # the checkpointed submission the requeued job reloads

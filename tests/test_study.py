@@ -16,14 +16,23 @@ PRE = "tnews_tiny_0123456789"
 
 def rec(method, seed, acc, eps=None, pretrained=PRE, robust=None, status="complete"):
     model = {"name": "tiny", **({"pretrained": pretrained} if pretrained else {})}
-    return {"status": status, "method": method, "seed": seed, "best_dev_acc": acc, "task": "tnews", "model": "tiny",
-            "settings": {"model": model, "method": {"name": method, **({"epsilon": eps} if eps is not None else {})}},
-            **({"robust_dev_acc": robust} if robust else {})}
+    return {
+        "status": status,
+        "method": method,
+        "seed": seed,
+        "best_dev_acc": acc,
+        "task": "tnews",
+        "model": "tiny",
+        "settings": {"model": model, "method": {"name": method, **({"epsilon": eps} if eps is not None else {})}},
+        **({"robust_dev_acc": robust} if robust else {}),
+    }
 
 
 def test_holm_adjusts_step_down_and_keeps_the_order_given():
     assert preregistered.holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])  # 0.01 x 2, then max(0.02, 0.04 x 1)
-    assert preregistered.holm([0.03, 0.04]) == pytest.approx([0.06, 0.06])  # monotone: the second cannot fall below the first
+    assert preregistered.holm([0.03, 0.04]) == pytest.approx(
+        [0.06, 0.06]
+    )  # monotone: the second cannot fall below the first
     assert preregistered.holm([0.6, 0.001, 0.02]) == pytest.approx([0.6, 0.003, 0.04])
     assert preregistered.holm([0.7, 0.9]) == pytest.approx([1.0, 1.0])
 
@@ -46,12 +55,20 @@ def test_paired_differences_equal_the_t_formula():
 
 
 def test_the_tuning_rule_takes_the_best_mean_and_the_smaller_eps_within_0_05_points():
-    runs = [rec("baseline", 100, 0.49), rec("baseline", 101, 0.50),
-            rec("fgm", 100, 0.5000, 0.01), rec("fgm", 101, 0.5000, 0.01),   # mean 50.00
-            rec("fgm", 100, 0.5004, 0.03), rec("fgm", 101, 0.5004, 0.03),   # 50.04: a tie -> 0.01
-            rec("gp", 100, 0.4990, 0.01), rec("gp", 101, 0.5000, 0.01),     # 49.95
-            rec("gp", 100, 0.5010, 0.1), rec("gp", 101, 0.5002, 0.1),       # 50.06: beyond the tie -> 0.1
-            rec("gp", 100, 0.4900, 0.03), rec("gp", 101, 0.9, 0.03, status="diverged")]
+    runs = [
+        rec("baseline", 100, 0.49),
+        rec("baseline", 101, 0.50),
+        rec("fgm", 100, 0.5000, 0.01),
+        rec("fgm", 101, 0.5000, 0.01),  # mean 50.00
+        rec("fgm", 100, 0.5004, 0.03),
+        rec("fgm", 101, 0.5004, 0.03),  # 50.04: a tie -> 0.01
+        rec("gp", 100, 0.4990, 0.01),
+        rec("gp", 101, 0.5000, 0.01),  # 49.95
+        rec("gp", 100, 0.5010, 0.1),
+        rec("gp", 101, 0.5002, 0.1),  # 50.06: beyond the tie -> 0.1
+        rec("gp", 100, 0.4900, 0.03),
+        rec("gp", 101, 0.9, 0.03, status="diverged"),
+    ]
     choice = preregistered.tuning_choice([r for r in runs if r["status"] == "complete"])
     assert choice["fgm"]["chosen"] == 0.01 and choice["gp"]["chosen"] == 0.1
     assert choice["gp"]["means"][0.03] == (pytest.approx(49.0), 1)
@@ -59,15 +76,17 @@ def test_the_tuning_rule_takes_the_best_mean_and_the_smaller_eps_within_0_05_poi
 
 def main_grid():
     base = [0.50, 0.51, 0.49, 0.505, 0.50]
-    fgm = [0.51, 0.52, 0.50, 0.515, 0.51]          # +1 point on every seed
-    gp = [0.50, 0.505, 0.495, 0.50, 0.505]         # +0.0, -0.5, +0.5, -0.5, +0.5
+    fgm = [0.51, 0.52, 0.50, 0.515, 0.51]  # +1 point on every seed
+    gp = [0.50, 0.505, 0.495, 0.50, 0.505]  # +0.0, -0.5, +0.5, -0.5, +0.5
     scratch = [0.49, 0.50, 0.48, 0.50, 0.49]
     runs = []
     for s in range(5):
-        runs += [rec("baseline", s, base[s], robust={"0.02": 0.40, "0.1": 0.10 + 0.01 * s}),
-                 rec("fgm", s, fgm[s], 0.03, robust={"0.02": 0.42, "0.1": 0.12 + 0.01 * s}),
-                 rec("gp", s, gp[s], 0.1, robust={"0.02": 0.40 + 0.01 * (s % 2), "0.1": 0.10}),
-                 rec("baseline", s, scratch[s], pretrained=None, robust={"0.02": 0.41, "0.1": 0.15})]
+        runs += [
+            rec("baseline", s, base[s], robust={"0.02": 0.40, "0.1": 0.10 + 0.01 * s}),
+            rec("fgm", s, fgm[s], 0.03, robust={"0.02": 0.42, "0.1": 0.12 + 0.01 * s}),
+            rec("gp", s, gp[s], 0.1, robust={"0.02": 0.40 + 0.01 * (s % 2), "0.1": 0.10}),
+            rec("baseline", s, scratch[s], pretrained=None, robust={"0.02": 0.41, "0.1": 0.15}),
+        ]
     return runs
 
 
@@ -75,8 +94,13 @@ def test_main_analysis_reports_holm_verdicts_attack_and_the_pretraining_gap(tmp_
     (tmp_path / "runs").mkdir()
     for i, r in enumerate(main_grid() + [rec("gp", 7, None, 0.1, status="diverged")]):
         (tmp_path / "runs" / f"{i:02d}.json").write_text(json.dumps(r))
-    out = subprocess.run([sys.executable, "-m", "experiments.commands.study", "main", str(tmp_path)], cwd=PROJECT_ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.commands.study", "main", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "analysis.md").read_text()
     lines = text.splitlines()
@@ -85,7 +109,11 @@ def test_main_analysis_reports_holm_verdicts_attack_and_the_pretraining_gap(tmp_
     assert "| +1.00 | [+1.00, +1.00] | [+1.00, +1.00] | 0 | 0 | helps |" in fgm
     gp = next(line for line in lines if line.startswith("| gp − baseline | 5 |"))
     assert "| +0.00 |" in gp and gp.endswith("| 1 | 1 | no detectable difference |")
-    assert "(1 diverged, left out)" in text and "| baseline, random init | – | 5 | 0 | 49.20 ± 0.84 |" in text and "| gp, pretrained | 0.1 | 5 | 1 | 50.10 ± 0.42 |" in text
+    assert (
+        "(1 diverged, left out)" in text
+        and "| baseline, random init | – | 5 | 0 | 49.20 ± 0.84 |" in text
+        and "| gp, pretrained | 0.1 | 5 | 1 | 50.10 ± 0.42 |" in text
+    )
     assert "| fgm − baseline | +2.00 [+2.00, +2.00] (5) | +2.00 [+2.00, +2.00] (5) |" in text
     gap = next(line for line in lines if line.startswith("| clean best dev accuracy | 5 |"))
     assert gap.startswith("| clean best dev accuracy | 5 | +0.90 | [")  # 50.10 - 49.20
@@ -93,7 +121,13 @@ def test_main_analysis_reports_holm_verdicts_attack_and_the_pretraining_gap(tmp_
 
 
 def test_a_folder_without_records_is_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "experiments.commands.study", "main", str(tmp_path)], cwd=PROJECT_ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.commands.study", "main", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'runs'}: no complete run records; run the study's sweep first (make evidence)"]
+        f"error: {tmp_path / 'runs'}: no complete run records; run the study's sweep first (make evidence)"
+    ]

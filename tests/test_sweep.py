@@ -7,9 +7,9 @@ import signal
 import subprocess
 import time
 
+from experiments import records
 from tests.helpers.clue import make_clue
 from tests.helpers.runs import sweep_command
-from experiments import records
 
 
 def test_an_interrupted_sweep_resumes_without_recomputing(tmp_path):

@@ -11,28 +11,32 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments import PROJECT_ROOT
-from experiments import records
+from experiments import PROJECT_ROOT, records
 from experiments.report import summary
 from tests.helpers.synthetic_records import settings, write
 
-
 # (task, method, changes) -> best dev accuracy (fraction) per seed
 GRID = {
-    ("tnews", "baseline", ()): {0: .5610, 1: .5577, 2: .5652, 3: .5599, 4: .5631},
-    ("tnews", "fgm", ()): {0: .5701, 1: .5655, 2: .5690, 3: .5712, 4: .5644},
-    ("tnews", "gp", ()): {0: .5688, 1: .5702, 2: .5660, 3: .5731},                  # seed 4 missing
-    ("tnews", "pgd", ()): {1: .5620, 2: .5671},                                      # methods nobody listed
-    ("tnews", "freelb", ()): {0: .5599, 3: .5640, 4: .5601},
-    ("tnews", "baseline", (("task.max_train_samples", 1000),)): {0: .4012, 1: .4120},
-    ("tnews", "fgm", (("task.max_train_samples", 1000),)): {0: .4105, 1: .4150, 2: .4200},
-    ("iflytek", "baseline", ()): {0: .6011, 1: .5978, 2: .6040},
-    ("iflytek", "fgm", ()): {0: .6140, 1: .6102, 2: .6166},
-    ("iflytek", "fgm", (("method.epsilon", 0.05),)): {0: .6050, 1: .6001},
-    ("iflytek", "gp", (("trainer.learning_rate", 3e-5),)): {0: .6123, 1: .6111},      # no baseline at this lr
+    ("tnews", "baseline", ()): {0: 0.5610, 1: 0.5577, 2: 0.5652, 3: 0.5599, 4: 0.5631},
+    ("tnews", "fgm", ()): {0: 0.5701, 1: 0.5655, 2: 0.5690, 3: 0.5712, 4: 0.5644},
+    ("tnews", "gp", ()): {0: 0.5688, 1: 0.5702, 2: 0.5660, 3: 0.5731},  # seed 4 missing
+    ("tnews", "pgd", ()): {1: 0.5620, 2: 0.5671},  # methods nobody listed
+    ("tnews", "freelb", ()): {0: 0.5599, 3: 0.5640, 4: 0.5601},
+    ("tnews", "baseline", (("task.max_train_samples", 1000),)): {0: 0.4012, 1: 0.4120},
+    ("tnews", "fgm", (("task.max_train_samples", 1000),)): {0: 0.4105, 1: 0.4150, 2: 0.4200},
+    ("iflytek", "baseline", ()): {0: 0.6011, 1: 0.5978, 2: 0.6040},
+    ("iflytek", "fgm", ()): {0: 0.6140, 1: 0.6102, 2: 0.6166},
+    ("iflytek", "fgm", (("method.epsilon", 0.05),)): {0: 0.6050, 1: 0.6001},
+    ("iflytek", "gp", (("trainer.learning_rate", 3e-5),)): {0: 0.6123, 1: 0.6111},  # no baseline at this lr
 }
-BLOG = {("tnews", "baseline"): 56.58, ("tnews", "fgm"): 57.66, ("tnews", "gp"): 57.81,
-        ("iflytek", "baseline"): 60.29, ("iflytek", "fgm"): 62.46, ("iflytek", "gp"): 62.31}
+BLOG = {
+    ("tnews", "baseline"): 56.58,
+    ("tnews", "fgm"): 57.66,
+    ("tnews", "gp"): 57.81,
+    ("iflytek", "baseline"): 60.29,
+    ("iflytek", "fgm"): 62.46,
+    ("iflytek", "gp"): 62.31,
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +71,20 @@ def expected(task, method, changes=()):
 
 def test_summary_equals_an_independent_computation(results):
     summary = pd.read_csv(results / "summary.csv")
-    assert list(summary.columns[:10]) == ["task", "model", "method", "n", "mean", "std", "delta_vs_baseline",
-                                          "delta_ci_low", "delta_ci_high", "blog"]
+    assert list(summary.columns[:10]) == [
+        "task",
+        "model",
+        "method",
+        "n",
+        "mean",
+        "std",
+        "delta_vs_baseline",
+        "delta_ci_low",
+        "delta_ci_high",
+        "blog",
+    ]
     assert len(summary) == len(GRID)
-    for (task, method, changes) in GRID:
+    for task, method, changes in GRID:
         rows = summary[summary.settings_id == records.settings_id(settings(task, method, 0, **dict(changes)))]
         assert len(rows) == 1 and (rows.task.iloc[0], rows.method.iloc[0]) == (task, method)
         row, want = rows.iloc[0], expected(task, method, changes)
@@ -96,8 +110,14 @@ def test_a_worked_example(results):
 def test_different_settings_are_kept_apart_and_labelled(results):
     summary = pd.read_csv(results / "summary.csv")
     # Only the keys that vary within a task and model (or within a method) label rows.
-    assert list(summary.columns[12:]) == ["n_paired", "n_diverged", "method.epsilon", "task.max_train_samples",
-                                          "trainer.learning_rate", "settings_id"]
+    assert list(summary.columns[12:]) == [
+        "n_paired",
+        "n_diverged",
+        "method.epsilon",
+        "task.max_train_samples",
+        "trainer.learning_rate",
+        "settings_id",
+    ]
     fgm_iflytek = summary[(summary.task == "iflytek") & (summary.method == "fgm")]
     assert sorted(fgm_iflytek["method.epsilon"]) == [0.05, 0.5] and sorted(fgm_iflytek.n) == [2, 3]
     small = summary[summary["task.max_train_samples"] == 1000].set_index("method")
@@ -119,9 +139,22 @@ def test_methods_in_order_and_incomplete_records_ignored(results):
     seeds = pd.read_csv(results / "seeds.csv")
     assert len(seeds) == sum(len(accs) for accs in GRID.values())
     assert 9 not in set(seeds.seed) and seeds.best_dev_acc.max() < 99
-    assert list(seeds.columns) == ["task", "model", "method", "seed", "status", "best_dev_acc", "final_dev_acc",
-                                   "diverged_at_epoch", "diverged_at_step", "stopped_at_epoch", "method.epsilon", "task.max_train_samples", "trainer.learning_rate",
-                                   "settings_id"]
+    assert list(seeds.columns) == [
+        "task",
+        "model",
+        "method",
+        "seed",
+        "status",
+        "best_dev_acc",
+        "final_dev_acc",
+        "diverged_at_epoch",
+        "diverged_at_step",
+        "stopped_at_epoch",
+        "method.epsilon",
+        "task.max_train_samples",
+        "trainer.learning_rate",
+        "settings_id",
+    ]
     assert (results / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -137,13 +170,15 @@ def test_exact_files_for_a_small_sweep(tmp_path):
         f"tnews,bert_base,baseline,0,complete,50.0,50.0,,,,{sid['baseline']}\n"
         f"tnews,bert_base,baseline,1,complete,52.0,52.0,,,,{sid['baseline']}\n"
         f"tnews,bert_base,fgm,0,complete,53.0,53.0,,,,{sid['fgm']}\n"
-        f"tnews,bert_base,fgm,1,complete,56.0,56.0,,,,{sid['fgm']}\n")
+        f"tnews,bert_base,fgm,1,complete,56.0,56.0,,,,{sid['fgm']}\n"
+    )
     # fgm - baseline = 3, 4: mean 3.5, sd 0.7071, t(1) 12.7062 * 0.5 = 6.3531
     assert (tmp_path / "summary.csv").read_text() == (
         "task,model,method,n,mean,std,delta_vs_baseline,delta_ci_low,delta_ci_high,blog,clue_test,clue_dev,n_paired,"
         "n_diverged,settings_id\n"
         f"tnews,bert_base,baseline,2,51.0,1.4142,,,,56.58,56.58,56.09,0,0,{sid['baseline']}\n"
-        f"tnews,bert_base,fgm,2,54.5,2.1213,3.5,-2.8531,9.8531,57.66,,,2,0,{sid['fgm']}\n")
+        f"tnews,bert_base,fgm,2,54.5,2.1213,3.5,-2.8531,9.8531,57.66,,,2,0,{sid['fgm']}\n"
+    )
     md = (tmp_path / "table.md").read_text()
     assert md.startswith("# Results: baseline vs adversarial training\n\nMetric: **best dev accuracy over epochs**")
     assert "CLUE **test-set** numbers" in md and "from 4 complete run records" in md
@@ -153,13 +188,15 @@ def test_exact_files_for_a_small_sweep(tmp_path):
         "## Summary: mean ± std (n seeds), paired difference to the baseline, the blog's figure\n\n"
         "| method | TNEWS | TNEWS Δ vs baseline | TNEWS blog | TNEWS CLUE test (dev) |\n|---|---|---|---|---|\n"
         "| baseline | 51.00 ± 1.41 (n=2) |  | 56.58 | 56.58 (56.09) |\n"
-        "| fgm | 54.50 ± 2.12 (n=2) | +3.50 [-2.85, +9.85] (2 seeds) | 57.66 |  |\n")
+        "| fgm | 54.50 ± 2.12 (n=2) | +3.50 [-2.85, +9.85] (2 seeds) | 57.66 |  |\n"
+    )
 
 
 def test_blog_figures_are_data():
     blog = pd.read_csv(summary.BLOG_CSV, comment="#")
     assert {(r.task, r.model, r.method): r.accuracy for r in blog.itertuples()} == {
-        (t, "bert_base", m): v for (t, m), v in BLOG.items()}
+        (t, "bert_base", m): v for (t, m), v in BLOG.items()
+    }
     assert "kexue.fm/archives/7234" in summary.BLOG_CSV.read_text()
 
 
@@ -167,8 +204,14 @@ def test_clue_figures_are_data_and_order_the_task_columns(tmp_path):
     clue = pd.read_csv(summary.CLUE_CSV, comment="#")
     bert = clue[clue.model == "bert_base"]  # the other models' rows: tests/test_model_family.py
     assert {r.task: (r.test, r.dev) for r in bert.itertuples()} == {
-        "afqmc": (73.70, 74.16), "tnews": (56.58, 56.09), "iflytek": (60.29, 60.37), "cmnli": (79.69, 79.47),
-        "ocnli": (72.2, 74.5), "cluewsc2020": (62.0, 59.6), "csl": (80.36, 79.63)}
+        "afqmc": (73.70, 74.16),
+        "tnews": (56.58, 56.09),
+        "iflytek": (60.29, 60.37),
+        "cmnli": (79.69, 79.47),
+        "ocnli": (72.2, 74.5),
+        "cluewsc2020": (62.0, 59.6),
+        "csl": (80.36, 79.63),
+    }
     assert tuple(bert.task) == summary.TASKS and set(clue.method) == {"baseline"}
     text = summary.CLUE_CSV.read_text()
     assert "github.com/CLUEbenchmark/CLUE" in text and "github.com/CLUEbenchmark/OCNLI" in text
@@ -184,18 +227,28 @@ def test_clue_figures_are_data_and_order_the_task_columns(tmp_path):
 
 
 def test_table_never_imports_tensorflow(results):
-    code = ("import sys, experiments.commands.table as t; t.main([sys.argv[1]]); "
-            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tf_keras', 'bert4keras'}); "
-            "assert not bad, bad")
-    done = subprocess.run([sys.executable, "-c", code, str(results)], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    code = (
+        "import sys, experiments.commands.table as t; t.main([sys.argv[1]]); "
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tf_keras', 'bert4keras'}); "
+        "assert not bad, bad"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(results)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(results / n) for n in ("table.md", "summary.csv", "seeds.csv", "accuracy.png",
-                                                               "accuracy.csv", "curves.png", "curves.csv")]
+    assert done.stdout.split() == [
+        str(results / n)
+        for n in ("table.md", "summary.csv", "seeds.csv", "accuracy.png", "accuracy.csv", "curves.png", "curves.csv")
+    ]
 
 
 def test_no_records_is_a_one_line_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "experiments.commands.table", str(tmp_path)], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.commands.table", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: no complete run records in {tmp_path / 'runs'}: run `make sweep` first"

@@ -50,20 +50,40 @@ def one_char_clue(root: Path, n_train=300, n_dev=60, seed=0) -> Path:
         for k in range(n):
             label = rnd.randrange(2)
             shown = 1 - label if split == "dev" and k % 5 == 4 else label  # every fifth dev label is wrong
-            rows.append({"label": LABELS[shown], "label_desc": f"class{LABELS[shown]}", "sentence": title(rnd, label),
-                         "keywords": ""})
+            rows.append(
+                {
+                    "label": LABELS[shown],
+                    "label_desc": f"class{LABELS[shown]}",
+                    "sentence": title(rnd, label),
+                    "keywords": "",
+                }
+            )
         write_split(folder / f"{split}.json", rows)
     write_split(folder / "test.json", [{"id": 0, "sentence": title(rnd, 0)}])
     return root
 
 
 def overrides(clue: Path, results: Path, extra: dict | None = None) -> list[str]:
-    base = {"task": "tnews", "method": "baseline", "model": "tiny", "paths.clue_dir": str(clue),
-            "paths.results_dir": str(results), "task.num_labels": 2, "trainer.epochs": 3, "trainer.batch_size": 16,
-            "trainer.learning_rate": 2e-3, "model.hidden_size": 64, "model.intermediate_size": 128,
-            "model.max_position_embeddings": 64, "task.max_length": 32, "trainer.progress": False,
-            "download.auto": False, "paths.cache_dir": str(results / "token-cache"),
-            "eval.text_attack.enabled": True, "eval.text_attack.max_samples": None}
+    base = {
+        "task": "tnews",
+        "method": "baseline",
+        "model": "tiny",
+        "paths.clue_dir": str(clue),
+        "paths.results_dir": str(results),
+        "task.num_labels": 2,
+        "trainer.epochs": 3,
+        "trainer.batch_size": 16,
+        "trainer.learning_rate": 2e-3,
+        "model.hidden_size": 64,
+        "model.intermediate_size": 128,
+        "model.max_position_embeddings": 64,
+        "task.max_length": 32,
+        "trainer.progress": False,
+        "download.auto": False,
+        "paths.cache_dir": str(results / "token-cache"),
+        "eval.text_attack.enabled": True,
+        "eval.text_attack.max_samples": None,
+    }
     base.update(extra or {})
     return [f"{k}={'null' if v is None else v}" for k, v in base.items()]
 
@@ -135,8 +155,9 @@ def test_the_attack_finds_the_deciding_character_and_random_flips_fewer(default)
     assert s["acc"] == sum(r["status"] in ("failed", "no_candidates") for r in rows) / len(rows)
     assert s["success_rate"] == sum(r["status"] == "success" for r in attacked) / len(attacked)
     assert s["queries_mean"] == pytest.approx(np.mean([r["queries"] for r in attacked]))
-    assert s["changed_share_mean"] == pytest.approx(np.mean([len(r["positions"]) / r["characters_seen"]
-                                                             for r in attacked]))
+    assert s["changed_share_mean"] == pytest.approx(
+        np.mean([len(r["positions"]) / r["characters_seen"] for r in attacked])
+    )
 
 
 def test_no_text_changes_more_than_the_budget_nor_asks_more_than_the_cap(loaded, default):
@@ -183,8 +204,11 @@ def test_sources_switch_and_the_record_says_what_ran(trained, loaded, default):
     record_file, record = trained
     text = record["text_attack"]
     assert text["sources"] == ["homophone", "visual", "traditional"] and text["budget"] == 0.1
-    assert text["examples"] == 60 and text["weights"] == "best" and set(text["packages"]) == {"pypinyin", "pycorrector",
-                                                                                              "opencc"}
+    assert (
+        text["examples"] == 60
+        and text["weights"] == "best"
+        and set(text["packages"]) == {"pypinyin", "pycorrector", "opencc"}
+    )
     rows = [json.loads(line) for line in record_file.with_suffix(".text_attack.jsonl").read_text("utf-8").splitlines()]
     assert len(rows) == 60 and rows == json.loads(json.dumps(default.rows))  # the run's and a new one agree
     for r in rows_of(loaded, sources=("visual",)).rows:
@@ -211,12 +235,22 @@ def test_make_attack_takes_text_attack_transfer_and_paths(trained, tmp_path):
     weights = Path(record["best_weights"])
     (moved / "checkpoints" / record_file.stem / weights.name).write_bytes(weights.read_bytes())
     clue = Path(record["config"]["paths"]["clue_dir"])
-    elsewhere = {**record, "best_weights": "/nowhere/results/checkpoints/x/best.weights.h5",
-                 "config": {**record["config"], "paths": {**record["config"]["paths"], "clue_dir": "/nowhere/clue"}}}
+    elsewhere = {
+        **record,
+        "best_weights": "/nowhere/results/checkpoints/x/best.weights.h5",
+        "config": {**record["config"], "paths": {**record["config"]["paths"], "clue_dir": "/nowhere/clue"}},
+    }
     copy = moved / "runs" / record_file.name
     copy.write_text(json.dumps(elsewhere), encoding="utf-8")
-    fields = make_attack.attack(copy, [f"paths.clue_dir={clue}", "eval.text_attack.enabled=true", "eval.text_attack.budget=0.0",
-                                       f"eval.text_attack.from={record_file}"])
+    fields = make_attack.attack(
+        copy,
+        [
+            f"paths.clue_dir={clue}",
+            "eval.text_attack.enabled=true",
+            "eval.text_attack.budget=0.0",
+            f"eval.text_attack.from={record_file}",
+        ],
+    )
     assert set(fields) == {"text_attack", "text_attack_transfer"}
     assert fields["text_attack"]["acc"] == fields["text_attack"]["clean_acc"] == record["text_attack"]["clean_acc"]
     assert fields["text_attack_transfer"][record_file.stem]["acc"] == record["text_attack"]["acc"]
@@ -228,8 +262,12 @@ def test_make_attack_takes_text_attack_transfer_and_paths(trained, tmp_path):
 
 def test_make_attack_refuses_other_keys_and_bad_settings(trained):
     record_file, _ = trained
-    for bad in (["task.max_length=8"], ["eval.text_attack.budget=2"], ["eval.text_attack.sources=[sound]"],
-                ["eval.text_attack.max_queries=0"]):
+    for bad in (
+        ["task.max_length=8"],
+        ["eval.text_attack.budget=2"],
+        ["eval.text_attack.sources=[sound]"],
+        ["eval.text_attack.max_queries=0"],
+    ):
         with pytest.raises(UserError):
             make_attack.attack_config(json.loads(record_file.read_text("utf-8")), bad)
     record = json.loads(record_file.read_text("utf-8"))
@@ -244,11 +282,18 @@ def test_make_attack_refuses_other_keys_and_bad_settings(trained):
 
 
 def test_paths_overrides_move_the_folders_the_record_names(tmp_path):
-    record = {"best_weights": "results/old/checkpoints/r/best.weights.h5",
-              "config": {"paths": {"models_dir": "/old/data/models", "results_dir": "results/old", "clue_dir": "c"},
-                         "model": {"checkpoint_dir": "/old/data/models/pretrained/x", "name": "tiny"}}}
-    moved = make_attack.with_paths(tmp_path / "runs" / "r.json", record,
-                                   ["paths.models_dir=/new/models", "paths.results_dir=/new/res", "paths.clue_dir=d"])
+    record = {
+        "best_weights": "results/old/checkpoints/r/best.weights.h5",
+        "config": {
+            "paths": {"models_dir": "/old/data/models", "results_dir": "results/old", "clue_dir": "c"},
+            "model": {"checkpoint_dir": "/old/data/models/pretrained/x", "name": "tiny"},
+        },
+    }
+    moved = make_attack.with_paths(
+        tmp_path / "runs" / "r.json",
+        record,
+        ["paths.models_dir=/new/models", "paths.results_dir=/new/res", "paths.clue_dir=d"],
+    )
     assert moved["config"]["paths"] == {"models_dir": "/new/models", "results_dir": "/new/res", "clue_dir": "d"}
     assert moved["config"]["model"] == {"checkpoint_dir": "/new/models/pretrained/x", "name": "tiny"}
     assert moved["best_weights"] == "/new/res/checkpoints/r/best.weights.h5"

@@ -41,12 +41,17 @@ def attack_config(record: dict, overrides: list[str]):
     for override in overrides:
         key = override.partition("=")[0]
         if not key.startswith(("eval.attack.", "eval.text_attack.", "paths.")) or "=" not in override:
-            raise UserError(f"{override!r}: only eval.attack.<key>=<value> can be set here, eval.text_attack.<key>="
-                            "<value> and paths.<key>=<dir> (the run's own config fixes its task, dev examples and max "
-                            "length), e.g. eval.attack.epsilons=[0.05,0.1] or eval.text_attack.enabled=true")
+            raise UserError(
+                f"{override!r}: only eval.attack.<key>=<value> can be set here, eval.text_attack.<key>="
+                "<value> and paths.<key>=<dir> (the run's own config fixes its task, dev examples and max "
+                "length), e.g. eval.attack.epsilons=[0.05,0.1] or eval.text_attack.enabled=true"
+            )
     evals = [o for o in overrides if o.startswith("eval.")]
-    cfg = OmegaConf.merge({"eval": OmegaConf.load(CONFIG_DIR / "eval" / "default.yaml")},
-                          {"eval": record["config"].get("eval") or {}}, OmegaConf.from_dotlist(evals))
+    cfg = OmegaConf.merge(
+        {"eval": OmegaConf.load(CONFIG_DIR / "eval" / "default.yaml")},
+        {"eval": record["config"].get("eval") or {}},
+        OmegaConf.from_dotlist(evals),
+    )
     config.validate_attack(cfg)
     config.validate_text_attack(cfg)
     text = cfg.eval.text_attack
@@ -57,9 +62,11 @@ def attack_config(record: dict, overrides: list[str]):
     if (text.enabled or text["from"]) and not any(o.startswith("eval.attack.epsilons=") for o in evals):
         cfg.eval.attack.epsilons = []  # the text attack or transfer was asked for: the run's own eps are not redone
     if not cfg.eval.attack.epsilons and not text.enabled and not text.get("from"):
-        raise UserError("no eps to attack with, nor a text attack: say which, e.g. make attack RUN=... "
-                        "ARGS=\"eval.attack.epsilons=[0.05,0.1,0.2]\" "
-                        "or ARGS=\"eval.text_attack.enabled=true\"")
+        raise UserError(
+            "no eps to attack with, nor a text attack: say which, e.g. make attack RUN=... "
+            'ARGS="eval.attack.epsilons=[0.05,0.1,0.2]" '
+            'or ARGS="eval.text_attack.enabled=true"'
+        )
     return cfg.eval
 
 
@@ -71,12 +78,14 @@ def with_paths(record_file: Path, record: dict, overrides: list[str]) -> dict:
     changes no result: the record keeps its own config."""
     cfg = json.loads(json.dumps(record["config"]))
     weights = record.get("best_weights")
-    moves = sorted(((o.partition("=")[0][len("paths."):], o.partition("=")[2]) for o in overrides
-                    if o.startswith("paths.")), key=lambda kv: -len(str(cfg["paths"].get(kv[0]) or "")))
+    moves = sorted(
+        ((o.partition("=")[0][len("paths.") :], o.partition("=")[2]) for o in overrides if o.startswith("paths.")),
+        key=lambda kv: -len(str(cfg["paths"].get(kv[0]) or "")),
+    )
 
     def moved(value, old, new):
         if isinstance(value, str) and old and (value == old or value.startswith(old.rstrip("/") + "/")):
-            return new + value[len(old):]
+            return new + value[len(old) :]
         return value
 
     for key, new in moves:
@@ -117,21 +126,47 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
     dev, _ = cache.dataset(cfg, tokenizer, dev_split, cfg.task.dev_file)
     if len(dev) != record.get("dev_samples", len(dev)):
         dev_file = loaders.task_dir(cfg.paths.clue_dir, cfg.task) / cfg.task.dev_file
-        raise UserError(f"{dev_file}: {len(dev)} dev examples, "
-                        f"but {record_file.name} was scored on {record['dev_samples']}; the data changed since the run")
+        raise UserError(
+            f"{dev_file}: {len(dev)} dev examples, "
+            f"but {record_file.name} was scored on {record['dev_samples']}; the data changed since the run"
+        )
     fields = {}
     if attack_cfg.epsilons:
-        fields = embedding_attack.record_fields(trainer.model, tokenizer, dev, attack_cfg, "best",
-                                                cfg.trainer.eval_batch_size, cfg.trainer.pad_to_multiple_of,
-                                                cfg.trainer.jit_compile, cfg.seed, cfg.trainer.progress)
+        fields = embedding_attack.record_fields(
+            trainer.model,
+            tokenizer,
+            dev,
+            attack_cfg,
+            "best",
+            cfg.trainer.eval_batch_size,
+            cfg.trainer.pad_to_multiple_of,
+            cfg.trainer.jit_compile,
+            cfg.seed,
+            cfg.trainer.progress,
+        )
         clean = fields["attack"]["clean_dev_acc"]
         if attack_cfg.max_samples is None and clean != record["best_dev_acc"]:
-            log.warning("clean accuracy %.6f here, %.6f in the record (best_dev_acc): the weights or the data differ "
-                        "from the run's", clean, record["best_dev_acc"])
-        print(f"{record_file}: accuracy under attack ({fields['attack']['examples']} dev examples, clean "
-              f"{clean:.4f}): " + ", ".join(f"eps {e}: {a:.4f}" for e, a in fields["robust_dev_acc"].items()))
-    text = text_attack.run_fields(cfg, eval_cfg.text_attack, trainer.model, tokenizer, label_ids, dev_split,
-                                  "best", record_file, record.get(text_attack.TRANSFER))
+            log.warning(
+                "clean accuracy %.6f here, %.6f in the record (best_dev_acc): the weights or the data differ "
+                "from the run's",
+                clean,
+                record["best_dev_acc"],
+            )
+        print(
+            f"{record_file}: accuracy under attack ({fields['attack']['examples']} dev examples, clean "
+            f"{clean:.4f}): " + ", ".join(f"eps {e}: {a:.4f}" for e, a in fields["robust_dev_acc"].items())
+        )
+    text = text_attack.run_fields(
+        cfg,
+        eval_cfg.text_attack,
+        trainer.model,
+        tokenizer,
+        label_ids,
+        dev_split,
+        "best",
+        record_file,
+        record.get(text_attack.TRANSFER),
+    )
     for key, value in text.items():
         print(f"{record_file}: {text_attack.describe(key, value)}")
     fields.update(text)
@@ -142,9 +177,12 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
-    p = cli.parser("experiments.commands.attack", __doc__,
-                   "eval.attack.<key>=<value>, e.g. eval.attack.epsilons=[0.05,0.1]; eval.text_attack.<key>=<value>, "
-                   "e.g. eval.text_attack.enabled=true; paths.<key>=<dir> (onto the run's own config)")
+    p = cli.parser(
+        "experiments.commands.attack",
+        __doc__,
+        "eval.attack.<key>=<value>, e.g. eval.attack.epsilons=[0.05,0.1]; eval.text_attack.<key>=<value>, "
+        "e.g. eval.text_attack.enabled=true; paths.<key>=<dir> (onto the run's own config)",
+    )
     p.add_argument("run", nargs="?", help="a run record (results/runs/*.json) or a run's Hydra folder")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     return cli.main(p, lambda args: attack(args.run, args.overrides), argv)

@@ -50,18 +50,26 @@ TARGETS = {"fgm": 1.8, "gp": 2.0}
 
 
 def arguments():
-    p = cli.parser("experiments.commands.bench", __doc__,
-                   "Hydra overrides: model= (its shape), trainer.precision=, trainer.jit_compile=")
-    p.add_argument("--layers", type=int, default=2,
-                   help="transformer layers (BERT-base has 12); 0: the model's own count")
+    p = cli.parser(
+        "experiments.commands.bench",
+        __doc__,
+        "Hydra overrides: model= (its shape), trainer.precision=, trainer.jit_compile=",
+    )
+    p.add_argument(
+        "--layers", type=int, default=2, help="transformer layers (BERT-base has 12); 0: the model's own count"
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds (the first one traces)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
-    p.add_argument("--attack-texts", type=int, default=256,
-                   help="synthetic dev texts for the accuracy-under-attack timing (one eps, eval.attack defaults)")
+    p.add_argument(
+        "--attack-texts",
+        type=int,
+        default=256,
+        help="synthetic dev texts for the accuracy-under-attack timing (one eps, eval.attack defaults)",
+    )
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "bench" / "latest.json")
     return p
 
@@ -95,8 +103,9 @@ def make_trainers(model, names, batch: int, precision: str, jit_compile: bool, l
     trainers = {}
     for name in names:
         optimizer = optim.make_optimizer(learning_rate, precision, jit_compile)
-        trainers[name] = loop.Trainer(model, make_method(name, model, optimizer), optimizer, batch,
-                                          jit_compile=jit_compile, progress=False)
+        trainers[name] = loop.Trainer(
+            model, make_method(name, model, optimizer), optimizer, batch, jit_compile=jit_compile, progress=False
+        )
     return trainers
 
 
@@ -133,8 +142,16 @@ def time_attack(trainer, defaults, rng, n: int, seq: int, vocab: int) -> dict:
     from experiments.train.embedding_attack import Attack
 
     dev = batching.Dataset(tnews_like(rng, n, seq, vocab), rng.integers(0, 15, n).astype(np.int32))
-    attack = Attack(trainer.model, (2, 3), defaults.steps, defaults.step_size_ratio, defaults.random_start,
-                    defaults.perturb_special_tokens, trainer.eval_batch_size, progress=False)
+    attack = Attack(
+        trainer.model,
+        (2, 3),
+        defaults.steps,
+        defaults.step_size_ratio,
+        defaults.random_start,
+        defaults.perturb_special_tokens,
+        trainer.eval_batch_size,
+        progress=False,
+    )
     seconds, cpu = {}, {}
     works = (("clean", lambda: trainer.predict(dev.token_ids)), ("attack", lambda: attack.evaluate(dev, [0.1])))
     for name, work in works:
@@ -142,9 +159,15 @@ def time_attack(trainer, defaults, rng, n: int, seq: int, vocab: int) -> dict:
         start, start_cpu = time.perf_counter(), time.process_time()
         work()
         seconds[name], cpu[name] = time.perf_counter() - start, time.process_time() - start_cpu
-    return {"texts": n, "steps": int(defaults.steps), "seconds": seconds, "cpu_seconds": cpu,
-            "seconds_per_example": {k: v / n for k, v in seconds.items()},
-            "attack_over_clean_eval": seconds["attack"] / seconds["clean"], "cpu_ratio": cpu["attack"] / cpu["clean"]}
+    return {
+        "texts": n,
+        "steps": int(defaults.steps),
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "seconds_per_example": {k: v / n for k, v in seconds.items()},
+        "attack_over_clean_eval": seconds["attack"] / seconds["clean"],
+        "cpu_ratio": cpu["attack"] / cpu["clean"],
+    }
 
 
 def attack_share_of_run(ratio: float, task: str = "iflytek", epochs: int = 50, batch: int = 32) -> dict:
@@ -156,8 +179,14 @@ def attack_share_of_run(ratio: float, task: str = "iflytek", epochs: int = 50, b
     dev = estimate.DEV_EXAMPLES[task]
     eval_steps = dev / batch / 3  # one clean dev evaluation, in train steps
     run_steps = epochs * (-(-estimate.TRAIN_EXAMPLES[task] // batch) + eval_steps)
-    return {"task": task, "epochs": epochs, "dev_examples": dev, "attack_steps": ratio * eval_steps,
-            "run_steps": run_steps, "share_of_baseline_run": ratio * eval_steps / run_steps}
+    return {
+        "task": task,
+        "epochs": epochs,
+        "dev_examples": dev,
+        "attack_steps": ratio * eval_steps,
+        "run_steps": run_steps,
+        "share_of_baseline_run": ratio * eval_steps / run_steps,
+    }
 
 
 def busy_jiffies() -> int | None:
@@ -174,9 +203,14 @@ def machine() -> dict:
 
     from experiments.machine import environment
 
-    return {"device": environment.device_name(), "cpu": environment.cpu_model(),
-            "vector_extensions": environment.vector_extensions(), "cpu_count": os.cpu_count(),
-            "tensorflow": tf.__version__, "host": platform.node()}
+    return {
+        "device": environment.device_name(),
+        "cpu": environment.cpu_model(),
+        "vector_extensions": environment.vector_extensions(),
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "host": platform.node(),
+    }
 
 
 def main(argv=None) -> int:
@@ -235,12 +269,24 @@ def bench(args, argv: list[str]) -> dict:
     attack = time_attack(trainers["baseline"], cfg.eval.attack, rng, args.attack_texts, args.seq, vocab)
     result = {
         "command": " ".join(["python -m experiments.commands.bench", *argv]),
-        "model": {"name": model_cfg.name, "family": release.family(model_cfg), "parameters": model.count_params(),
-                  "layers_of": encoder.shape_config(model_cfg)["num_hidden_layers"]},
-        "shape": {"vocab": vocab, "hidden": shape["hidden_size"], "layers": shape["num_hidden_layers"],
-                  "heads": shape["num_attention_heads"], "intermediate": shape["intermediate_size"],
-                  "embedding": shape.get("embedding_size", shape["hidden_size"]), "seq": args.seq, "batch": args.batch},
-        "precision": precision, "jit_compile": jit_compile,
+        "model": {
+            "name": model_cfg.name,
+            "family": release.family(model_cfg),
+            "parameters": model.count_params(),
+            "layers_of": encoder.shape_config(model_cfg)["num_hidden_layers"],
+        },
+        "shape": {
+            "vocab": vocab,
+            "hidden": shape["hidden_size"],
+            "layers": shape["num_hidden_layers"],
+            "heads": shape["num_attention_heads"],
+            "intermediate": shape["intermediate_size"],
+            "embedding": shape.get("embedding_size", shape["hidden_size"]),
+            "seq": args.seq,
+            "batch": args.batch,
+        },
+        "precision": precision,
+        "jit_compile": jit_compile,
         "steps": {name: len(t) for name, t in times.items()},
         "seconds_per_step": per_step,
         "seconds_per_step_all": times,
@@ -250,8 +296,12 @@ def bench(args, argv: list[str]) -> dict:
         "cpu_over_baseline": {name: t / cpu_per_step["baseline"] for name, t in cpu_per_step.items()},
         "attack": {**attack, "iflytek_estimate": attack_share_of_run(attack["attack_over_clean_eval"])},
         "attack_over_clean_eval": attack["attack_over_clean_eval"],
-        "machine": {**machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
-                    "others_cpu_share": others},
+        "machine": {
+            **machine(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "others_cpu_share": others,
+        },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     records.write_json_atomic(args.out, result)
@@ -264,31 +314,38 @@ def table(result: dict) -> str:
     shape, m = result["shape"], result["machine"]
     others = m["others_cpu_share"]
     model = result.get("model", {"name": "bert_base", "family": "bert", "layers_of": 12})
-    embedding = f", embeddings {shape['embedding']}" if shape.get("embedding", shape["hidden"]) != shape["hidden"] \
-        else ""
-    lines = [f"{model['name']} ({model['family']}): {shape['layers']} of {model['layers_of']} layers x hidden "
-             f"{shape['hidden']}{embedding}, vocab {shape['vocab']}, "
-             f"batch {shape['batch']} x seq {shape['seq']}, {result['precision']}"
-             f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']} "
-             f"({m.get('vector_extensions', '?')}), {m['cpu_count']} cores, "
-             f"TF {m['tensorflow']}; other processes used "
-             f"{'?' if others is None else f'{100 * others:.0f}%'} of the CPUs meanwhile",
-             "| method | steps | s/step (median) | min..max | x baseline | CPU s/step | CPU x baseline |",
-             "|---|---|---|---|---|---|---|"]
+    embedding = (
+        f", embeddings {shape['embedding']}" if shape.get("embedding", shape["hidden"]) != shape["hidden"] else ""
+    )
+    lines = [
+        f"{model['name']} ({model['family']}): {shape['layers']} of {model['layers_of']} layers x hidden "
+        f"{shape['hidden']}{embedding}, vocab {shape['vocab']}, "
+        f"batch {shape['batch']} x seq {shape['seq']}, {result['precision']}"
+        f"{', XLA' if result['jit_compile'] else ''}; {m['device']} {m['cpu']} "
+        f"({m.get('vector_extensions', '?')}), {m['cpu_count']} cores, "
+        f"TF {m['tensorflow']}; other processes used "
+        f"{'?' if others is None else f'{100 * others:.0f}%'} of the CPUs meanwhile",
+        "| method | steps | s/step (median) | min..max | x baseline | CPU s/step | CPU x baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, sec in result["seconds_per_step"].items():
         lo, hi = result["spread"][name]
         ratio = 1.0 if name == "baseline" else result[f"{name}_over_baseline"]
-        lines.append(f"| {name} | {result['steps'][name]} | {sec:.3f} | {lo:.3f}..{hi:.3f} | {ratio:.2f} | "
-                     f"{result['cpu_seconds_per_step'][name]:.3f} | {result['cpu_over_baseline'][name]:.2f} |")
+        lines.append(
+            f"| {name} | {result['steps'][name]} | {sec:.3f} | {lo:.3f}..{hi:.3f} | {ratio:.2f} | "
+            f"{result['cpu_seconds_per_step'][name]:.3f} | {result['cpu_over_baseline'][name]:.2f} |"
+        )
     if "attack" in result:
         a, share = result["attack"], result["attack"]["iflytek_estimate"]
-        lines.append(f"accuracy under attack ({a['texts']} TNEWS-like texts, one eps, K={a['steps']}): "
-                     f"{1e3 * a['seconds_per_example']['attack']:.1f} ms per dev example against "
-                     f"{1e3 * a['seconds_per_example']['clean']:.2f} ms clean = "
-                     f"{a['attack_over_clean_eval']:.1f}x a clean "
-                     f"evaluation ({a['cpu_ratio']:.1f}x the CPU time); estimate: one eps on IFLYTEK's "
-                     f"{share['dev_examples']} dev examples adds {100 * share['share_of_baseline_run']:.1f}% to a "
-                     f"{share['epochs']}-epoch baseline run")
+        lines.append(
+            f"accuracy under attack ({a['texts']} TNEWS-like texts, one eps, K={a['steps']}): "
+            f"{1e3 * a['seconds_per_example']['attack']:.1f} ms per dev example against "
+            f"{1e3 * a['seconds_per_example']['clean']:.2f} ms clean = "
+            f"{a['attack_over_clean_eval']:.1f}x a clean "
+            f"evaluation ({a['cpu_ratio']:.1f}x the CPU time); estimate: one eps on IFLYTEK's "
+            f"{share['dev_examples']} dev examples adds {100 * share['share_of_baseline_run']:.1f}% to a "
+            f"{share['epochs']}-epoch baseline run"
+        )
     for name, target in TARGETS.items():
         if f"{name}_over_baseline" in result:
             ratio = result[f"{name}_over_baseline"]

@@ -42,8 +42,9 @@ def main(p: Parser, body: Callable[[argparse.Namespace], object], argv=None) -> 
         args = p.parse_args(argv) if p._subparsers is not None else p.parse_intermixed_args(argv)
         for override in getattr(args, "overrides", None) or []:
             if "=" not in override:
-                raise UserError(f"{override!r}: not an option of {p.prog} nor a key=value override; "
-                                f"see {p.prog} --help")
+                raise UserError(
+                    f"{override!r}: not an option of {p.prog} nor a key=value override; see {p.prog} --help"
+                )
         code = body(args)
         return code if isinstance(code, int) else 0
 

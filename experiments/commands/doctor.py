@@ -57,8 +57,9 @@ def arguments():
     p.add_argument("--tasks", default="iflytek,tnews", help="the sweep grid's tasks (make's TASKS)")
     p.add_argument("--methods", default="baseline,fgm,gp", help="the sweep grid's methods (make's METHODS)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="the sweep grid's seeds (make's SEEDS)")
-    p.add_argument("--check-methods", default=",".join(bench.METHODS),
-                   help="methods whose train steps are checked (default: all)")
+    p.add_argument(
+        "--check-methods", default=",".join(bench.METHODS), help="methods whose train steps are checked (default: all)"
+    )
     p.add_argument("--steps", type=int, default=2, help="timed steps per method, after one untimed")
     return p
 
@@ -76,8 +77,10 @@ def doctor(args) -> int:
     check_files(report, cfg, args.tasks.split(","), args.overrides)
     step_seconds = check_train_steps(report, cfg, gpus, [m for m in args.check_methods.split(",") if m], args.steps)
     estimate_grid(report, cfg, gpus, args, step_seconds)
-    print(f"\n{'all checks passed' if not report.failures else f'{report.failures} check(s) FAILED'} "
-          f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"\n{'all checks passed' if not report.failures else f'{report.failures} check(s) FAILED'} "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     return 1 if report.failures else 0
 
 
@@ -93,9 +96,13 @@ def check_software_and_gpus(report: Report, cfg) -> list:
     report.section("software")
     build = tf.sysconfig.get_build_info()
     report.line(OK, "python", platform.python_version())
-    report.line(OK, "tensorflow", f"{tf.__version__}, built with CUDA {build.get('cuda_version')} / "
-                f"cuDNN {build.get('cudnn_version')}, kernels for "
-                f"{', '.join(build.get('cuda_compute_capabilities', []))}")
+    report.line(
+        OK,
+        "tensorflow",
+        f"{tf.__version__}, built with CUDA {build.get('cuda_version')} / "
+        f"cuDNN {build.get('cudnn_version')}, kernels for "
+        f"{', '.join(build.get('cuda_compute_capabilities', []))}",
+    )
     try:
         wheels = f"installed (nvidia-cudnn-cu12 {metadata.version('nvidia-cudnn-cu12')})"
     except metadata.PackageNotFoundError:
@@ -107,13 +114,21 @@ def check_software_and_gpus(report: Report, cfg) -> list:
     if not listed:
         report.line(NOTE, "nvidia-smi", "lists no GPU (no NVIDIA driver, or no GPU): runs train on the CPU")
         if not OmegaConf.select(cfg, "model.cpu_friendly", default=False):
-            report.line(NOTE, f"model={cfg.model.name}", "not cpu_friendly: `make run` (and `make pretrain`) stop here "
-                        "with an estimate of its time unless given trainer.device=cpu (pretrain.device=cpu)")
+            report.line(
+                NOTE,
+                f"model={cfg.model.name}",
+                "not cpu_friendly: `make run` (and `make pretrain`) stop here "
+                "with an estimate of its time unless given trainer.device=cpu (pretrain.device=cpu)",
+            )
     else:
         major = int(driver.split(".")[0]) if driver and driver.split(".")[0].isdigit() else None
         too_old = major is not None and major < devices.MIN_DRIVER
-        report.line(FAIL if too_old else OK, "driver", f"{driver}, {len(listed)} GPU(s) listed",
-                    f"install an NVIDIA driver {devices.MIN_DRIVER} or newer (CUDA 12)" if too_old else None)
+        report.line(
+            FAIL if too_old else OK,
+            "driver",
+            f"{driver}, {len(listed)} GPU(s) listed",
+            f"install an NVIDIA driver {devices.MIN_DRIVER} or newer (CUDA 12)" if too_old else None,
+        )
     environment.set_tf32(cfg.trainer.tf32)
     tf_gpus = tf.config.list_physical_devices("GPU") if devices.visible_gpus() else []
     if listed and devices.visible_gpus() and not tf_gpus:
@@ -124,11 +139,18 @@ def check_software_and_gpus(report: Report, cfg) -> list:
     for i, gpu in enumerate(tf_gpus):
         details = tf.config.experimental.get_device_details(gpu)
         cc = details.get("compute_capability") or (0, 0)
-        report.line(*describe_gpu(i, details.get("device_name", gpu.name), cc, memory.get(i),
-                                  build.get("cuda_compute_capabilities", [])))
+        report.line(
+            *describe_gpu(
+                i, details.get("device_name", gpu.name), cc, memory.get(i), build.get("cuda_compute_capabilities", [])
+            )
+        )
     tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
-    report.line(OK, "TF32", f"{'on' if tf32 else 'off'} (trainer.tf32={cfg.trainer.tf32}; float32 matmuls "
-                f"round inputs to 10 mantissa bits on Ampere and newer GPUs when on)")
+    report.line(
+        OK,
+        "TF32",
+        f"{'on' if tf32 else 'off'} (trainer.tf32={cfg.trainer.tf32}; float32 matmuls "
+        f"round inputs to 10 mantissa bits on Ampere and newer GPUs when on)",
+    )
     return tf_gpus
 
 
@@ -143,11 +165,17 @@ def describe_gpu(index: int, name: str, cc: tuple, memory_mib: str | None, built
     ptx = [int(c[8:]) for c in built_for if c.startswith("compute_")]
     binary = any(s // 10 == major and s <= major * 10 + minor for s in sass)
     jit = not binary and any(p <= major * 10 + minor for p in ptx)
-    detail = (f"{name}, {memory_mib or '? MiB'}, compute capability {major}.{minor}; "
-              f"fp16 {'yes' if cc >= (7, 0) else 'slow'}, bf16 {'yes' if cc >= (8, 0) else 'no'}; "
-              + ("binary kernels in the wheel" if binary else
-                 "kernels JIT-compiled from PTX at the first start (minutes; keep ~/.nv/ComputeCache)" if jit else
-                 "no kernels for it in this TensorFlow"))
+    detail = (
+        f"{name}, {memory_mib or '? MiB'}, compute capability {major}.{minor}; "
+        f"fp16 {'yes' if cc >= (7, 0) else 'slow'}, bf16 {'yes' if cc >= (8, 0) else 'no'}; "
+        + (
+            "binary kernels in the wheel"
+            if binary
+            else "kernels JIT-compiled from PTX at the first start (minutes; keep ~/.nv/ComputeCache)"
+            if jit
+            else "no kernels for it in this TensorFlow"
+        )
+    )
     if not binary and not jit:
         return FAIL, f"GPU {index}", detail, "this GPU is older than TensorFlow 2.21 supports: use another GPU"
     return OK, f"GPU {index}", detail, None
@@ -168,27 +196,44 @@ def check_files(report: Report, cfg, tasks: list[str], overrides: list[str]) -> 
     targets = []
     for task in tasks:
         task_cfg = config.compose([*overrides, f"task={task}"]).task
-        targets.append((f"{task} data", fetch.task_target(cfg.paths.clue_dir, task_cfg, cfg.download),
-                        f"`make data TASKS={task}` (make run fetches it too)"))
+        targets.append(
+            (
+                f"{task} data",
+                fetch.task_target(cfg.paths.clue_dir, task_cfg, cfg.download),
+                f"`make data TASKS={task}` (make run fetches it too)",
+            )
+        )
     if cfg.model.checkpoint_dir is not None:
         with contextlib.suppress(UserError):  # a Hub model not cached yet: the note below says to fetch it
             hub.resolve(cfg.model)
         folder = Path(cfg.model.checkpoint_dir)
         if folder.is_dir() and release.is_hf(cfg.model):  # a Hugging Face folder (docs/models.md)
             weights = hf_format.weight_file(folder)
-            report.line(OK, f"{cfg.model.name} checkpoint", f"{folder}: a Hugging Face folder, {weights.name} "
-                        f"(sha256 {hf_format.sha256(weights)[:16]}...)")
+            report.line(
+                OK,
+                f"{cfg.model.name} checkpoint",
+                f"{folder}: a Hugging Face folder, {weights.name} (sha256 {hf_format.sha256(weights)[:16]}...)",
+            )
         else:
-            targets.append((f"{cfg.model.name} checkpoint", fetch.model_target(cfg.model, cfg.download),
-                            f"`make model MODEL={cfg.model.name}` (make run fetches it too)"))
+            targets.append(
+                (
+                    f"{cfg.model.name} checkpoint",
+                    fetch.model_target(cfg.model, cfg.download),
+                    f"`make model MODEL={cfg.model.name}` (make run fetches it too)",
+                )
+            )
         try:
             origin = records.pretrained_from(cfg.model.checkpoint_dir)  # a `make pretrain` folder
         except UserError as err:
             report.line(FAIL, f"{cfg.model.name} checkpoint", str(err).split("; ")[0], "pretrain again")
         else:
             if origin is not None:
-                report.line(OK, f"{cfg.model.name} checkpoint", f"made by `make pretrain`: {origin['id']}, "
-                            f"{origin['steps']} steps on {'+'.join(origin['tasks'])} (runs record model.pretrained)")
+                report.line(
+                    OK,
+                    f"{cfg.model.name} checkpoint",
+                    f"made by `make pretrain`: {origin['id']}, "
+                    f"{origin['steps']} steps on {'+'.join(origin['tasks'])} (runs record model.pretrained)",
+                )
     for what, target, get in targets:
         if not target.dest.exists():
             report.line(NOTE, what, f"{target.dest} not there yet: {get}")
@@ -223,17 +268,21 @@ def check_train_steps(report: Report, cfg, gpus: list, names: list[str], n_steps
     tf.get_logger().setLevel("ERROR")
     environment.seed_everything(0, deterministic=t.deterministic)
     model, shape = bench.build_model(model_cfg, plan.get("layers"), t.precision)
-    report.section(f"train steps: model={model_cfg.name} shape, {shape['num_hidden_layers']} layer(s) x "
-                   f"{shape['hidden_size']}, batch {plan['batch']} x {plan['seq']}, random weights, on "
-                   f"{'GPU 0' if gpus else 'the CPU'}; precision={t.precision} jit_compile={t.jit_compile} "
-                   f"deterministic={t.deterministic} tf32={t.tf32}")
+    report.section(
+        f"train steps: model={model_cfg.name} shape, {shape['num_hidden_layers']} layer(s) x "
+        f"{shape['hidden_size']}, batch {plan['batch']} x {plan['seq']}, random weights, on "
+        f"{'GPU 0' if gpus else 'the CPU'}; precision={t.precision} jit_compile={t.jit_compile} "
+        f"deterministic={t.deterministic} tf32={t.tf32}"
+    )
     inputs, labels = bench.synthetic_batch(plan["batch"], plan["seq"], shape["vocab_size"], np.random.default_rng(0))
     embeddings = encoder.embedding_matrix(model)
     seconds = {}
-    for name, trainer in bench.make_trainers(model, names, plan["batch"], t.precision, t.jit_compile,
-                                             float(t.learning_rate)).items():
-        seconds[name] = check_method(report, name, trainer.train_step, trainer.optimizer, embeddings, inputs, labels,
-                                     n_steps, bool(gpus))
+    for name, trainer in bench.make_trainers(
+        model, names, plan["batch"], t.precision, t.jit_compile, float(t.learning_rate)
+    ).items():
+        seconds[name] = check_method(
+            report, name, trainer.train_step, trainer.optimizer, embeddings, inputs, labels, n_steps, bool(gpus)
+        )
     check_pretrain_step(report, model_cfg, plan, n_steps)
     return {k: v for k, v in seconds.items() if v is not None}
 
@@ -248,8 +297,11 @@ def check_pretrain_step(report: Report, model_cfg, plan: dict, n_steps: int) -> 
     from experiments.train.pretraining import Pretrainer, as_inputs
 
     if family(model_cfg) not in mlm.MLM_FAMILIES:
-        report.line(NOTE, "pretrain", f"model={model_cfg.name} ({family(model_cfg)}) has no masked-LM head: "
-                    "`make pretrain` refuses it")
+        report.line(
+            NOTE,
+            "pretrain",
+            f"model={model_cfg.name} ({family(model_cfg)}) has no masked-LM head: `make pretrain` refuses it",
+        )
         return
     config = encoder.shape_config(model_cfg, plan.get("layers"))
     masked = mlm.build_mlm(OmegaConf.merge(model_cfg, {"checkpoint_dir": None}), config, seed=0)
@@ -270,11 +322,17 @@ def check_pretrain_step(report: Report, model_cfg, plan: dict, n_steps: int) -> 
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         report.line(FAIL, "pretrain", f"{type(err).__name__}: {first[:300]}", _fix_for(err))
         return
-    detail = (f"{float(np.median(walls[1:])) if n_steps else float('nan'):.3f} s/step (masked LM, "
-              f"{int(batch.weights.sum())} masked tokens, AdamW), loss {losses[-1]:.4f}")
+    detail = (
+        f"{float(np.median(walls[1:])) if n_steps else float('nan'):.3f} s/step (masked LM, "
+        f"{int(batch.weights.sum())} masked tokens, AdamW), loss {losses[-1]:.4f}"
+    )
     if not all(math.isfinite(x) for x in losses):
-        report.line(FAIL, "pretrain", f"non-finite loss {losses} on random weights; {detail}",
-                    "retry with a lower pretrain.learning_rate; if it persists, check the driver and CUDA set-up")
+        report.line(
+            FAIL,
+            "pretrain",
+            f"non-finite loss {losses} on random weights; {detail}",
+            "retry with a lower pretrain.learning_rate; if it persists, check the driver and CUDA set-up",
+        )
         return
     report.line(OK, "pretrain", detail)
 
@@ -305,19 +363,29 @@ def check_method(report: Report, name, step, optimizer, embeddings, inputs, labe
         report.line(FAIL, name, f"{type(err).__name__}: {first[:300]}", _fix_for(err))
         return None
     median = float(np.median(walls)) if walls else float("nan")
-    detail = (f"{median:.3f} s/step, loss {losses[-1]:.4f}"
-              + (f", peak GPU memory {peak / 2**30:.2f} GiB" if peak is not None else "")
-              + (", embedding matrix restored exactly" if changed == 0 else ""))
+    detail = (
+        f"{median:.3f} s/step, loss {losses[-1]:.4f}"
+        + (f", peak GPU memory {peak / 2**30:.2f} GiB" if peak is not None else "")
+        + (", embedding matrix restored exactly" if changed == 0 else "")
+    )
     if not all(math.isfinite(x) for x in losses):
-        report.line(FAIL, name, f"non-finite loss {losses} over {len(losses)} steps on random weights; {detail}",
-                    "retry with trainer.precision=float32 trainer.jit_compile=false (and a lower trainer.learning_rate "
-                    "if set); if that passes, train with those settings, else check the driver and CUDA set-up")
+        report.line(
+            FAIL,
+            name,
+            f"non-finite loss {losses} over {len(losses)} steps on random weights; {detail}",
+            "retry with trainer.precision=float32 trainer.jit_compile=false (and a lower trainer.learning_rate "
+            "if set); if that passes, train with those settings, else check the driver and CUDA set-up",
+        )
         return None
     if changed:
-        report.line(FAIL, name, f"{changed} entries of the embedding matrix differ after a step at learning rate 0: "
-                    "the perturbation was not undone exactly",
-                    "retry with trainer.jit_compile=false and trainer.deterministic=true; if it persists, "
-                    "report it with this output")
+        report.line(
+            FAIL,
+            name,
+            f"{changed} entries of the embedding matrix differ after a step at learning rate 0: "
+            "the perturbation was not undone exactly",
+            "retry with trainer.jit_compile=false and trainer.deterministic=true; if it persists, "
+            "report it with this output",
+        )
         return None
     report.line(OK, name, detail)
     return median
@@ -326,12 +394,15 @@ def check_method(report: Report, name, step, optimizer, embeddings, inputs, labe
 def _fix_for(err: Exception) -> str:
     text = f"{type(err).__name__} {err}"
     if "ResourceExhausted" in text or "out of memory" in text.lower():
-        return ("out of GPU memory: lower trainer.batch_size or task.max_length, or use "
-                "trainer.precision=mixed_bfloat16 (Ampere and newer) or mixed_float16")
+        return (
+            "out of GPU memory: lower trainer.batch_size or task.max_length, or use "
+            "trainer.precision=mixed_bfloat16 (Ampere and newer) or mixed_float16"
+        )
     if "ptxas" in text or "libdevice" in text:
         return "XLA needs the CUDA compiler wheels: `make env GPU=1`, or set trainer.jit_compile=false"
-    return ("retry with trainer.jit_compile=false and trainer.precision=float32; if it persists, report it with "
-            "this output")
+    return (
+        "retry with trainer.jit_compile=false and trainer.precision=float32; if it persists, report it with this output"
+    )
 
 
 # --- the sweep grid -----------------------------------------------------------------------------------
@@ -365,10 +436,18 @@ def estimate_grid(report: Report, cfg, gpus: list, args, step_seconds: dict[str,
             longest = max(longest, run[0])
     if missing:
         report.line(NOTE, "grid", f"size of {', '.join(sorted(missing))} unknown (not downloaded): left out")
-    where = (f"one GPU, one run after another (about {estimate.duration(total / len(gpus))} on the {len(gpus)} "
-             "GPUs here with LAUNCHER=joblib)" if gpus else "this CPU")
-    report.line(OK, "grid", f"up to {estimate.duration(total)} on {where}; longest run {estimate.duration(longest)} "
-                f"(batches padded to task.max_length; {how})")
+    where = (
+        f"one GPU, one run after another (about {estimate.duration(total / len(gpus))} on the {len(gpus)} "
+        "GPUs here with LAUNCHER=joblib)"
+        if gpus
+        else "this CPU"
+    )
+    report.line(
+        OK,
+        "grid",
+        f"up to {estimate.duration(total)} on {where}; longest run {estimate.duration(longest)} "
+        f"(batches padded to task.max_length; {how})",
+    )
 
 
 if __name__ == "__main__":

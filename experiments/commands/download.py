@@ -25,8 +25,10 @@ def download(what: str, tasks: str, overrides: list[str]) -> None:
         if hub.uses_hub(cfg.model):  # the Hub snapshot (experiments/data/hub.py), fetched and verified
             folder = hub.snapshot(cfg.model, download=True)
             checked = hub.verify(cfg.model, folder)
-            print(f"{folder}: {hub.hub_id(cfg.model)}@{hub.revision(cfg.model)}, {checked} LFS file(s) match "
-                  "the Hub's sha256")
+            print(
+                f"{folder}: {hub.hub_id(cfg.model)}@{hub.revision(cfg.model)}, {checked} LFS file(s) match "
+                "the Hub's sha256"
+            )
             return
         fetch_or_verify(model_target(cfg.model, cfg.download), cfg.download)
         return
@@ -41,8 +43,9 @@ def download(what: str, tasks: str, overrides: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = cli.parser("experiments.commands.download", "Download and verify CLUE task data or a model checkpoint.",
-                   cli.OVERRIDES_HELP)
+    p = cli.parser(
+        "experiments.commands.download", "Download and verify CLUE task data or a model checkpoint.", cli.OVERRIDES_HELP
+    )
     p.add_argument("what", choices=["data", "model"])
     p.add_argument("--tasks", default="iflytek,tnews", help="comma-separated tasks for `data`")
     return cli.main(p, lambda args: download(args.what, args.tasks, args.overrides), argv)

@@ -39,8 +39,15 @@ RESULTS = PROJECT_ROOT / "results" / "evidence"
 TUNE = "tnews_self_pretrained_tune"
 MAIN = ("tnews_self_pretrained", "tnews_random_init")  # the pretrained arms and the random-init baseline
 CONFIGURED = PROJECT_ROOT / "configs" / "experiment" / "tnews_self_pretrained.yaml"  # study.epsilon
-PRETRAIN = ["task=tnews", "model=tiny", "seed=0", "pretrain.name=tnews-tiny-mlm", "pretrain.max_steps=15000",
-            "pretrain.eval_every=1000", "pretrain.resume=true"]
+PRETRAIN = [
+    "task=tnews",
+    "model=tiny",
+    "seed=0",
+    "pretrain.name=tnews-tiny-mlm",
+    "pretrain.max_steps=15000",
+    "pretrain.eval_every=1000",
+    "pretrain.resume=true",
+]
 
 
 def python(*args: str) -> None:
@@ -48,8 +55,10 @@ def python(*args: str) -> None:
     print("+ python " + " ".join(args), flush=True)
     done = subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT)
     if done.returncode:
-        raise UserError(f"python {' '.join(args)} failed (exit code {done.returncode}); fix what it said, then "
-                        "run make evidence again: it goes on where it stopped")
+        raise UserError(
+            f"python {' '.join(args)} failed (exit code {done.returncode}); fix what it said, then "
+            "run make evidence again: it goes on where it stopped"
+        )
 
 
 def grid(experiment: str, overrides: list[str]) -> list[list[str]]:
@@ -63,7 +72,8 @@ def grid(experiment: str, overrides: list[str]) -> list[list[str]]:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", [f"experiment={experiment}"], return_hydra_config=True)
     parsed = OverridesParser.create().parse_overrides(
-        [f"{k}={v}" for k, v in (OmegaConf.to_container(cfg.hydra.sweeper.params) or {}).items()])
+        [f"{k}={v}" for k, v in (OmegaConf.to_container(cfg.hydra.sweeper.params) or {}).items()]
+    )
     params = {o.key_or_group: o for o in parsed}
     fixed = []
     for o, text in zip(OverridesParser.create().parse_overrides(overrides), overrides):
@@ -71,8 +81,12 @@ def grid(experiment: str, overrides: list[str]) -> list[list[str]]:
             params[o.key_or_group] = o
         else:
             fixed.append(text)
-    axes = [[f"{key}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
-            else [f"{key}={o.get_value_element_as_str()}"] for key, o in params.items()]
+    axes = [
+        [f"{key}={value}" for value in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [f"{key}={o.get_value_element_as_str()}"]
+        for key, o in params.items()
+    ]
     return [[*fixed, *job] for job in itertools.product(*axes)]
 
 
@@ -93,12 +107,22 @@ def sweep(experiment: str, results_dir: Path, overrides: list[str]) -> list[Path
     done = [f for f in files if records.read_record(f, records.DONE) is not None]
     print(f"{experiment}: {len(done)} of {len(files)} runs have a record in {results_dir / 'runs'}", flush=True)
     if len(done) < len(files):
-        python("-m", "experiments.commands.run", "-m", f"experiment={experiment}", "trainer.skip_completed=true",
-               "trainer.resume=true", f"paths.results_dir={results_dir}", *overrides)
+        python(
+            "-m",
+            "experiments.commands.run",
+            "-m",
+            f"experiment={experiment}",
+            "trainer.skip_completed=true",
+            "trainer.resume=true",
+            f"paths.results_dir={results_dir}",
+            *overrides,
+        )
         missing = [f for f in files if records.read_record(f, records.DONE) is None]
         if missing:
-            raise UserError(f"{missing[0]}: the sweep of {experiment} ended without this record "
-                            f"({len(missing)} missing); see its log under {results_dir / 'logs'}, then run again")
+            raise UserError(
+                f"{missing[0]}: the sweep of {experiment} ended without this record "
+                f"({len(missing)} missing); see its log under {results_dir / 'logs'}, then run again"
+            )
     return files
 
 
@@ -117,9 +141,11 @@ def check_epsilons(tune_dir: Path, overrides: list[str]) -> None:
     wrong = {m: configured.get(m) for m, eps in chosen.items() if configured.get(m) != eps}
     if wrong:
         want = ", ".join(f"{m}: {eps:g}" for m, eps in chosen.items())
-        raise UserError(f"{CONFIGURED.relative_to(PROJECT_ROOT)}: study.epsilon has {wrong}, but the tuning chose "
-                        f"{{{want}}} ({tune_dir / 'tuning.md'}, PLAN.md's rule); put those there, then run make "
-                        "evidence again")
+        raise UserError(
+            f"{CONFIGURED.relative_to(PROJECT_ROOT)}: study.epsilon has {wrong}, but the tuning chose "
+            f"{{{want}}} ({tune_dir / 'tuning.md'}, PLAN.md's rule); put those there, then run make "
+            "evidence again"
+        )
 
 
 def copy_new(files, folder: Path) -> None:
@@ -137,8 +163,10 @@ def run_study(overrides: list[str], study_dir: Path = STUDY, results_dir: Path =
     # The committed records count as done: a fresh clone (or a machine that lost results/) goes on where
     # the study stopped instead of running them again; a local record of the same name is kept.
     for committed, local in ((study_dir / "tuning", tune_dir), (study_dir, main_dir)):
-        copy_new([f for f in sorted((committed / "runs").glob("*.json")) if not (local / "runs" / f.name).exists()],
-                 local / "runs")
+        copy_new(
+            [f for f in sorted((committed / "runs").glob("*.json")) if not (local / "runs" / f.name).exists()],
+            local / "runs",
+        )
     tuned = sweep(TUNE, tune_dir, overrides)
     summary.write_all(tune_dir)
     study_command.write("tuning", tune_dir)
@@ -147,8 +175,12 @@ def run_study(overrides: list[str], study_dir: Path = STUDY, results_dir: Path =
     copy_new(made, study_dir / "runs")
     copy_new(tuned, study_dir / "tuning" / "runs")
     copy_new([model / records.PRETRAIN_RECORD_FILE], study_dir)
-    for path in [*summary.write_all(study_dir), *summary.write_all(study_dir / "tuning"),
-                 study_command.write("tuning", study_dir / "tuning"), study_command.write("main", study_dir)]:
+    for path in [
+        *summary.write_all(study_dir),
+        *summary.write_all(study_dir / "tuning"),
+        study_command.write("tuning", study_dir / "tuning"),
+        study_command.write("main", study_dir),
+    ]:
         print(path)
 
 
@@ -160,8 +192,10 @@ def run_compare(folder: Path, against: Path = STUDY / "runs", out: Path | None =
     for line in reproduction.lines(table):
         print(line)
     out = Path(out) if out else folder / "compare.md"
-    shown = [str(p.resolve().relative_to(PROJECT_ROOT)) if p.resolve().is_relative_to(PROJECT_ROOT) else str(p)
-             for p in (reproduction.runs_folder(folder), reproduction.runs_folder(against))]
+    shown = [
+        str(p.resolve().relative_to(PROJECT_ROOT)) if p.resolve().is_relative_to(PROJECT_ROOT) else str(p)
+        for p in (reproduction.runs_folder(folder), reproduction.runs_folder(against))
+    ]
     records.write_text_atomic(out, reproduction.markdown(table, *shown))
     print(f"{reproduction.summary(table)}; written: {out}")
     return out
@@ -187,10 +221,15 @@ def main(argv=None) -> int:
     c.add_argument("folder", type=Path, help="a results folder (with runs/) or a folder of records")
     c.add_argument("--against", type=Path, default=STUDY / "runs", help="default: the study's committed runs/")
     c.add_argument("--out", type=Path, default=None, help="the markdown (default: FOLDER/compare.md)")
-    return cli.main(p, lambda args: {"study": lambda: run_study(args.overrides),
-                                     "remake": lambda: remake(args.overrides, args.out),
-                                     "compare": lambda: run_compare(args.folder, args.against, args.out)}[args.step](),
-                    argv)
+    return cli.main(
+        p,
+        lambda args: {
+            "study": lambda: run_study(args.overrides),
+            "remake": lambda: remake(args.overrides, args.out),
+            "compare": lambda: run_compare(args.folder, args.against, args.out),
+        }[args.step](),
+        argv,
+    )
 
 
 if __name__ == "__main__":

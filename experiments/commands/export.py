@@ -39,8 +39,9 @@ def export_run(run: str | Path, out: str | Path | None = None) -> Path:
     arrays = hf_export.encoder_arrays(model, transformer)
     dense = model.get_layer(head.HEAD_LAYER)
     tensors = hf_export.classifier_tensors(arrays, dense.kernel.numpy(), dense.bias.numpy(), family)
-    hf_config = hf_export.hf_config(config, family, f"{hf_export.ARCH[family]}ForSequenceClassification",
-                                    [str(label) for label in label_ids])
+    hf_config = hf_export.hf_config(
+        config, family, f"{hf_export.ARCH[family]}ForSequenceClassification", [str(label) for label in label_ids]
+    )
     out = Path(out) if out else Path(cfg.paths.results_dir) / "export" / record_file.stem
     card = run_card(record, record_file, hf_export.ARCH[family])
     return hf_export.write_folder(out, tensors, hf_config, vocab, card, int(config["max_position_embeddings"]))
@@ -54,8 +55,10 @@ def export_pretrained(model_dir: str | Path, out: str | Path | None = None) -> P
     model_dir = Path(model_dir)
     record_path = model_dir / records.PRETRAIN_RECORD_FILE
     if not record_path.is_file():
-        raise UserError(f"{model_dir}: no {records.PRETRAIN_RECORD_FILE}; MODEL_DIR takes a folder made by "
-                        "`make pretrain` (a released model is already on the Hub or at its URL)")
+        raise UserError(
+            f"{model_dir}: no {records.PRETRAIN_RECORD_FILE}; MODEL_DIR takes a folder made by "
+            "`make pretrain` (a released model is already on the Hub or at its URL)"
+        )
     record = json.loads(record_path.read_text(encoding="utf-8"))
     model_cfg = OmegaConf.create({**record["config"]["model"], "checkpoint_dir": str(model_dir)})
     family = release.family(model_cfg)
@@ -70,8 +73,14 @@ def export_pretrained(model_dir: str | Path, out: str | Path | None = None) -> P
     tensors = hf_export.pt_tensors(arrays, family)
     hf_config = hf_export.hf_config(config, family, f"{hf_export.ARCH[family]}ForMaskedLM", None)
     out = Path(out) if out else model_dir.with_name(model_dir.name + "-hf")
-    return hf_export.write_folder(out, tensors, hf_config, vocab_file, pretrained_card(record, model_dir, hf_export.ARCH[family]),
-                                  int(config["max_position_embeddings"]))
+    return hf_export.write_folder(
+        out,
+        tensors,
+        hf_config,
+        vocab_file,
+        pretrained_card(record, model_dir, hf_export.ARCH[family]),
+        int(config["max_position_embeddings"]),
+    )
 
 
 def tokenizer_vocab(tokenizer) -> tuple[object, list[str]]:
@@ -83,36 +92,52 @@ def tokenizer_vocab(tokenizer) -> tuple[object, list[str]]:
 
 def run_card(record: dict, record_file: Path, arch: str) -> str:
     acc = record.get("best_dev_acc")
-    return "\n".join([
-        f"# {record['task']} / {record['method']} / {record['model']} (seed {record['seed']})",
-        "",
-        f"Fine-tuned by the CLUE adversarial-training suite (`make run`); exported with `make export RUN={record_file}`.",
-        "",
-        "| | |", "|---|---|",
-        f"| task | {record['task']} |", f"| method | {record['method']} |", f"| model config | {record['model']} |",
-        f"| seed | {record['seed']} |", f"| settings id | {record['settings_id']} |",
-        f"| best dev accuracy | {acc:.4f} (epoch {record.get('best_epoch')}) |" if acc is not None else "| best dev accuracy | - |",
-        f"| record | {record_file.name} |",
-        "",
-        (f"Head: `{arch}ForSequenceClassification`. The suite's classifier reads the last layer's [CLS] "
-         "vector directly (no pooler); here the pooler is made linear (weight 1e-6 x identity, bias 0) and the "
-         "classifier's weight scaled by 1e6, so that the logits equal the suite's to float32 precision. To "
-         "fine-tune further in transformers, re-initialise `pooler` and `classifier` first."),
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# {record['task']} / {record['method']} / {record['model']} (seed {record['seed']})",
+            "",
+            f"Fine-tuned by the CLUE adversarial-training suite (`make run`); "
+            f"exported with `make export RUN={record_file}`.",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| task | {record['task']} |",
+            f"| method | {record['method']} |",
+            f"| model config | {record['model']} |",
+            f"| seed | {record['seed']} |",
+            f"| settings id | {record['settings_id']} |",
+            f"| best dev accuracy | {acc:.4f} (epoch {record.get('best_epoch')}) |"
+            if acc is not None
+            else "| best dev accuracy | - |",
+            f"| record | {record_file.name} |",
+            "",
+            (
+                f"Head: `{arch}ForSequenceClassification`. The suite's classifier reads the last layer's [CLS] "
+                "vector directly (no pooler); here the pooler is made linear (weight 1e-6 x identity, bias 0) and the "
+                "classifier's weight scaled by 1e6, so that the logits equal the suite's to float32 precision. To "
+                "fine-tune further in transformers, re-initialise `pooler` and `classifier` first."
+            ),
+            "",
+        ]
+    )
 
 
 def pretrained_card(record: dict, model_dir: Path, arch: str) -> str:
     history = record.get("history") or [{}]
-    return "\n".join([
-        f"# {record['config']['model']['name']} pretrained on {', '.join(record.get('tasks', []))}",
-        "",
-        (f"Masked-LM pretraining by the CLUE adversarial-training suite (`make pretrain`), id {record.get('id')}, "
-         f"exported from {model_dir.name} as `{arch}ForMaskedLM`."),
-        "",
-        f"Steps: {record.get('steps')}; held-out masked-token accuracy {history[-1].get('accuracy')}.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# {record['config']['model']['name']} pretrained on {', '.join(record.get('tasks', []))}",
+            "",
+            (
+                f"Masked-LM pretraining by the CLUE adversarial-training suite (`make pretrain`), "
+                f"id {record.get('id')}, "
+                f"exported from {model_dir.name} as `{arch}ForMaskedLM`."
+            ),
+            "",
+            f"Steps: {record.get('steps')}; held-out masked-token accuracy {history[-1].get('accuracy')}.",
+            "",
+        ]
+    )
 
 
 def main(argv=None) -> None:

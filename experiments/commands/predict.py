@@ -41,8 +41,10 @@ def find_record(run: str | Path | None, usage: str = USAGE) -> tuple[Path, dict]
         raise UserError(f"{run}: no complete run record there; the run did not finish (see `make sweep` to resume)")
     if record["status"] == records.DIVERGED:
         at = record["diverged_at"]
-        raise UserError(f"{run}: this run diverged (a non-finite loss at epoch {at['epoch']}, step {at['step']}); "
-                        "predict with a complete run, or delete this record and rerun with other settings")
+        raise UserError(
+            f"{run}: this run diverged (a non-finite loss at epoch {at['epoch']}, step {at['step']}); "
+            "predict with a complete run, or delete this record and rerun with other settings"
+        )
     return run, record
 
 
@@ -55,8 +57,10 @@ def load_run(record: dict):
     cfg = OmegaConf.create(record["config"])
     weights = record.get("best_weights")
     if not weights or not Path(weights).is_file():
-        raise UserError(f"{weights}: best-dev weights not found; the run was made with trainer.save_best=false "
-                        "or its checkpoints folder was removed: rerun it")
+        raise UserError(
+            f"{weights}: best-dev weights not found; the run was made with trainer.save_best=false "
+            "or its checkpoints folder was removed: rerun it"
+        )
     label_ids, train, _ = loaders.load_task(cfg.paths.clue_dir, cfg.task)  # train texts: the tiny model's vocab
     hub.resolve(cfg.model)  # a model from the Hub: its cached snapshot
     optim.set_precision(cfg.trainer.precision)

@@ -28,10 +28,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import CONFIG_DIR, config
+from experiments import CONFIG_DIR, config, records
 from experiments.errors import UserError, reported
 from experiments.machine import devices, environment
-from experiments import records
 
 log = logging.getLogger("experiments.commands.pretrain")
 
@@ -48,8 +47,13 @@ def pretrain(cfg: DictConfig) -> dict:
     train(cfg, job)
     folder = save(cfg, job)
     record = write_record(cfg, job, folder, time.time() - started)
-    log.info("%s after %d steps: held-out masked-token accuracy %.4f (step 0: %.4f); model folder:",
-             record["status"], record["steps"], job.trainer.history[-1]["accuracy"], job.trainer.history[0]["accuracy"])
+    log.info(
+        "%s after %d steps: held-out masked-token accuracy %.4f (step 0: %.4f); model folder:",
+        record["status"],
+        record["steps"],
+        job.trainer.history[-1]["accuracy"],
+        job.trainer.history[0]["accuracy"],
+    )
     print(folder, flush=True)  # the last line: the folder to fine-tune from
     return record
 
@@ -60,7 +64,7 @@ class Plan:
 
     tasks: list
     checkpoint: str | None  # the source checkpoint prefix (TAPT), None from scratch
-    init: str               # "random" (", vocab sha256:..." with pretrain.vocab) or "sha256:<the source .index's hash>"
+    init: str  # "random" (", vocab sha256:..." with pretrain.vocab) or "sha256:<the source .index's hash>"
     id: str
     folder: Path
 
@@ -75,8 +79,9 @@ def prepare(cfg: DictConfig) -> Plan:
     config.validate_pretrain(cfg)
     mlm.check_family(cfg.model)
     tasks = corpus_tasks(cfg)
-    devices.check_device(cfg, key="pretrain.device",
-                         eta=lambda c: devices.pretrain_cpu_estimate(c, planned_steps(c, tasks)))
+    devices.check_device(
+        cfg, key="pretrain.device", eta=lambda c: devices.pretrain_cpu_estimate(c, planned_steps(c, tasks))
+    )
     if OmegaConf.select(cfg, "download.auto", default=False):
         fetch.fetch_missing(cfg)
         for task_cfg in tasks[1:]:
@@ -90,8 +95,10 @@ def prepare(cfg: DictConfig) -> Plan:
         checkpoint, init = release.source(cfg.model)
     elif cfg.pretrain.vocab is not None:  # the file's content is a setting, not its path
         if not Path(cfg.pretrain.vocab).is_file():
-            raise UserError(f"pretrain.vocab={cfg.pretrain.vocab}: file not found; give a vocab.txt or null (a "
-                            "character vocabulary from the corpus)")
+            raise UserError(
+                f"pretrain.vocab={cfg.pretrain.vocab}: file not found; give a vocab.txt or null (a "
+                "character vocabulary from the corpus)"
+            )
         init = "random, vocab sha256:" + hashlib.sha256(Path(cfg.pretrain.vocab).read_bytes()).hexdigest()
     if cfg.pretrain.learning_rate is None:
         cfg.pretrain.learning_rate = RATE_FROM_SCRATCH if checkpoint is None else RATE_FROM_CHECKPOINT
@@ -166,7 +173,8 @@ def build(cfg: DictConfig, plan: Plan) -> Job:
     """Seed; read and tokenise the corpus; the vocabulary, the masked-LM model (from the
     checkpoint, or random), AdamW on BERT's schedule, the loop and its state (restored if resuming)."""
     from experiments.data import batching, corpus, masking
-    from experiments.model import encoder, mlm, rewrites, tokenizer as tokenizers
+    from experiments.model import encoder, mlm, rewrites
+    from experiments.model import tokenizer as tokenizers
     from experiments.train import monitor, optim, run_state, schedule
     from experiments.train.pretraining import Pretrainer, held_out_batches
 
@@ -176,19 +184,28 @@ def build(cfg: DictConfig, plan: Plan) -> Job:
     tokenizer, vocab = tokenizers.load_tokenizer(cfg.model, texts.texts + [b for b in texts.texts_b if b], p.vocab)
     bert_config = encoder.bert_config(cfg.model, len(vocab))
     if p.max_length > bert_config["max_position_embeddings"]:
-        raise UserError(f"pretrain.max_length={p.max_length} is above the model's max_position_embeddings="
-                        f"{bert_config['max_position_embeddings']}; lower it")
+        raise UserError(
+            f"pretrain.max_length={p.max_length} is above the model's max_position_embeddings="
+            f"{bert_config['max_position_embeddings']}; lower it"
+        )
     spec = masking.MaskSpec.from_vocab(vocab, masked_share=p.masked_share)
     special = {vocab[t] for t in ("[PAD]", "[CLS]", "[SEP]") if t in vocab}
     tokenize_start = time.perf_counter()
-    data = corpus.tokenize(tokenizer, texts.texts, texts.texts_b, p.max_length, special, p.whole_word_masking,
-                           bool(p.progress))
+    data = corpus.tokenize(
+        tokenizer, texts.texts, texts.texts_b, p.max_length, special, p.whole_word_masking, bool(p.progress)
+    )
     tokenize_seconds = time.perf_counter() - tokenize_start
     held = corpus.held_out_indices(len(data), p.held_out_share, p.held_out_max)
     train_data = corpus.subset(data, sorted(set(range(len(data))) - set(held.tolist())))
     held_data = corpus.subset(data, held)
-    log.info("corpus: %d texts (%d tokens) of %s, %d held out; vocabulary %d", len(texts), data.tokens,
-             ", ".join(f"{f['task']} {f['split']}" for f in texts.files), len(held_data), len(vocab))
+    log.info(
+        "corpus: %d texts (%d tokens) of %s, %d held out; vocabulary %d",
+        len(texts),
+        data.tokens,
+        ", ".join(f"{f['task']} {f['split']}" for f in texts.files),
+        len(held_data),
+        len(vocab),
+    )
 
     masked_lm = mlm.build_mlm(cfg.model, bert_config, cfg.seed, encoder.checkpoint_weights(cfg.model))
     rewrites.prepare_model(masked_lm.model)  # keyed dropout, cheaper GELU / LayerNorm / attention
@@ -197,34 +214,54 @@ def build(cfg: DictConfig, plan: Plan) -> Job:
     rate = schedule.LinearWarmupDecay(p.learning_rate, total, int(total * p.warmup_ratio))
     optimizer = optim.make_adamw(rate, masked_lm.model, p.weight_decay, p.adam_epsilon, p.clip_norm)
     trainer = Pretrainer(masked_lm.model, optimizer, spec, p.batch_size, p.bucket_by_length, p.progress)
-    state = run_state.RunState(Path(cfg.paths.results_dir) / "checkpoints" / f"pretrain_{plan.id}",
-                               masked_lm.model, optimizer)
+    state = run_state.RunState(
+        Path(cfg.paths.results_dir) / "checkpoints" / f"pretrain_{plan.id}", masked_lm.model, optimizer
+    )
     if p.resume and (history := state.restore()):
         trainer.history = history
         log.info("resuming after step %d of %d from %s", trainer.step, total, state.state_dir)
     if p.tensorboard:  # train/loss, train/accuracy, train/learning_rate per step; held_out/* per evaluation
-        trainer.board = monitor.TensorBoard(Path(cfg.paths.results_dir) / "tensorboard" / f"pretrain_{plan.id}",
-                                            resume_step=trainer.step)
+        trainer.board = monitor.TensorBoard(
+            Path(cfg.paths.results_dir) / "tensorboard" / f"pretrain_{plan.id}", resume_step=trainer.step
+        )
     held_out = held_out_batches(held_data, p.eval_batch_size, spec)
     facts = corpus.describe(texts, train_data, held_data)
     facts["whole_word_masking"] = bool(p.whole_word_masking)
     facts["vocab_size"] = len(vocab)
-    return Job(plan, masked_lm, trainer, state, train_data, held_out, total, vocab, bert_config, facts,
-               {"tokenize_seconds": tokenize_seconds})
+    return Job(
+        plan,
+        masked_lm,
+        trainer,
+        state,
+        train_data,
+        held_out,
+        total,
+        vocab,
+        bert_config,
+        facts,
+        {"tokenize_seconds": tokenize_seconds},
+    )
 
 
 def train(cfg: DictConfig, job: Job) -> None:
     """Fit to the planned steps, saving at every held-out evaluation so that an interruption resumes."""
     from experiments.train import optim
 
-    log.info("pretraining %s on %s, seed %d, %d steps (batch %d), head %s", cfg.model.name,
-             "+".join(t.name for t in job.plan.tasks), cfg.seed, job.total_steps, cfg.pretrain.batch_size,
-             job.mlm.head_source)
+    log.info(
+        "pretraining %s on %s, seed %d, %d steps (batch %d), head %s",
+        cfg.model.name,
+        "+".join(t.name for t in job.plan.tasks),
+        cfg.seed,
+        job.total_steps,
+        cfg.pretrain.batch_size,
+        job.mlm.head_source,
+    )
     start = time.perf_counter()
     try:
         with optim.out_of_memory_advice(cfg, "pretrain", "pretrain.max_length"):
-            job.trainer.fit(job.train, job.held_out, job.total_steps, cfg.seed, cfg.pretrain.eval_every,
-                            on_save=job.state.save_step)
+            job.trainer.fit(
+                job.train, job.held_out, job.total_steps, cfg.seed, cfg.pretrain.eval_every, on_save=job.state.save_step
+            )
     finally:
         if job.trainer.board is not None:
             job.trainer.board.close()
@@ -259,15 +296,31 @@ def write_record(cfg: DictConfig, job: Job, folder: Path, seconds: float) -> dic
     trained = [h for h in history if h.get("train_seconds")]
     train_seconds = sum(h["train_seconds"] for h in trained)
     tokens = sum(h["train_tokens"] for h in trained)
-    timings = {"total_seconds": seconds, "train_seconds": train_seconds,
-               "tokens_per_second": tokens / train_seconds if train_seconds else None,
-               **{k: v for k, v in job.timings.items() if k != "copied_unchanged"}}
-    model = {"family": OmegaConf.select(cfg, "model.family", default="bert"), "checkpoint": job.plan.checkpoint,
-             "mlm_head": job.mlm.head_source, "copied_unchanged": job.timings.get("copied_unchanged", [])}
+    timings = {
+        "total_seconds": seconds,
+        "train_seconds": train_seconds,
+        "tokens_per_second": tokens / train_seconds if train_seconds else None,
+        **{k: v for k, v in job.timings.items() if k != "copied_unchanged"},
+    }
+    model = {
+        "family": OmegaConf.select(cfg, "model.family", default="bert"),
+        "checkpoint": job.plan.checkpoint,
+        "mlm_head": job.mlm.head_source,
+        "copied_unchanged": job.timings.get("copied_unchanged", []),
+    }
     status = records.DIVERGED if "diverged_at" in job.trainer.ending else records.COMPLETE
     record = records.pretrain_record(
-        OmegaConf.to_container(cfg, resolve=True), [OmegaConf.to_container(t, resolve=True) for t in job.plan.tasks],
-        job.plan.init, status, history, job.trainer.ending, job.corpus, model, timings, environment.describe())
+        OmegaConf.to_container(cfg, resolve=True),
+        [OmegaConf.to_container(t, resolve=True) for t in job.plan.tasks],
+        job.plan.init,
+        status,
+        history,
+        job.trainer.ending,
+        job.corpus,
+        model,
+        timings,
+        environment.describe(),
+    )
     records.write_json_atomic(folder / records.PRETRAIN_RECORD_FILE, record)
     job.state.discard_state()
     return record
@@ -279,8 +332,11 @@ def main(cfg: DictConfig) -> None:
         with reported():
             pretrain(cfg)
     except KeyboardInterrupt:
-        print("interrupted: no model folder written; the steps up to the last held-out evaluation are kept, "
-              "rerun the same command with pretrain.resume=true to continue", file=sys.stderr)
+        print(
+            "interrupted: no model folder written; the steps up to the last held-out evaluation are kept, "
+            "rerun the same command with pretrain.resume=true to continue",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 

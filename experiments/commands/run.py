@@ -5,7 +5,8 @@
 ``run`` reads as the steps of a run: prepare (checks that need no TensorFlow, so that a mistake
 is one line within seconds), build (data, model, method, trainer), train (resuming where an
 interrupted run stopped), attack (accuracy under attack of the best weights, when
-``eval.attack.epsilons`` asks for it; the text attack when ``eval.text_attack.enabled``), record. Each step is a function below it.
+``eval.attack.epsilons`` asks for it; the text attack when ``eval.text_attack.enabled``),
+record. Each step is a function below it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import CONFIG_DIR, config
+from experiments import CONFIG_DIR, config, records
 from experiments.errors import reported
 from experiments.machine import devices, environment, slurm
-from experiments import records
 
 log = logging.getLogger("experiments.commands.run")
 
@@ -39,11 +39,17 @@ def run(cfg: DictConfig) -> dict:
     job = build(cfg, record_file)
     train(cfg, job)
     robustness = {**(attack(cfg, job) or {}), **text_attack(cfg, job, record_file)} or None
-    record = records.run_record(resolved, job.trainer.history, job.trainer.ending, job.facts,
-                                timings={"total_seconds": time.time() - started, **job.timings},
-                                best_weights=str(job.state.best_weights) if cfg.trainer.save_best else None,
-                                environment=environment.describe(cfg.trainer), hydra_dir=_hydra_output_dir(),
-                                robustness=robustness)
+    record = records.run_record(
+        resolved,
+        job.trainer.history,
+        job.trainer.ending,
+        job.facts,
+        timings={"total_seconds": time.time() - started, **job.timings},
+        best_weights=str(job.state.best_weights) if cfg.trainer.save_best else None,
+        environment=environment.describe(cfg.trainer),
+        hydra_dir=_hydra_output_dir(),
+        robustness=robustness,
+    )
     records.write_json_atomic(record_file, record)
     job.state.discard_state()
     log.info("%s; record: %s", records.outcome(record), record_file)
@@ -93,15 +99,23 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
     environment.set_tf32(cfg.trainer.tf32)
     label_ids, train_split, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)
     optim.set_precision(cfg.trainer.precision)
-    tokenizer, model = head.load_classifier(cfg.model, train_split.all_texts(), len(label_ids), cfg.task.max_length,
-                                            cfg.seed)
+    tokenizer, model = head.load_classifier(
+        cfg.model, train_split.all_texts(), len(label_ids), cfg.task.max_length, cfg.seed
+    )
     rewrites.prepare_model(model, cfg.trainer.precision)
-    log.info("%s: %d train / %d dev examples, %d classes", cfg.task.name,
-             len(train_split.texts), len(dev_split.texts), len(label_ids))
+    log.info(
+        "%s: %d train / %d dev examples, %d classes",
+        cfg.task.name,
+        len(train_split.texts),
+        len(dev_split.texts),
+        len(label_ids),
+    )
     # Tokenized splits come from data/cache/ when these texts, vocab and max length were seen before.
     tokenize_start = time.perf_counter()
-    (train, train_hit), (dev, dev_hit) = [cache.dataset(cfg, tokenizer, split, file) for split, file in
-                                          ((train_split, cfg.task.train_file), (dev_split, cfg.task.dev_file))]
+    (train, train_hit), (dev, dev_hit) = [
+        cache.dataset(cfg, tokenizer, split, file)
+        for split, file in ((train_split, cfg.task.train_file), (dev_split, cfg.task.dev_file))
+    ]
     tokenize_seconds = time.perf_counter() - tokenize_start
     folder = loaders.task_dir(cfg.paths.clue_dir, cfg.task)
     for split, file in ((train, cfg.task.train_file), (dev, cfg.task.dev_file)):  # on a GPU a bad id embeds as 0s
@@ -109,26 +123,43 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
 
     # The rate per step (constant, or BERT's warm-up and decay) follows the optimizer's step count.
     steps_per_epoch = batching.num_batches(len(train), cfg.trainer.batch_size)
-    optimizer = optim.make_optimizer(schedule.learning_rate(cfg.trainer, steps_per_epoch), cfg.trainer.precision,
-                                     cfg.trainer.jit_compile)
+    optimizer = optim.make_optimizer(
+        schedule.learning_rate(cfg.trainer, steps_per_epoch), cfg.trainer.precision, cfg.trainer.jit_compile
+    )
     method = methods.build(OmegaConf.to_container(cfg.method, resolve=True), model, optimizer)
-    trainer = Trainer(model, method, optimizer, cfg.trainer.batch_size, cfg.trainer.eval_batch_size,
-                      cfg.trainer.jit_compile, cfg.trainer.progress, bucket_by_length=cfg.trainer.bucket_by_length,
-                      pad_to_multiple_of=cfg.trainer.pad_to_multiple_of, patience=cfg.trainer.patience)
+    trainer = Trainer(
+        model,
+        method,
+        optimizer,
+        cfg.trainer.batch_size,
+        cfg.trainer.eval_batch_size,
+        cfg.trainer.jit_compile,
+        cfg.trainer.progress,
+        bucket_by_length=cfg.trainer.bucket_by_length,
+        pad_to_multiple_of=cfg.trainer.pad_to_multiple_of,
+        patience=cfg.trainer.patience,
+    )
     state = run_state.RunState(checkpoint_dir(cfg.paths.results_dir, record_file), model, optimizer)
     if cfg.trainer.resume and (history := state.restore()):
         trainer.history = history
         log.info("resuming after epoch %d of %d from %s", len(history), cfg.trainer.epochs, state.state_dir)
     if cfg.trainer.tensorboard:  # per-step loss, learning rate, the method's quantities; dev accuracy
-        trainer.board = monitor.TensorBoard(tensorboard_dir(cfg.paths.results_dir, record_file),
-                                            resume_step=len(trainer.history) * steps_per_epoch)
-    facts = {"num_labels": len(label_ids), "train_samples": len(train), "dev_samples": len(dev),
-             "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped},  # task.skip_labels
-             "dev_majority_share": records.majority_share(dev_split.labels),  # records.collapsed
-             **({"checkpoint": c} if (c := hub.checkpoint_record(cfg.model)) else {})}  # weight file, sha256, hub
+        trainer.board = monitor.TensorBoard(
+            tensorboard_dir(cfg.paths.results_dir, record_file), resume_step=len(trainer.history) * steps_per_epoch
+        )
+    facts = {
+        "num_labels": len(label_ids),
+        "train_samples": len(train),
+        "dev_samples": len(dev),
+        "skipped_lines": {"train": train_split.skipped, "dev": dev_split.skipped},  # task.skip_labels
+        "dev_majority_share": records.majority_share(dev_split.labels),  # records.collapsed
+        **({"checkpoint": c} if (c := hub.checkpoint_record(cfg.model)) else {}),
+    }  # weight file, sha256, hub
     cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
-    timings = {"tokenize_seconds": tokenize_seconds,
-               "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss"}
+    timings = {
+        "tokenize_seconds": tokenize_seconds,
+        "token_cache": "off" if cache_dir is None else "hit" if train_hit and dev_hit else "miss",
+    }
     return Job(trainer, state, train, dev, facts, timings, tokenizer)
 
 
@@ -142,8 +173,14 @@ def train(cfg: DictConfig, job: Job) -> None:
             job.state.save_best()
         job.state.save_epoch(history)
 
-    log.info("training %s / %s / %s, seed %d, %d epochs", cfg.task.name, cfg.model.name, cfg.method.name,
-             cfg.seed, cfg.trainer.epochs)
+    log.info(
+        "training %s / %s / %s, seed %d, %d epochs",
+        cfg.task.name,
+        cfg.model.name,
+        cfg.method.name,
+        cfg.seed,
+        cfg.trainer.epochs,
+    )
     try:
         with optim.out_of_memory_advice(cfg):
             job.trainer.fit(job.train, job.dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
@@ -165,9 +202,18 @@ def attack(cfg: DictConfig, job: Job) -> dict | None:
     if cfg.trainer.save_best and job.state.best_weights.is_file():
         job.trainer.model.load_weights(str(job.state.best_weights))
         weights = "best"
-    return embedding_attack.record_fields(job.trainer.model, job.tokenizer, job.dev, attack_cfg, weights,
-                             cfg.trainer.eval_batch_size, cfg.trainer.pad_to_multiple_of, cfg.trainer.jit_compile,
-                             cfg.seed, cfg.trainer.progress)
+    return embedding_attack.record_fields(
+        job.trainer.model,
+        job.tokenizer,
+        job.dev,
+        attack_cfg,
+        weights,
+        cfg.trainer.eval_batch_size,
+        cfg.trainer.pad_to_multiple_of,
+        cfg.trainer.jit_compile,
+        cfg.seed,
+        cfg.trainer.progress,
+    )
 
 
 def text_attack(cfg: DictConfig, job: Job, record_file: Path) -> dict:
@@ -186,8 +232,9 @@ def text_attack(cfg: DictConfig, job: Job, record_file: Path) -> dict:
         job.trainer.model.load_weights(str(job.state.best_weights))
         weights = "best"
     label_ids, _, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)
-    return text_attack.run_fields(cfg, text_cfg, job.trainer.model, job.tokenizer, label_ids, dev_split, weights,
-                                  record_file)
+    return text_attack.run_fields(
+        cfg, text_cfg, job.trainer.model, job.tokenizer, label_ids, dev_split, weights, record_file
+    )
 
 
 def checkpoint_dir(results_dir, record_file: Path) -> Path:
@@ -212,8 +259,11 @@ def main(cfg: DictConfig) -> float:
         with reported():  # an expected mistake: one line naming the file/key and the fix, no traceback
             return run(cfg)["best_dev_acc"]
     except KeyboardInterrupt:
-        print("interrupted: no record written; epochs already finished are kept, "
-              "rerun the same command with trainer.resume=true to continue", file=sys.stderr)
+        print(
+            "interrupted: no record written; epochs already finished are kept, "
+            "rerun the same command with trainer.resume=true to continue",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 

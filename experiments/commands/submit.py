@@ -45,8 +45,10 @@ def choose(results_dir: Path, method: str, model: str, runs: list[str] | None) -
         for run in runs:
             path, record = predict.find_record(run)
             if record["task"] in chosen:
-                raise UserError(f"{path}: a second {record['task']} run (the first: {chosen[record['task']][0]}); "
-                                "name one run per task in RUNS")
+                raise UserError(
+                    f"{path}: a second {record['task']} run (the first: {chosen[record['task']][0]}); "
+                    "name one run per task in RUNS"
+                )
             chosen[record["task"]] = (path, record)
         return chosen
     for path in sorted((results_dir / "runs").glob("*.json")):
@@ -57,13 +59,20 @@ def choose(results_dir: Path, method: str, model: str, runs: list[str] | None) -
         if best is None or record["best_dev_acc"] > best[1]["best_dev_acc"]:
             chosen[record["task"]] = (path, record)
     if not chosen:
-        raise UserError(f"no complete run of method={method}, model={model} in {results_dir / 'runs'}; "
-                        "set METHOD= and MODEL= to runs you have, or name them with RUNS=")
+        raise UserError(
+            f"no complete run of method={method}, model={model} in {results_dir / 'runs'}; "
+            "set METHOD= and MODEL= to runs you have, or name them with RUNS="
+        )
     return chosen
 
 
-def submit(results_dir: str | Path, method: str = "baseline", model: str = "bert_base",
-           runs: list[str] | None = None, out: str | Path | None = None) -> Path:
+def submit(
+    results_dir: str | Path,
+    method: str = "baseline",
+    model: str = "bert_base",
+    runs: list[str] | None = None,
+    out: str | Path | None = None,
+) -> Path:
     results_dir = Path(results_dir)
     chosen = choose(results_dir, method, model, runs)
     label = "runs" if runs else f"{model}_{method}"
@@ -77,8 +86,11 @@ def submit(results_dir: str | Path, method: str = "baseline", model: str = "bert
         path, record = chosen[task]
         written = predict.predict(path, out=results_dir / "predictions" / path.stem)
         inside += [(p, path, record) for p in written]
-        missing += [(name, "its test file is not in the task folder") for name in prediction_files(task)
-                    if name not in {p.name for p in written}]
+        missing += [
+            (name, "its test file is not in the task folder")
+            for name in prediction_files(task)
+            if name not in {p.name for p in written}
+        ]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -88,8 +100,10 @@ def submit(results_dir: str | Path, method: str = "baseline", model: str = "bert
     print(f"{out}: {len(inside)} prediction file{'s' * (len(inside) != 1)}")
     for p, path, record in inside:
         lines = sum(1 for _ in p.open(encoding="utf-8"))
-        print(f"  in:      {p.name:<24} {lines:>6} lines  {path.name} (best dev {100 * record['best_dev_acc']:.2f}, "
-              f"epoch {record['best_epoch']})")
+        print(
+            f"  in:      {p.name:<24} {lines:>6} lines  {path.name} (best dev {100 * record['best_dev_acc']:.2f}, "
+            f"epoch {record['best_epoch']})"
+        )
     for name, why in missing:
         print(f"  missing: {name:<24} {why}")
     return out
@@ -100,12 +114,23 @@ def main(argv=None) -> int:
     p.add_argument("results_dir", help="the folder holding runs/ (paths.results_dir)")
     p.add_argument("--method", default="baseline", help="pick each task's best-dev run of this method")
     p.add_argument("--model", default="bert_base", help="... and of this model")
-    p.add_argument("--runs", default=None,
-                   help="instead: these run records or run folders, one per task (comma- or space-separated)")
+    p.add_argument(
+        "--runs",
+        default=None,
+        help="instead: these run records or run folders, one per task (comma- or space-separated)",
+    )
     p.add_argument("--out", default=None, help="the zip (default: RESULTS/submission/submit_<...>_<date>.zip)")
-    return cli.main(p, lambda args: submit(args.results_dir, args.method, args.model,
-                                           args.runs.replace(",", " ").split() if args.runs else None,
-                                           args.out), argv)
+    return cli.main(
+        p,
+        lambda args: submit(
+            args.results_dir,
+            args.method,
+            args.model,
+            args.runs.replace(",", " ").split() if args.runs else None,
+            args.out,
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,12 @@ from experiments.report.summary import write_all
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("experiments.commands.table", __doc__)
-    p.add_argument("results_dir", nargs="?", default=str(PROJECT_ROOT / "results"),
-                   help="the folder holding runs/ (paths.results_dir); default: results/")
+    p.add_argument(
+        "results_dir",
+        nargs="?",
+        default=str(PROJECT_ROOT / "results"),
+        help="the folder holding runs/ (paths.results_dir); default: results/",
+    )
     return cli.main(p, lambda args: print(*write_all(args.results_dir), sep="\n"), argv)
 
 

@@ -21,8 +21,9 @@ class Dataset:
         return len(self.token_ids)
 
 
-def encode(tokenizer, texts: list[str], max_length: int, progress: bool = False,
-           texts_b: list[str] | None = None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+def encode(
+    tokenizer, texts: list[str], max_length: int, progress: bool = False, texts_b: list[str] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Token ids of each text, ``[CLS] a [SEP]``, or of each pair, ``[CLS] a [SEP] b [SEP]``,
     truncated to ``max_length`` tokens, and (pairs only; None for single texts, all 0) the
     segment ids: 0 for [CLS] a [SEP], 1 for b [SEP]. bert4keras's Tokenizer.encode truncates
@@ -62,8 +63,13 @@ class PaddingStats:
         return self.real / self.padded if self.padded else 1.0
 
 
-def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
-                bucket_by_length: bool = False, chunk_batches: int = 100) -> list[np.ndarray]:
+def batch_order(
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    bucket_by_length: bool = False,
+    chunk_batches: int = 100,
+) -> list[np.ndarray]:
     """The example indices of each batch.
 
     Plain: a permutation (``rng``) or file order, cut into batches; the last may be smaller.
@@ -88,9 +94,16 @@ def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator |
     return [out[i] for i in rng.permutation(len(out))]
 
 
-def batches(token_ids: list[np.ndarray], labels: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
-            bucket_by_length: bool = False, pad_to_multiple_of: int = 1, stats: PaddingStats | None = None,
-            segment_ids: list[np.ndarray] | None = None):
+def batches(
+    token_ids: list[np.ndarray],
+    labels: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    bucket_by_length: bool = False,
+    pad_to_multiple_of: int = 1,
+    stats: PaddingStats | None = None,
+    segment_ids: list[np.ndarray] | None = None,
+):
     """Yield ``((token_ids, segment_ids), labels)`` batches padded per batch, in
     ``batch_order``'s order; ``stats`` (if given) counts real and padded tokens.
     ``segment_ids`` None: all 0 (single texts).
@@ -104,8 +117,9 @@ def batches(token_ids: list[np.ndarray], labels: np.ndarray, batch_size: int, rn
         if stats is not None:
             stats.real += int(lengths[chosen].sum())
             stats.padded += ids.size
-        segments = np.zeros_like(ids) if segment_ids is None else pad([segment_ids[i] for i in chosen],
-                                                                       pad_to_multiple_of)
+        segments = (
+            np.zeros_like(ids) if segment_ids is None else pad([segment_ids[i] for i in chosen], pad_to_multiple_of)
+        )
         yield (ids, segments), labels[chosen]
 
 

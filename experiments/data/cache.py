@@ -5,7 +5,9 @@ pairs, the segment ids end to end) named by a hash of everything the ids depend 
 data file's sha256, the texts themselves as the task's loader made them (both fields of a
 pair, CSL's joined keywords, WSC's marked spans, so a change of task.text_fields, of the
 marking or of skipped lines is a new entry), the vocabulary, the maximum length, how many
-of the file's examples were used (``task.max_*_samples``) and the tokenizer's settings. Any change gives a new name, so an entry is never stale; entries
+of the file's examples were used (``task.max_*_samples``) and the tokenizer's settings. Any
+change gives a new name, so an entry is
+never stale; entries
 are written atomically (temporary file + rename), so concurrent runs of a sweep can share
 the folder and a killed run leaves no half-written entry.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import records
-from experiments.data import loaders, batching
+from experiments.data import batching, loaders
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,27 @@ def texts_sha256(texts: list[str], texts_b: list[str] | None) -> str:
 
 
 def cache_key(source: Path, tokenizer, max_length: int, texts: list[str], texts_b: list[str] | None = None) -> str:
-    parts = {"format": FORMAT, "file": file_sha256(source), "texts": texts_sha256(texts, texts_b),
-             "vocab": vocab_sha256(tokenizer), "max_length": max_length, "count": len(texts),
-             "lower_case": bool(getattr(tokenizer, "_do_lower_case", True))}
+    parts = {
+        "format": FORMAT,
+        "file": file_sha256(source),
+        "texts": texts_sha256(texts, texts_b),
+        "vocab": vocab_sha256(tokenizer),
+        "max_length": max_length,
+        "count": len(texts),
+        "lower_case": bool(getattr(tokenizer, "_do_lower_case", True)),
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def encode(tokenizer, texts: list[str], max_length: int, source: Path, cache_dir: str | Path | None,
-           progress: bool = False, texts_b: list[str] | None = None):
+def encode(
+    tokenizer,
+    texts: list[str],
+    max_length: int,
+    source: Path,
+    cache_dir: str | Path | None,
+    progress: bool = False,
+    texts_b: list[str] | None = None,
+):
     """``(batching.encode(...), hit)``: the token ids and segment ids of ``texts`` (with
     ``texts_b``: pairs), read from ``source``, and whether they came from the cache;
     ``cache_dir=None`` turns the cache off."""
@@ -86,8 +101,15 @@ def dataset(cfg, tokenizer, split: loaders.Split, file_name: str):
     from experiments.data import batching
 
     source = loaders.task_dir(cfg.paths.clue_dir, cfg.task) / file_name
-    (token_ids, segment_ids), hit = encode(tokenizer, split.texts, cfg.task.max_length, source,
-                                           cfg.paths.get("cache_dir"), cfg.trainer.progress, split.texts_b)
+    (token_ids, segment_ids), hit = encode(
+        tokenizer,
+        split.texts,
+        cfg.task.max_length,
+        source,
+        cfg.paths.get("cache_dir"),
+        cfg.trainer.progress,
+        split.texts_b,
+    )
     return batching.Dataset(token_ids, split.labels, segment_ids), hit
 
 

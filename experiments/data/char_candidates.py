@@ -45,11 +45,15 @@ def package_file(package: str, relative: str) -> Path:
     try:
         path = Path(importlib.metadata.distribution(package).locate_file(relative))
     except importlib.metadata.PackageNotFoundError:
-        raise UserError(f"the package {package} is not installed, and the text attack reads {relative} from it: "
-                        "run `uv sync --frozen` (make does) to install the locked environment") from None
+        raise UserError(
+            f"the package {package} is not installed, and the text attack reads {relative} from it: "
+            "run `uv sync --frozen` (make does) to install the locked environment"
+        ) from None
     if not path.is_file():
-        raise UserError(f"{path}: not in the installed {package} "
-                        f"{importlib.metadata.version(package)}; the text attack needs it (docs/attack.md)")
+        raise UserError(
+            f"{path}: not in the installed {package} "
+            f"{importlib.metadata.version(package)}; the text attack needs it (docs/attack.md)"
+        )
     return path
 
 
@@ -152,5 +156,4 @@ class CandidateTable:
     def describe(self) -> dict:
         """The sources and the versions of the packages they were read from (for the record)."""
         used = {PACKAGES[s] for s in self.sources} | {PACKAGES["common"]}
-        return {"sources": list(self.sources),
-                "packages": {p: importlib.metadata.version(p) for p in sorted(used)}}
+        return {"sources": list(self.sources), "packages": {p: importlib.metadata.version(p) for p in sorted(used)}}

@@ -61,11 +61,19 @@ def read_texts(clue_dir, task_cfgs: list, splits: list[str], max_texts: int | No
                 part = loaders.read_split(path, [], labelled=False, limit=max_texts, fmt=fmt)
                 out.texts += part.texts
                 out.texts_b += part.texts_b if part.texts_b is not None else [None] * len(part.texts)
-                out.files.append({"task": task_cfg.name, "split": split, "path": str(path),
-                                  "sha256": cache.file_sha256(path), "texts": len(part.texts)})
+                out.files.append(
+                    {
+                        "task": task_cfg.name,
+                        "split": split,
+                        "path": str(path),
+                        "sha256": cache.file_sha256(path),
+                        "texts": len(part.texts),
+                    }
+                )
     if not out.texts:
-        raise UserError(f"the corpus (tasks {', '.join(t.name for t in task_cfgs)}, splits {', '.join(splits)}) "
-                        "has no texts")
+        raise UserError(
+            f"the corpus (tasks {', '.join(t.name for t in task_cfgs)}, splits {', '.join(splits)}) has no texts"
+        )
     return out
 
 
@@ -91,8 +99,15 @@ class MlmData:
         return int(sum(len(t) for t in self.token_ids))
 
 
-def tokenize(tokenizer, texts: list[str], texts_b: list[str | None], max_length: int, special_ids: set[int],
-             whole_words: bool, progress: bool = False) -> MlmData:
+def tokenize(
+    tokenizer,
+    texts: list[str],
+    texts_b: list[str | None],
+    max_length: int,
+    special_ids: set[int],
+    whole_words: bool,
+    progress: bool = False,
+) -> MlmData:
     """Encode as a run does (``[CLS] a [SEP] (b [SEP])``, truncated to ``max_length``); with
     ``whole_words`` each token's group is its jieba word (masking.word_numbers)."""
     pairs = [i for i, b in enumerate(texts_b) if b is not None]
@@ -102,8 +117,13 @@ def tokenize(tokenizer, texts: list[str], texts_b: list[str | None], max_length:
     for chosen, paired in ((singles, False), (pairs, True)):
         if not chosen:
             continue
-        ids, segs = batching.encode(tokenizer, [texts[i] for i in chosen], max_length, progress,
-                                    [texts_b[i] for i in chosen] if paired else None)
+        ids, segs = batching.encode(
+            tokenizer,
+            [texts[i] for i in chosen],
+            max_length,
+            progress,
+            [texts_b[i] for i in chosen] if paired else None,
+        )
         for k, i in enumerate(chosen):
             token_ids[i] = ids[k]
             segment_ids[i] = segs[k] if segs is not None else np.zeros_like(ids[k])
@@ -119,12 +139,19 @@ def tokenize(tokenizer, texts: list[str], texts_b: list[str | None], max_length:
 
 
 def subset(data: MlmData, indices) -> MlmData:
-    return MlmData([data.token_ids[i] for i in indices], [data.segment_ids[i] for i in indices],
-                   [data.groups[i] for i in indices])
+    return MlmData(
+        [data.token_ids[i] for i in indices], [data.segment_ids[i] for i in indices], [data.groups[i] for i in indices]
+    )
 
 
 def describe(texts: Texts, train: MlmData, held_out: MlmData) -> dict:
     """The corpus part of the pretrain record."""
-    return {"files": texts.files, "texts": len(texts), "tokens": train.tokens + held_out.tokens,
-            "train_texts": len(train), "train_tokens": train.tokens,
-            "held_out_texts": len(held_out), "held_out_tokens": held_out.tokens}
+    return {
+        "files": texts.files,
+        "texts": len(texts),
+        "tokens": train.tokens + held_out.tokens,
+        "train_texts": len(train),
+        "train_tokens": train.tokens,
+        "held_out_texts": len(held_out),
+        "held_out_tokens": held_out.tokens,
+    }

@@ -19,7 +19,8 @@ folders must appear whole or not at all. For each archive:
 When the folder is already there, ``make data`` / ``make model`` only verify it and
 ``make run`` (``download.auto``) does nothing. A model whose config has no ``url`` (releases
 on Baidu Disk or Google Drive only) is never downloaded: a missing folder is a one-line
-error saying where to get the release (``model.source``) and where to unpack it. Network failures, corrupt archives and sum
+error saying where to get the release (``model.source``) and where to unpack it.
+Network failures, corrupt archives and sum
 mismatches are ``UserError``s: one line naming the URL or file, the folder and the fix.
 """
 
@@ -48,8 +49,8 @@ from experiments.errors import UserError
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "SHA256SUMS"                          # sha256sum's format: `sha256sum -c SHA256SUMS` works too
-JUNK = {"__MACOSX", ".DS_Store"}                # what zips made on a Mac carry besides the data
+MANIFEST = "SHA256SUMS"  # sha256sum's format: `sha256sum -c SHA256SUMS` works too
+JUNK = {"__MACOSX", ".DS_Store"}  # what zips made on a Mac carry besides the data
 CHUNK = 1 << 16
 
 
@@ -57,18 +58,19 @@ CHUNK = 1 << 16
 class Target:
     """One archive and the folder it becomes."""
 
-    url: str | None            # None: no direct download (the folder is put there by hand)
-    dest: Path                 # the folder the runner reads
-    alternative: str           # what to do by hand, for the error messages
-    known: dict = field(default_factory=dict)    # file -> {"sha256", "lines"} from checksums.yaml
+    url: str | None  # None: no direct download (the folder is put there by hand)
+    dest: Path  # the folder the runner reads
+    alternative: str  # what to do by hand, for the error messages
+    known: dict = field(default_factory=dict)  # file -> {"sha256", "lines"} from checksums.yaml
     required: list = field(default_factory=list)  # files the runner needs, known sum or not
 
 
 def _known_sums(dl, section: str, key: str) -> dict:
     path = Path(dl.checksums)
     if not path.is_file():
-        raise UserError(f"{path}: checksums file not found; set download.checksums to the project's "
-                        "experiments/data/checksums.yaml")
+        raise UserError(
+            f"{path}: checksums file not found; set download.checksums to the project's experiments/data/checksums.yaml"
+        )
     return OmegaConf.to_container(OmegaConf.load(path)).get(section, {}).get(key) or {}
 
 
@@ -78,7 +80,7 @@ def task_target(clue_dir, task_cfg, dl) -> Target:
         url=f"{dl.clue_base_url.rstrip('/')}/{task_cfg.name}_public.zip",
         dest=dest,
         alternative=f"download it elsewhere and unpack it into {dest}/, "
-                    f"or set paths.clue_dir to a folder that already holds {task_cfg.dir}/",
+        f"or set paths.clue_dir to a folder that already holds {task_cfg.dir}/",
         known=_known_sums(dl, "clue", task_cfg.name),
         required=task_files(task_cfg),
     )
@@ -101,14 +103,19 @@ def model_target(model_cfg, dl) -> Target:
     url = OmegaConf.select(model_cfg, "url")
     if url is None:
         source = OmegaConf.select(model_cfg, "source") or "the model's release"
-        alternative = (f"model={model_cfg.name} has no direct download URL: get it from {source} and unpack it "
-                       f"into {dest}/ so that it holds {', '.join(required)}; or set model.checkpoint_dir to a "
-                       "folder that already does")
+        alternative = (
+            f"model={model_cfg.name} has no direct download URL: get it from {source} and unpack it "
+            f"into {dest}/ so that it holds {', '.join(required)}; or set model.checkpoint_dir to a "
+            "folder that already does"
+        )
     else:
-        alternative = (f"download it elsewhere and unpack it into {dest}/, or set paths.models_dir "
-                       f"(or model.checkpoint_dir) to where a copy of {dest.name}/ already is")
-    return Target(url=url, dest=dest, alternative=alternative, known=_known_sums(dl, "models", model_cfg.name),
-                  required=required)
+        alternative = (
+            f"download it elsewhere and unpack it into {dest}/, or set paths.models_dir "
+            f"(or model.checkpoint_dir) to where a copy of {dest.name}/ already is"
+        )
+    return Target(
+        url=url, dest=dest, alternative=alternative, known=_known_sums(dl, "models", model_cfg.name), required=required
+    )
 
 
 # --- what make run / make data / make model call --------------------------------------------
@@ -167,8 +174,13 @@ def install(t: Target, dl) -> None:
             shutil.rmtree(unpack_dir, ignore_errors=True)  # left by a run that was killed
             unpack_dir.mkdir()
             root = _unpack(t, part, unpack_dir)
-            sums = check_folder(root, t, _recorded(t.dest), where=f"{t.url}: {t.dest.name}",
-                                fix=f"the download is corrupt or changed upstream; nothing was placed in {t.dest}/")
+            sums = check_folder(
+                root,
+                t,
+                _recorded(t.dest),
+                where=f"{t.url}: {t.dest.name}",
+                fix=f"the download is corrupt or changed upstream; nothing was placed in {t.dest}/",
+            )
             manifest = read_manifest(parent)
             manifest.update({f"{t.dest.name}/{name}": sha for name, sha in sums.items()})
             write_manifest(parent, manifest)
@@ -208,8 +220,10 @@ def _download(t: Target, part: Path, dl) -> None:
         except _Broken as err:
             got = part.stat().st_size if part.exists() else 0
             if attempt == dl.retries:
-                raise UserError(f"download of {t.url} broke off after {got} bytes ({err}); run the command "
-                                f"again to resume it, or {t.alternative}") from None
+                raise UserError(
+                    f"download of {t.url} broke off after {got} bytes ({err}); run the command "
+                    f"again to resume it, or {t.alternative}"
+                ) from None
             log.warning("%s: broke off after %d bytes (%s); resuming", t.url, got, err)
 
 
@@ -256,8 +270,15 @@ def _progress(t: Target, total, initial, dl):
     from tqdm.auto import tqdm
 
     disable = None if dl.progress is None else not dl.progress  # None: only on a terminal
-    return tqdm(total=total, initial=initial, desc=t.url.rsplit("/", 1)[-1], unit="B", unit_scale=True,
-                unit_divisor=1024, disable=disable)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=t.url.rsplit("/", 1)[-1],
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=disable,
+    )
 
 
 def _unreachable(t: Target, reason: str) -> UserError:
@@ -298,11 +319,15 @@ def _unpack(t: Target, part: Path, into: Path) -> Path:
             with zipfile.ZipFile(part) as archive:
                 archive.extractall(into)  # zipfile drops ".." and leading "/" from member names
     except tarfile.FilterError as err:
-        raise UserError(f"{t.url}: refused to unpack member {err.tarinfo.name!r} ({err}); nothing was placed in "
-                        f"{t.dest}/; the archive is not the release: {t.alternative}") from None
+        raise UserError(
+            f"{t.url}: refused to unpack member {err.tarinfo.name!r} ({err}); nothing was placed in "
+            f"{t.dest}/; the archive is not the release: {t.alternative}"
+        ) from None
     except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as err:
-        raise UserError(f"{t.url}: not a valid {kind[1:]} archive ({err}); nothing was placed in {t.dest}/; "
-                        f"run this again to download it afresh, or {t.alternative}") from None
+        raise UserError(
+            f"{t.url}: not a valid {kind[1:]} archive ({err}); nothing was placed in {t.dest}/; "
+            f"run this again to download it afresh, or {t.alternative}"
+        ) from None
     for junk in JUNK:
         path = into / junk
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -328,11 +353,15 @@ def check_folder(folder: Path, t: Target, recorded: dict, where: str, fix: str) 
         if name in t.known:
             want = t.known[name]
             if sha != want["sha256"] or lines != want.get("lines", lines):
-                raise UserError(f"{where}/{name}: sha256 {sha} ({lines} lines), expected {want['sha256']} "
-                                f"({want.get('lines', '?')} lines) as in checksums.yaml; {fix}")
+                raise UserError(
+                    f"{where}/{name}: sha256 {sha} ({lines} lines), expected {want['sha256']} "
+                    f"({want.get('lines', '?')} lines) as in checksums.yaml; {fix}"
+                )
         elif name in recorded and sha != recorded[name]:
-            raise UserError(f"{where}/{name}: sha256 {sha}, expected {recorded[name]} as recorded in "
-                            f"{t.dest.parent / MANIFEST} by the first download; {fix}")
+            raise UserError(
+                f"{where}/{name}: sha256 {sha}, expected {recorded[name]} as recorded in "
+                f"{t.dest.parent / MANIFEST} by the first download; {fix}"
+            )
         sums[name] = sha
     return sums
 
@@ -365,7 +394,7 @@ def write_manifest(folder: Path, sums: dict[str, str]) -> None:
 def _recorded(dest: Path) -> dict[str, str]:
     """The manifest's sums for the files of ``dest``, by name inside it."""
     prefix = dest.name + "/"
-    return {k[len(prefix):]: v for k, v in read_manifest(dest.parent).items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in read_manifest(dest.parent).items() if k.startswith(prefix)}
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -75,9 +75,11 @@ def snapshot(model_cfg, download: bool = True) -> Path:
         raise UserError(unavailable(model_cfg, err)) from None
     missing = [name for name in wanted if "*" not in name and not (folder / name).is_file()]
     if missing:
-        raise UserError(f"{repo}@{rev}: the snapshot in {folder} lacks {', '.join(missing)}; that revision does not "
-                        "hold them (pick another hub_revision or model.hub_weights), or the download was cut: "
-                        "delete the folder and fetch again")
+        raise UserError(
+            f"{repo}@{rev}: the snapshot in {folder} lacks {', '.join(missing)}; that revision does not "
+            "hold them (pick another hub_revision or model.hub_weights), or the download was cut: "
+            "delete the folder and fetch again"
+        )
     return folder
 
 
@@ -88,10 +90,12 @@ def unavailable(model_cfg, err: Exception) -> str:
     why = "HF_HUB_OFFLINE is set" if offline else " ".join(str(err).split())[:160]
     from huggingface_hub import constants
 
-    return (f"{repo}@{rev}: {', '.join(wanted)} not in the Hugging Face cache {cache_dir()} and not downloadable "
-            f"({why}; endpoint {constants.ENDPOINT}); on a machine that reaches the Hub (or a mirror: HF_ENDPOINT) run "
-            f"`make model MODEL={model_cfg.name}` and copy its {cache_dir()}/models--{repo.replace('/', '--')} folder "
-            "here (HF_HOME says where), or put those files in a folder and set model.checkpoint_dir to it")
+    return (
+        f"{repo}@{rev}: {', '.join(wanted)} not in the Hugging Face cache {cache_dir()} and not downloadable "
+        f"({why}; endpoint {constants.ENDPOINT}); on a machine that reaches the Hub (or a mirror: HF_ENDPOINT) run "
+        f"`make model MODEL={model_cfg.name}` and copy its {cache_dir()}/models--{repo.replace('/', '--')} folder "
+        "here (HF_HOME says where), or put those files in a folder and set model.checkpoint_dir to it"
+    )
 
 
 def verify(model_cfg, folder: Path) -> int:
@@ -108,8 +112,10 @@ def verify(model_cfg, folder: Path) -> int:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         if digest.hexdigest() != blob.name:
-            raise UserError(f"{path}: sha256 {digest.hexdigest()}, but the Hub announced {blob.name} for "
-                            f"{hub_id(model_cfg)}@{revision(model_cfg)}; delete it and fetch again")
+            raise UserError(
+                f"{path}: sha256 {digest.hexdigest()}, but the Hub announced {blob.name} for "
+                f"{hub_id(model_cfg)}@{revision(model_cfg)}; delete it and fetch again"
+            )
         checked += 1
     return checked
 

@@ -34,7 +34,7 @@ class Split:
     labels: np.ndarray
     ids: list
     texts_b: list[str] | None = None  # the second segment of each example (pair tasks)
-    skipped: int = 0                  # lines left out because their label is in task.skip_labels
+    skipped: int = 0  # lines left out because their label is in task.skip_labels
 
     def all_texts(self) -> list[str]:
         """Every text of the split, both segments of a pair (the tiny model's vocabulary)."""
@@ -45,9 +45,9 @@ class Split:
 class Format:
     """How a task's lines read: the input kind, its text fields, the labels to skip."""
 
-    input: str = "single"             # single | pair | wsc
-    fields: tuple = ("sentence",)     # one field (single, wsc) or two (pair)
-    skip_labels: tuple = ()           # e.g. ("-",): CMNLI/OCNLI lines the annotators did not agree on
+    input: str = "single"  # single | pair | wsc
+    fields: tuple = ("sentence",)  # one field (single, wsc) or two (pair)
+    skip_labels: tuple = ()  # e.g. ("-",): CMNLI/OCNLI lines the annotators did not agree on
     label_source: str = "labels.json"  # where the label ids come from, for the messages
 
 
@@ -60,8 +60,10 @@ def task_format(task_cfg) -> Format:
     if fmt.input not in want:
         raise UserError(f"task.input={fmt.input!r} is invalid: it must be one of {', '.join(want)}")
     if len(fmt.fields) != want[fmt.input]:
-        raise UserError(f"task.text_fields={list(fmt.fields)} is invalid: input {fmt.input} reads "
-                        f"{want[fmt.input]} field{'s' * (want[fmt.input] > 1)}")
+        raise UserError(
+            f"task.text_fields={list(fmt.fields)} is invalid: input {fmt.input} reads "
+            f"{want[fmt.input]} field{'s' * (want[fmt.input] > 1)}"
+        )
     return fmt
 
 
@@ -107,8 +109,10 @@ def pair_texts(path: Path, number: int, obj: dict, fields: tuple) -> tuple[str, 
 def wsc_text(path: Path, number: int, obj: dict, fields: tuple) -> tuple[str, None]:
     target = obj.get("target")
     if not isinstance(target, dict):
-        raise UserError(f"{path}:{number}: the line has no 'target' object (span1_text, span1_index, "
-                        f"span2_text, span2_index); fields found: {', '.join(obj) or 'none'}")
+        raise UserError(
+            f"{path}:{number}: the line has no 'target' object (span1_text, span1_index, "
+            f"span2_text, span2_index); fields found: {', '.join(obj) or 'none'}"
+        )
     return mark_spans(_text(path, number, obj, fields[0]), target, f"{path}:{number}"), None
 
 
@@ -124,14 +128,22 @@ def mark_spans(text: str, target: dict, where: str) -> str:
     for k, (left, right) in (("1", ("_", "_")), ("2", ("[", "]"))):
         for key in (f"span{k}_text", f"span{k}_index"):
             if key not in target:
-                raise UserError(f"{where}: the line's target has no {key!r} field; fields found: "
-                                f"{', '.join(target) or 'none'}")
+                raise UserError(
+                    f"{where}: the line's target has no {key!r} field; fields found: {', '.join(target) or 'none'}"
+                )
         span, index = str(target[f"span{k}_text"]), target[f"span{k}_index"]
-        if not isinstance(index, int) or isinstance(index, bool) or not span or index < 0 \
-                or text[index:index + len(span)] != span:
-            found = text[index:index + len(span)] if isinstance(index, int) and index >= 0 else ""
-            raise UserError(f"{where}: span{k}_text {span!r} is not at span{k}_index {index!r} of the text "
-                            f"(found {found!r} there); fix the line's target")
+        if (
+            not isinstance(index, int)
+            or isinstance(index, bool)
+            or not span
+            or index < 0
+            or text[index : index + len(span)] != span
+        ):
+            found = text[index : index + len(span)] if isinstance(index, int) and index >= 0 else ""
+            raise UserError(
+                f"{where}: span{k}_text {span!r} is not at span{k}_index {index!r} of the text "
+                f"(found {found!r} there); fix the line's target"
+            )
         marks += [(index, 1, left), (index + len(span), 0, right)]
     # At a shared position a span's closing mark goes before the next one's opening mark.
     out, previous = [], 0
@@ -141,8 +153,9 @@ def mark_spans(text: str, target: dict, where: str) -> str:
     return "".join(out + [text[previous:]])
 
 
-def read_split(path: Path, label_ids: list[str], labelled: bool = True, limit: int | None = None,
-               fmt: Format = Format()) -> Split:
+def read_split(
+    path: Path, label_ids: list[str], labelled: bool = True, limit: int | None = None, fmt: Format = Format()
+) -> Split:
     """Read a split; ``limit`` keeps the first N examples (HF run_glue's max_*_samples).
     Lines whose label is in ``fmt.skip_labels`` are left out, counted in ``Split.skipped``."""
     index = {label: i for i, label in enumerate(label_ids)}
@@ -157,16 +170,22 @@ def read_split(path: Path, label_ids: list[str], labelled: bool = True, limit: i
                 skipped += 1
                 continue
             if label not in index:
-                raise UserError(f"{path}:{number}: label {label!r} is not in {fmt.label_source}; "
-                                f"valid ids: {', '.join(label_ids)}")
+                raise UserError(
+                    f"{path}:{number}: label {label!r} is not in {fmt.label_source}; valid ids: {', '.join(label_ids)}"
+                )
         a, b = load(path, number, obj, fmt.fields)
         texts.append(a)
         texts_b.append(b)
         labels.append(index[label] if labelled else -1)
         ids.append(obj.get("id", obj.get("idx", len(ids))))  # test files: "id" (WSC: "idx")
     if skipped:
-        log.info("%s: skipped %d line%s labelled %s (task.skip_labels)", path, skipped, "s" * (skipped > 1),
-                 " or ".join(map(repr, fmt.skip_labels)))
+        log.info(
+            "%s: skipped %d line%s labelled %s (task.skip_labels)",
+            path,
+            skipped,
+            "s" * (skipped > 1),
+            " or ".join(map(repr, fmt.skip_labels)),
+        )
     return Split(texts, np.asarray(labels, dtype=np.int32), ids, texts_b if fmt.input == "pair" else None, skipped)
 
 
@@ -213,7 +232,8 @@ def load_task(clue_dir: str | Path, task_cfg) -> tuple[list[str], Split, Split]:
     """Label ids, train and dev splits of a task, truncated as the task config says."""
     folder = task_dir(clue_dir, task_cfg)
     label_ids, fmt = label_ids_of(folder, task_cfg), task_format(task_cfg)
-    train = read_split(folder / task_cfg.get("train_file", "train.json"), label_ids,
-                       limit=task_cfg.max_train_samples, fmt=fmt)
+    train = read_split(
+        folder / task_cfg.get("train_file", "train.json"), label_ids, limit=task_cfg.max_train_samples, fmt=fmt
+    )
     dev = read_split(folder / task_cfg.get("dev_file", "dev.json"), label_ids, limit=task_cfg.max_dev_samples, fmt=fmt)
     return label_ids, train, dev

@@ -42,10 +42,10 @@ class MaskSpec:
     """What masking needs of a vocabulary, and the shares."""
 
     mask_id: int
-    replacement_ids: np.ndarray       # token ids a random replacement is drawn from (no special tokens)
+    replacement_ids: np.ndarray  # token ids a random replacement is drawn from (no special tokens)
     masked_share: float = 0.15
-    mask_share: float = 0.8           # of the chosen positions: -> [MASK]
-    random_share: float = 0.1         # -> a random token; the rest stay as they are
+    mask_share: float = 0.8  # of the chosen positions: -> [MASK]
+    random_share: float = 0.1  # -> a random token; the rest stay as they are
 
     @classmethod
     def from_vocab(cls, vocab: dict[str, int], **shares) -> MaskSpec:
@@ -60,11 +60,11 @@ class MaskSpec:
 class MaskedBatch:
     """One batch's masked-LM arrays (numpy, int32 but ``weights``)."""
 
-    token_ids: np.ndarray   # (batch, length): the inputs, with the chosen positions replaced
+    token_ids: np.ndarray  # (batch, length): the inputs, with the chosen positions replaced
     segment_ids: np.ndarray
-    positions: np.ndarray   # (batch, P): the chosen positions, padded with 0
-    labels: np.ndarray      # (batch, P): the original token at each chosen position (0 where padded)
-    weights: np.ndarray     # (batch, P) float32: 1 at a chosen position, 0 where padded
+    positions: np.ndarray  # (batch, P): the chosen positions, padded with 0
+    labels: np.ndarray  # (batch, P): the original token at each chosen position (0 where padded)
+    weights: np.ndarray  # (batch, P) float32: 1 at a chosen position, 0 where padded
 
     @property
     def real_tokens(self) -> int:
@@ -105,8 +105,9 @@ def choose(groups: np.ndarray, share: float, rng: np.random.Generator) -> np.nda
     return np.sort(np.concatenate(chosen)) if chosen else candidates[:0]
 
 
-def mask_batch(token_ids: np.ndarray, segment_ids: np.ndarray, groups: list[np.ndarray], spec: MaskSpec,
-               rng: np.random.Generator) -> MaskedBatch:
+def mask_batch(
+    token_ids: np.ndarray, segment_ids: np.ndarray, groups: list[np.ndarray], spec: MaskSpec, rng: np.random.Generator
+) -> MaskedBatch:
     """Mask a padded batch (``token_ids``: batch x length, 0 = padding); ``groups[i]`` is
     ``token_groups`` of row i's unpadded tokens."""
     inputs = token_ids.copy()
@@ -134,9 +135,11 @@ def jieba_segmenter():
     try:
         import jieba
     except ImportError:
-        raise UserError("pretrain.whole_word_masking=true segments words with jieba, which is not installed in "
-                        "this environment (a dependency in pyproject.toml): run `make env`, or set "
-                        "pretrain.whole_word_masking=false") from None
+        raise UserError(
+            "pretrain.whole_word_masking=true segments words with jieba, which is not installed in "
+            "this environment (a dependency in pyproject.toml): run `make env`, or set "
+            "pretrain.whole_word_masking=false"
+        ) from None
     jieba.setLogLevel(60)  # no "Building prefix dict" lines on stderr
     return jieba.lcut
 
@@ -150,7 +153,7 @@ def word_numbers(tokenizer, text: str, segment) -> np.ndarray:
     char_word = np.zeros(len(text) + 1, np.int64)
     start = 0
     for number, word in enumerate(segment(text)):
-        char_word[start:start + len(word)] = number
+        char_word[start : start + len(word)] = number
         start += len(word)
     spans = tokenizer.rematch(text, tokens)
     out, fresh = np.zeros(len(tokens), np.int64), start + 1  # numbers above any word's for lone tokens
@@ -164,15 +167,16 @@ def word_numbers(tokenizer, text: str, segment) -> np.ndarray:
     return out
 
 
-def sequence_words(token_ids: np.ndarray, segment_ids: np.ndarray, words_a: np.ndarray,
-                   words_b: np.ndarray | None) -> np.ndarray:
+def sequence_words(
+    token_ids: np.ndarray, segment_ids: np.ndarray, words_a: np.ndarray, words_b: np.ndarray | None
+) -> np.ndarray:
     """Word numbers of an encoded ``[CLS] a [SEP] (b [SEP])`` sequence, from the word numbers of
     each text's full token list (truncation keeps a prefix of each); special positions get -1."""
     n_a = int((segment_ids == 0).sum()) - 2  # [CLS] and the first [SEP] are segment 0
     out = np.full(len(token_ids), -1, np.int64)
-    out[1:1 + n_a] = words_a[:n_a]
+    out[1 : 1 + n_a] = words_a[:n_a]
     if words_b is not None:
         n_b = len(token_ids) - n_a - 3
         offset = (int(words_a.max()) + 1) if len(words_a) else 0
-        out[2 + n_a:2 + n_a + n_b] = words_b[:n_b] + offset
+        out[2 + n_a : 2 + n_a + n_b] = words_b[:n_b] + offset
     return out

@@ -129,8 +129,13 @@ def pin_job() -> dict[str, str]:
     if _pinned is None:
         _pinned = _pin(hc)
     # A reused worker keeps its slot: its TensorFlow, if started, already uses that GPU.
-    log.info("job %d: worker slot %d of %d, %s", hc.job.num, _pinned["slot"], _pinned["n_jobs"],
-             " ".join(f"{k}={v}" for k, v in sorted(_pinned["env"].items())))
+    log.info(
+        "job %d: worker slot %d of %d, %s",
+        hc.job.num,
+        _pinned["slot"],
+        _pinned["n_jobs"],
+        " ".join(f"{k}={v}" for k, v in sorted(_pinned["env"].items())),
+    )
     return _pinned["env"]
 
 
@@ -142,8 +147,10 @@ def _pin(hc) -> dict:
         claimed = (hc.job.num % n_jobs, None)
     slot, lock = claimed
     if "tensorflow" in sys.modules:
-        log.warning("TensorFlow was imported before this job's devices were set: "
-                    "CUDA_VISIBLE_DEVICES and thread counts may not apply")
+        log.warning(
+            "TensorFlow was imported before this job's devices were set: "
+            "CUDA_VISIBLE_DEVICES and thread counts may not apply"
+        )
     env = assign(slot, visible_gpus(), n_jobs, cpu_count())
     os.environ.update(env)
     return {"slot": slot, "n_jobs": n_jobs, "env": env, "lock": lock}
@@ -179,11 +186,15 @@ def check_device(cfg, environ: Mapping[str, str] = os.environ, key: str = "train
         return "gpu"
     hidden = " (CUDA_VISIBLE_DEVICES hides them)" if listed else ""
     if device == "gpu":
-        raise UserError(f"{key}=gpu but this machine has no GPU{hidden or ' (nvidia-smi lists none)'}; "
-                        f"run on a GPU machine, or set {key}=cpu to train on the CPU")
+        raise UserError(
+            f"{key}=gpu but this machine has no GPU{hidden or ' (nvidia-smi lists none)'}; "
+            f"run on a GPU machine, or set {key}=cpu to train on the CPU"
+        )
     if not OmegaConf.select(cfg, "model.cpu_friendly", default=False):
-        raise UserError(f"no GPU{hidden}: {(eta or cpu_estimate)(cfg)}; run it on a GPU machine (`make doctor` checks "
-                        f"one), or add {key}=cpu to train on this CPU anyway")
+        raise UserError(
+            f"no GPU{hidden}: {(eta or cpu_estimate)(cfg)}; run it on a GPU machine (`make doctor` checks "
+            f"one), or add {key}=cpu to train on this CPU anyway"
+        )
     return "cpu"
 
 
@@ -196,13 +207,17 @@ def pretrain_cpu_estimate(cfg, steps: int | None) -> str:
     flops = estimate.train_flops(shape, batch, seq)
     rate = estimate.cpu_flops_per_second()
     step = flops / rate
-    how = (f"{flops / 1e12:.2f} TFLOP per step of {shape['num_hidden_layers']} layers x {shape['hidden_size']} at "
-           f"batch {batch} x length {seq} over this CPU's measured {rate / 1e9:.0f} GFLOP/s = {step:.1f} s")
+    how = (
+        f"{flops / 1e12:.2f} TFLOP per step of {shape['num_hidden_layers']} layers x {shape['hidden_size']} at "
+        f"batch {batch} x length {seq} over this CPU's measured {rate / 1e9:.0f} GFLOP/s = {step:.1f} s"
+    )
     what = f"pretraining model={cfg.model.name} on {cfg.task.name}"
     if steps is None:
         return f"{what} would take about {estimate.duration(step)} per step ({how})"
-    return (f"{what} would take up to {estimate.duration(steps * step)} on this CPU ({steps} steps; {how}; "
-            f"batches padded to pretrain.max_length at most, so shorter texts take less)")
+    return (
+        f"{what} would take up to {estimate.duration(steps * step)} on this CPU ({steps} steps; {how}; "
+        f"batches padded to pretrain.max_length at most, so shorter texts take less)"
+    )
 
 
 def cpu_estimate(cfg) -> str:
@@ -213,15 +228,19 @@ def cpu_estimate(cfg) -> str:
     rate = estimate.cpu_flops_per_second()
     step = flops / rate
     run = estimate.run_seconds(cfg, step)
-    how = (f"{flops / 1e12:.2f} TFLOP per baseline step of {shape['num_hidden_layers']} layers x "
-           f"{shape['hidden_size']} at batch {batch} x length {seq} over this CPU's measured "
-           f"{rate / 1e9:.0f} GFLOP/s = {step:.1f} s, x {estimate.method_cost(cfg.method):.2f} for {cfg.method.name}")
+    how = (
+        f"{flops / 1e12:.2f} TFLOP per baseline step of {shape['num_hidden_layers']} layers x "
+        f"{shape['hidden_size']} at batch {batch} x length {seq} over this CPU's measured "
+        f"{rate / 1e9:.0f} GFLOP/s = {step:.1f} s, x {estimate.method_cost(cfg.method):.2f} for {cfg.method.name}"
+    )
     what = f"model={cfg.model.name} method={cfg.method.name} on {cfg.task.name}"
     if run is None:
         return f"{what} would take about {estimate.duration(step * estimate.method_cost(cfg.method))} per step ({how})"
     seconds, steps = run
-    return (f"{what} would take up to {estimate.duration(seconds)} on this CPU ({steps} steps; {how}; "
-            f"batches padded to task.max_length, so shorter texts take less)")
+    return (
+        f"{what} would take up to {estimate.duration(seconds)} on this CPU ({steps} steps; {how}; "
+        f"batches padded to task.max_length, so shorter texts take less)"
+    )
 
 
 def _hide_gpus() -> None:
@@ -242,17 +261,23 @@ def _unusable_gpu_message(gpus: list[str], tf_version: str, environ: Mapping[str
     try:
         metadata.version("nvidia-cudnn-cu12")
     except metadata.PackageNotFoundError:
-        return (f"{seen}: the CUDA 12 libraries are not installed in this environment (no nvidia-cudnn-cu12); "
-                "run `make env GPU=1` to add the `gpu` extra, or set trainer.device=cpu to train on the CPU")
+        return (
+            f"{seen}: the CUDA 12 libraries are not installed in this environment (no nvidia-cudnn-cu12); "
+            "run `make env GPU=1` to add the `gpu` extra, or set trainer.device=cpu to train on the CPU"
+        )
     driver = driver_version(environ)
     major = int(driver.split(".")[0]) if driver and driver.split(".")[0].isdigit() else None
     if major is not None and major < MIN_DRIVER:
         why = f"the NVIDIA driver {driver} is too old for CUDA 12 (it needs {MIN_DRIVER} or newer)"
     else:
-        why = (f"the CUDA 12 libraries are installed, so the driver ({driver or 'version unknown'}) could not run "
-               "them (TF_CPP_MIN_LOG_LEVEL=0 shows TensorFlow's reason; `nvidia-smi` must work in this shell)")
-    return (f"{seen}: {why}; install an NVIDIA driver {MIN_DRIVER} or newer that matches the loaded kernel module, "
-            "or set trainer.device=cpu to train on the CPU")
+        why = (
+            f"the CUDA 12 libraries are installed, so the driver ({driver or 'version unknown'}) could not run "
+            "them (TF_CPP_MIN_LOG_LEVEL=0 shows TensorFlow's reason; `nvidia-smi` must work in this shell)"
+        )
+    return (
+        f"{seen}: {why}; install an NVIDIA driver {MIN_DRIVER} or newer that matches the loaded kernel module, "
+        "or set trainer.device=cpu to train on the CPU"
+    )
 
 
 OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)
@@ -260,5 +285,8 @@ OmegaConf.register_new_resolver("gpu_count", gpu_count, replace=True)
 # `hydra/launcher=joblib` picks ours. Hydra 1.3 then merges each onto the plugin's config of that
 # name (so ours only set what they change) and warns, in every job, that this matching is
 # deprecated. Our files name their _target_ and keys themselves and so keep working without it.
-warnings.filterwarnings("ignore", category=UserWarning,
-                        message=r"\s*'hydra/launcher/(joblib|submitit_local)' is validated against ConfigStore schema")
+warnings.filterwarnings(
+    "ignore",
+    category=UserWarning,
+    message=r"\s*'hydra/launcher/(joblib|submitit_local)' is validated against ConfigStore schema",
+)

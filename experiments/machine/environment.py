@@ -61,8 +61,9 @@ def vector_extensions(flags: str | None = None) -> str:
         except (OSError, StopIteration):
             return "unknown"
     have = set(flags.split())
-    return next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in have),
-                "none")
+    return next(
+        (name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in have), "none"
+    )
 
 
 @functools.cache
@@ -71,10 +72,12 @@ def git_commit() -> str | None:
     read once, at this module's import (below), so that a run that takes an hour records the code it
     loaded, not a commit made while it ran (a pretraining of 2026-12-02 recorded the latter)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -98,16 +101,23 @@ def describe(trainer=None) -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     build = tf.sysconfig.get_build_info()
-    return {"python": sys.version.split()[0], "packages": versions, "device": device_name(),
-            "cpu": cpu_model(), "cpu_vector_extensions": vector_extensions(),
-            "git_commit": git_commit(), "host": platform.node(),
-            # the CUDA and cuDNN this TensorFlow was compiled against (the wheels in .venv may be newer)
-            "tf_build_cuda": build.get("cuda_version"), "tf_build_cudnn": build.get("cudnn_version"),
-            "nvidia_driver": devices.driver_version(),
-            "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
-            "xla": None if trainer is None else bool(trainer.jit_compile),
-            "precision": keras.mixed_precision.global_policy().name,
-            "deterministic": _op_determinism_enabled()}
+    return {
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "device": device_name(),
+        "cpu": cpu_model(),
+        "cpu_vector_extensions": vector_extensions(),
+        "git_commit": git_commit(),
+        "host": platform.node(),
+        # the CUDA and cuDNN this TensorFlow was compiled against (the wheels in .venv may be newer)
+        "tf_build_cuda": build.get("cuda_version"),
+        "tf_build_cudnn": build.get("cudnn_version"),
+        "nvidia_driver": devices.driver_version(),
+        "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
+        "xla": None if trainer is None else bool(trainer.jit_compile),
+        "precision": keras.mixed_precision.global_policy().name,
+        "deterministic": _op_determinism_enabled(),
+    }
 
 
 def _op_determinism_enabled() -> bool:

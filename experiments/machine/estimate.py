@@ -53,8 +53,10 @@ def model_shape(model_cfg) -> dict:
         except (OSError, ValueError):
             source = {}
     for key in shape:
-        value = source.get(key, OmegaConf.select(model_cfg, key, default=None)
-                           or OmegaConf.select(model_cfg, f"shape.{key}", default=None))
+        value = source.get(
+            key,
+            OmegaConf.select(model_cfg, key, default=None) or OmegaConf.select(model_cfg, f"shape.{key}", default=None),
+        )
         if value is not None:
             shape[key] = int(value)
     return shape

@@ -22,8 +22,10 @@ import signal
 import sys
 
 SACCT_ERROR = "Bypassing sacct error"
-SACCT_NOTE = ("[sacct fails where the cluster keeps no job accounting; the sweep then learns that a job "
-              "has ended from its result file, which is enough. Further sacct errors are not shown.]")
+SACCT_NOTE = (
+    "[sacct fails where the cluster keeps no job accounting; the sweep then learns that a job "
+    "has ended from its result file, which is enough. Further sacct errors are not shown.]"
+)
 
 
 class FoldSacctErrors(logging.Filter):

@@ -23,7 +23,8 @@ the key an uninterrupted run had there; eager and traced steps draw the same mas
 bert4keras adds dropout in two places, and ``model.rewrites.prepare_model`` replaces both: the
 ``Dropout`` layers of its functional model (their ``call``, see ``dropout_call``) and the
 ``Dropout(...)`` layer that ``MultiHeadAttention.pay_attention_to`` builds inside ``call`` for
-the attention probabilities (``model.rewrites.attention_call`` calls ``dropout`` instead, or ``keyed_attention_dropout``).
+the attention probabilities (``model.rewrites.attention_call`` calls ``dropout`` instead,
+or ``keyed_attention_dropout``).
 """
 
 from __future__ import annotations

@@ -33,8 +33,14 @@ log = logging.getLogger(__name__)
 EMBEDDING_LAYER = "Embedding-Token"  # bert4keras's name for the token-embedding layer, in every family
 NEZHA_LAYER_NORM_EPSILON = 1e-12  # NEZHA-TensorFlow's (Google BERT's) LayerNorm epsilon: see fix_layer_norm_epsilon
 # The shape keys `make bench` needs (configs/model/*.yaml: shape), as in the releases' JSON configs
-SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-              "max_position_embeddings")
+SHAPE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)
 
 
 def bert_config(model_cfg, vocab_size: int) -> dict:
@@ -50,14 +56,21 @@ def bert_config(model_cfg, vocab_size: int) -> dict:
         check_release_config(path, config, family(model_cfg))
         if config.get("vocab_size") != vocab_size:
             raise UserError(
-                f"{path}: vocab_size is {config.get('vocab_size')} but {vocab_path(model_cfg).name} has {vocab_size} tokens; "
+                f"{path}: vocab_size is {config.get('vocab_size')} but {vocab_path(model_cfg).name} has "
+                f"{vocab_size} tokens; "
                 "the config and vocab come from different checkpoints"
             )
         return config
-    keys = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-            "max_position_embeddings", "hidden_dropout_prob", "attention_probs_dropout_prob"]
-    return {"vocab_size": vocab_size, "hidden_act": "gelu", "type_vocab_size": 2,
-            **{k: model_cfg[k] for k in keys}}
+    keys = [
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+    ]
+    return {"vocab_size": vocab_size, "hidden_act": "gelu", "type_vocab_size": 2, **{k: model_cfg[k] for k in keys}}
 
 
 def check_release_config(path: Path, config: dict, name: str) -> None:
@@ -71,9 +84,11 @@ def check_release_config(path: Path, config: dict, name: str) -> None:
         return
     for key in ("num_hidden_groups", "inner_group_num"):
         if int(config.get(key, 1)) > 1:
-            raise UserError(f"{path}: {key} is {config[key]}, but bert4keras reads only ALBERT's group_0/inner_group_0 "
-                            f"(one shared layer), so this release would load wrong; use an ALBERT release with "
-                            f"{key} 1 (albert_tiny_zh, albert_base_zh)")
+            raise UserError(
+                f"{path}: {key} is {config[key]}, but bert4keras reads only ALBERT's group_0/inner_group_0 "
+                f"(one shared layer), so this release would load wrong; use an ALBERT release with "
+                f"{key} 1 (albert_tiny_zh, albert_base_zh)"
+            )
 
 
 def shape_config(model_cfg, layers: int | None = None) -> dict:
@@ -81,8 +96,13 @@ def shape_config(model_cfg, layers: int | None = None) -> dict:
     release's numbers from ``model.shape`` (the tiny model: its own keys, vocab 21128),
     optionally cut to ``layers`` transformer layers."""
     if model_cfg.get("shape"):
-        config = {"hidden_act": "gelu", "type_vocab_size": 2, "hidden_dropout_prob": 0.1,
-                  "attention_probs_dropout_prob": 0.1, **OmegaConf.to_container(model_cfg.shape)}
+        config = {
+            "hidden_act": "gelu",
+            "type_vocab_size": 2,
+            "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1,
+            **OmegaConf.to_container(model_cfg.shape),
+        }
     else:
         config = bert_config(OmegaConf.merge(model_cfg, {"checkpoint_dir": None}), 21128)
     if layers:
@@ -114,8 +134,7 @@ def checkpoint_facts(model_cfg) -> dict | None:
     if not is_hf(model_cfg):
         return {"layout": "tf1", "checkpoint": str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["checkpoint"])}
     path = str(hf_format.weight_file(Path(model_cfg.checkpoint_dir)))
-    return _LOADED.get(path) or {"layout": "hf", "weight_file": path,
-                                 "sha256": hf_format.sha256(Path(path))}
+    return _LOADED.get(path) or {"layout": "hf", "weight_file": path, "sha256": hf_format.sha256(Path(path))}
 
 
 def load_checkpoint(encoder, model_cfg, checkpoint: str | hf_format.Checkpoint) -> None:
@@ -129,9 +148,11 @@ def load_checkpoint(encoder, model_cfg, checkpoint: str | hf_format.Checkpoint) 
         for variable in needed:
             if variable not in checkpoint:
                 expected = hf_format.pt_name(variable, name)
-                raise UserError(f"{weights.weight_file}: no tensor {expected[0] if expected else variable} "
-                                f"(as {variable}), which the {name} encoder needs; the file is not a complete "
-                                f"{name} model")
+                raise UserError(
+                    f"{weights.weight_file}: no tensor {expected[0] if expected else variable} "
+                    f"(as {variable}), which the {name} encoder needs; the file is not a complete "
+                    f"{name} model"
+                )
         extra = sorted(weights.hf_names[v] for v in checkpoint if v not in set(needed))
         unused = sorted(weights.unused + extra)
         if unused:
@@ -216,4 +237,5 @@ def check_token_ids(model, token_ids: list[np.ndarray], source: Path, vocab: str
     raise UserError(
         f"{source}: example {example + 1} has token id {int(ids.max())}, but the model's embedding has "
         f"{rows} rows; {vocab} does not belong to this model: use the vocab file of the checkpoint "
-        "whose config's vocab_size it matches (model.checkpoint_dir, model.files)")
+        "whose config's vocab_size it matches (model.checkpoint_dir, model.files)"
+    )

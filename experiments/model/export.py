@@ -52,8 +52,11 @@ def untrained_arrays(checkpoint: str | dict) -> dict[str, np.ndarray]:
         return {name: checkpoint[name] for name in sorted(checkpoint) if name.startswith(UNTRAINED_PREFIXES)}
 
     reader = tf.train.load_checkpoint(checkpoint)
-    return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())
-            if name.startswith(UNTRAINED_PREFIXES)}
+    return {
+        name: reader.get_tensor(name)
+        for name in sorted(reader.get_variable_to_shape_map())
+        if name.startswith(UNTRAINED_PREFIXES)
+    }
 
 
 def write_checkpoint(prefix: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -61,12 +64,17 @@ def write_checkpoint(prefix: str | Path, arrays: dict[str, np.ndarray]) -> None:
     import tensorflow as tf
 
     names = sorted(arrays)
-    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(arrays[n]) for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=str(prefix),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(arrays[n]) for n in names],
+    )
 
 
-def write_model_folder(folder: str | Path, files: dict[str, str], config: dict, vocab: list[str] | Path,
-                       arrays: dict[str, np.ndarray]) -> Path:
+def write_model_folder(
+    folder: str | Path, files: dict[str, str], config: dict, vocab: list[str] | Path, arrays: dict[str, np.ndarray]
+) -> Path:
     """Write the release folder at ``folder``: built beside it, then moved into place, so that a
     killed write never leaves a half folder under the final name (a previous one is replaced).
     ``vocab``: the tokens in id order, or the source release's vocab file, copied byte for byte."""

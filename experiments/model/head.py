@@ -25,8 +25,10 @@ def build_classifier(model_cfg, config: dict, num_labels: int, seed: int, load_w
     cls = keras.layers.Lambda(lambda x: x[:, 0], name="CLS-token")(built.model.output)
     # float32 head: under mixed precision the logits and the loss stay in full precision.
     logits = keras.layers.Dense(
-        num_labels, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02, seed=seed),
-        dtype="float32", name=HEAD_LAYER,
+        num_labels,
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02, seed=seed),
+        dtype="float32",
+        name=HEAD_LAYER,
     )(cls)
     return keras.Model(built.model.inputs, logits)
 
@@ -37,6 +39,8 @@ def load_classifier(model_cfg, train_texts: list[str], num_labels: int, max_leng
     tok, vocab = tokenizer.load_tokenizer(model_cfg, train_texts)
     config = encoder.bert_config(model_cfg, len(vocab))
     if max_length > config["max_position_embeddings"]:
-        raise UserError(f"task.max_length={max_length} is above the model's "
-                        f"max_position_embeddings={config['max_position_embeddings']}; lower it")
+        raise UserError(
+            f"task.max_length={max_length} is above the model's "
+            f"max_position_embeddings={config['max_position_embeddings']}; lower it"
+        )
     return tok, build_classifier(model_cfg, config, num_labels, seed)

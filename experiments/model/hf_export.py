@@ -31,10 +31,23 @@ from experiments.model import hf_format
 POOLER_SCALE = 1e-6
 ARCH = {"bert": "Bert", "albert": "Albert", "nezha": "Nezha", "electra": "Electra"}
 # The HF config keys a TF1 release config carries under the same names
-CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-               "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-               "type_vocab_size", "initializer_range", "embedding_size", "num_hidden_groups", "inner_group_num",
-               "max_relative_position")
+CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "embedding_size",
+    "num_hidden_groups",
+    "inner_group_num",
+    "max_relative_position",
+)
 
 
 def encoder_arrays(model, transformer) -> dict[str, np.ndarray]:
@@ -68,22 +81,35 @@ def hf_config(release_config: dict, family: str, architecture: str, labels: list
     config = {k: release_config[k] for k in CONFIG_KEYS if k in release_config}
     if family in ("bert", "nezha"):
         config.pop("embedding_size", None)
-    config.update({"model_type": family, "architectures": [architecture],
-                   "layer_norm_eps": float(release_config.get("layer_norm_eps", 1e-12)), "pad_token_id": 0,
-                   "tie_word_embeddings": True})
+    config.update(
+        {
+            "model_type": family,
+            "architectures": [architecture],
+            "layer_norm_eps": float(release_config.get("layer_norm_eps", 1e-12)),
+            "pad_token_id": 0,
+            "tie_word_embeddings": True,
+        }
+    )
     config.setdefault("initializer_range", 0.02)
     if labels is not None:
-        config.update({"id2label": {str(i): str(label) for i, label in enumerate(labels)},
-                       "label2id": {str(label): i for i, label in enumerate(labels)},
-                       "num_labels": len(labels), "problem_type": "single_label_classification"})
+        config.update(
+            {
+                "id2label": {str(i): str(label) for i, label in enumerate(labels)},
+                "label2id": {str(label): i for i, label in enumerate(labels)},
+                "num_labels": len(labels),
+                "problem_type": "single_label_classification",
+            }
+        )
     return config
 
 
 def classifier_tensors(arrays: dict[str, np.ndarray], kernel: np.ndarray, bias: np.ndarray, family: str) -> dict:
     """The encoder, a linear pooler (POOLER_SCALE x I) and the classifier scaled back (module docstring)."""
     if family == "electra":
-        raise UserError("an ELECTRA run's head cannot be written as ElectraForSequenceClassification (its "
-                        "dense + GELU head has no exact linear form); export the encoder with MODEL_DIR instead")
+        raise UserError(
+            "an ELECTRA run's head cannot be written as ElectraForSequenceClassification (its "
+            "dense + GELU head has no exact linear form); export the encoder with MODEL_DIR instead"
+        )
     hidden = kernel.shape[0]
     out = pt_tensors({k: v for k, v in arrays.items() if not k.startswith(("cls/", "bert/pooler/"))}, family)
     pooler = "albert.pooler" if family == "albert" else f"{family}.pooler.dense"
@@ -94,8 +120,14 @@ def classifier_tensors(arrays: dict[str, np.ndarray], kernel: np.ndarray, bias: 
     return out
 
 
-def write_folder(out: str | Path, tensors: dict[str, np.ndarray], config: dict, vocab: list[str] | Path,
-                 card: str, max_length: int = 512) -> Path:
+def write_folder(
+    out: str | Path,
+    tensors: dict[str, np.ndarray],
+    config: dict,
+    vocab: list[str] | Path,
+    card: str,
+    max_length: int = 512,
+) -> Path:
     """Write the HF folder at ``out``, built beside it and moved into place (a previous one is replaced)."""
     from safetensors.numpy import save_file
 
@@ -103,17 +135,28 @@ def write_folder(out: str | Path, tensors: dict[str, np.ndarray], config: dict, 
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())}, str(tmp / hf_format.SAFETENSORS),
-              metadata={"format": "pt"})
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())},
+        str(tmp / hf_format.SAFETENSORS),
+        metadata={"format": "pt"},
+    )
     os.chmod(tmp / hf_format.SAFETENSORS, 0o644)  # save_file writes it owner-only
     (tmp / hf_format.CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if isinstance(vocab, Path):
         shutil.copyfile(vocab, tmp / hf_format.VOCAB)
     else:
         (tmp / hf_format.VOCAB).write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
-    tokenizer = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "tokenize_chinese_chars": True,
-                 "model_max_length": max_length, "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
-                 "cls_token": "[CLS]", "mask_token": "[MASK]"}
+    tokenizer = {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": True,
+        "tokenize_chinese_chars": True,
+        "model_max_length": max_length,
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+    }
     (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2) + "\n", encoding="utf-8")
     (tmp / "README.md").write_text(card, encoding="utf-8")
     if out.exists():

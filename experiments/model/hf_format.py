@@ -44,18 +44,27 @@ PREFIXES = ("bert", "electra", "albert", "nezha")  # the base model's attribute 
 # Buffers, not weights: BERT's position ids, NEZHA's sinusoidal relative positions (bert4keras computes them)
 BUFFERS = re.compile(r"(^|\.)(position_ids|token_type_ids)$|relative_positions_encoding\.positions_encoding$")
 # safetensors dtypes (the format's header names) -> numpy; BF16 is widened by hand (numpy has no bfloat16)
-SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-                      "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+SAFETENSORS_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 @dataclass
 class HFWeights:
     """An HF folder's weights under TF1 names, and where they came from (for the log and record)."""
 
-    arrays: dict                      # TF1 variable name -> float32 array (what bert4keras loads)
-    hf_names: dict                    # TF1 variable name -> the tensor's name in the file
-    weight_file: str                  # the file read (the index, for sharded safetensors)
-    sha256: str                       # of weight_file
+    arrays: dict  # TF1 variable name -> float32 array (what bert4keras loads)
+    hf_names: dict  # TF1 variable name -> the tensor's name in the file
+    weight_file: str  # the file read (the index, for sharded safetensors)
+    sha256: str  # of weight_file
     unused: list = field(default_factory=list)  # tensors of the file the encoder does not read
 
     def record(self) -> dict:
@@ -101,8 +110,10 @@ def check_family(folder: Path, config: dict, family: str) -> None:
         return
     if MODEL_TYPES.get(model_type) != family:
         known = ", ".join(f"{k} ({v})" for k, v in MODEL_TYPES.items())
-        raise UserError(f"{folder / CONFIG}: model_type is {model_type!r} but model.family={family}; pick the model "
-                        f"config of that family (model_type -> family: {known})")
+        raise UserError(
+            f"{folder / CONFIG}: model_type is {model_type!r} but model.family={family}; pick the model "
+            f"config of that family (model_type -> family: {known})"
+        )
 
 
 def encoder_config(folder: Path, config: dict, family: str) -> dict:
@@ -114,8 +125,10 @@ def encoder_config(folder: Path, config: dict, family: str) -> dict:
         # wide); bert4keras would build an Embedding-Mapping for it.
         out.pop("embedding_size", None)
     if family == "nezha" and int(config.get("max_relative_position", 64)) != 64:
-        raise UserError(f"{folder / CONFIG}: max_relative_position is {config['max_relative_position']}, but "
-                        "bert4keras's NEZHA computes relative positions up to 64 only; use a NEZHA model with 64")
+        raise UserError(
+            f"{folder / CONFIG}: max_relative_position is {config['max_relative_position']}, but "
+            "bert4keras's NEZHA computes relative positions up to 64 only; use a NEZHA model with 64"
+        )
     if family == "electra" and out.get("embedding_size") is None:
         out["embedding_size"] = out["hidden_size"]
     return out
@@ -201,9 +214,11 @@ def read_h5(path: Path) -> dict[str, np.ndarray]:
     out = {}
     try:
         with h5py.File(path, "r") as f:
+
             def visit(name, node):
                 if isinstance(node, h5py.Dataset):
                     out[name] = np.asarray(node[()])
+
             f.visititems(visit)
     except OSError as err:
         raise UserError(f"{path}: not an HDF5 file ({err}); fetch it again") from None
@@ -212,15 +227,14 @@ def read_h5(path: Path) -> dict[str, np.ndarray]:
 
 def _from_tf2_name(name: str, array: np.ndarray) -> tuple[str, np.ndarray]:
     parts = name.removesuffix(":0").split("/")
-    heads = {*PREFIXES, "mlm___cls", "nsp___cls", "cls", "predictions", "discriminator_predictions",
-             "sop_classifier"}
+    heads = {*PREFIXES, "mlm___cls", "nsp___cls", "cls", "predictions", "discriminator_predictions", "sop_classifier"}
     # Keras stores each weight under its layer's group and its full name, the model's scope first
     # (bert/tf_bert_for_pre_training/bert/embeddings/...): keep what follows the model scope (tf_*)
     scopes = [i for i, p in enumerate(parts) if p.startswith("tf_")]
     if scopes:
-        parts = parts[scopes[-1] + 1:]
+        parts = parts[scopes[-1] + 1 :]
     else:
-        parts = parts[next((i for i, p in enumerate(parts) if p in heads), 0):]
+        parts = parts[next((i for i, p in enumerate(parts) if p in heads), 0) :]
     parts = ["cls" if p in ("mlm___cls", "nsp___cls") else p for p in parts]
     last = parts[-1]
     if last == "kernel":
@@ -241,15 +255,18 @@ def read_bin(path: Path) -> dict[str, np.ndarray]:
         import torch
     except ImportError:
         others = ", ".join(n for n in WEIGHT_FILES if n != BIN)
-        raise UserError(f"{path}: a pickle (pytorch_model.bin) is read only with torch's weights_only loader; install "
-                        f"the extra with `make env EXTRAS={TORCH_EXTRA}`, or use a copy of the model with {others} "
-                        "(on the Hub: another revision or a refs/pr/N conversion; model.hub_weights)") from None
+        raise UserError(
+            f"{path}: a pickle (pytorch_model.bin) is read only with torch's weights_only loader; install "
+            f"the extra with `make env EXTRAS={TORCH_EXTRA}`, or use a copy of the model with {others} "
+            "(on the Hub: another revision or a refs/pr/N conversion; model.hub_weights)"
+        ) from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as err:  # weights_only: tensors only
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: torch.load(weights_only=True) refused it ({first[:200]}); use a safetensors copy") \
-            from None
+        raise UserError(
+            f"{path}: torch.load(weights_only=True) refused it ({first[:200]}); use a safetensors copy"
+        ) from None
     return {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).numpy() for k, v in state.items()}
 
 
@@ -261,22 +278,26 @@ def read_bin(path: Path) -> dict[str, np.ndarray]:
 # Sources: transformers' load_tf_weights_in_bert / _albert / _electra / _nezha (the TF1 -> PyTorch
 # renames) and bert4keras 0.11.5's variable_mapping (models.py).
 _ALL, _NOT_ALBERT = ("bert", "electra", "albert", "nezha"), ("bert", "electra", "nezha")
-_BERTLIKE = (("attention.self.query", "attention/self/query", "linear"),
-             ("attention.self.key", "attention/self/key", "linear"),
-             ("attention.self.value", "attention/self/value", "linear"),
-             ("attention.output.dense", "attention/output/dense", "linear"),
-             ("attention.output.LayerNorm", "attention/output/LayerNorm", "ln"),
-             ("intermediate.dense", "intermediate/dense", "linear"),
-             ("output.dense", "output/dense", "linear"),
-             ("output.LayerNorm", "output/LayerNorm", "ln"))
-_ALBERTLAYER = (("attention.query", "attention_1/self/query", "linear"),
-                ("attention.key", "attention_1/self/key", "linear"),
-                ("attention.value", "attention_1/self/value", "linear"),
-                ("attention.dense", "attention_1/output/dense", "linear"),
-                ("attention.LayerNorm", "LayerNorm", "ln"),
-                ("ffn", "ffn_1/intermediate/dense", "linear"),
-                ("ffn_output", "ffn_1/intermediate/output/dense", "linear"),
-                ("full_layer_layer_norm", "LayerNorm_1", "ln"))
+_BERTLIKE = (
+    ("attention.self.query", "attention/self/query", "linear"),
+    ("attention.self.key", "attention/self/key", "linear"),
+    ("attention.self.value", "attention/self/value", "linear"),
+    ("attention.output.dense", "attention/output/dense", "linear"),
+    ("attention.output.LayerNorm", "attention/output/LayerNorm", "ln"),
+    ("intermediate.dense", "intermediate/dense", "linear"),
+    ("output.dense", "output/dense", "linear"),
+    ("output.LayerNorm", "output/LayerNorm", "ln"),
+)
+_ALBERTLAYER = (
+    ("attention.query", "attention_1/self/query", "linear"),
+    ("attention.key", "attention_1/self/key", "linear"),
+    ("attention.value", "attention_1/self/value", "linear"),
+    ("attention.dense", "attention_1/output/dense", "linear"),
+    ("attention.LayerNorm", "LayerNorm", "ln"),
+    ("ffn", "ffn_1/intermediate/dense", "linear"),
+    ("ffn_output", "ffn_1/intermediate/output/dense", "linear"),
+    ("full_layer_layer_norm", "LayerNorm_1", "ln"),
+)
 RULES = (
     ("{P}.embeddings.word_embeddings", "{T}/embeddings/word_embeddings", "emb", _ALL),
     ("{P}.embeddings.position_embeddings", "{T}/embeddings/position_embeddings", "emb", ("bert", "electra", "albert")),
@@ -284,10 +305,19 @@ RULES = (
     ("{P}.embeddings.LayerNorm", "{T}/embeddings/LayerNorm", "ln", _ALL),
     ("electra.embeddings_project", "electra/embeddings_project", "linear", ("electra",)),
     ("albert.encoder.embedding_hidden_mapping_in", "bert/encoder/embedding_hidden_mapping_in", "linear", ("albert",)),
-    *((f"{{P}}.encoder.layer.{{i}}.{pt}", f"{{T}}/encoder/layer_{{i}}/{tf}", kind, _NOT_ALBERT)
-      for pt, tf, kind in _BERTLIKE),
-    *((f"albert.encoder.albert_layer_groups.{{g}}.albert_layers.{{j}}.{pt}",
-       f"bert/encoder/transformer/group_{{g}}/inner_group_{{j}}/{tf}", kind, ("albert",)) for pt, tf, kind in _ALBERTLAYER),
+    *(
+        (f"{{P}}.encoder.layer.{{i}}.{pt}", f"{{T}}/encoder/layer_{{i}}/{tf}", kind, _NOT_ALBERT)
+        for pt, tf, kind in _BERTLIKE
+    ),
+    *(
+        (
+            f"albert.encoder.albert_layer_groups.{{g}}.albert_layers.{{j}}.{pt}",
+            f"bert/encoder/transformer/group_{{g}}/inner_group_{{j}}/{tf}",
+            kind,
+            ("albert",),
+        )
+        for pt, tf, kind in _ALBERTLAYER
+    ),
     ("{P}.pooler.dense", "{T}/pooler/dense", "linear", _NOT_ALBERT),
     ("albert.pooler", "bert/pooler/dense", "linear", ("albert",)),
     ("cls.predictions.transform.dense", "cls/predictions/transform/dense", "linear", _NOT_ALBERT),
@@ -299,8 +329,12 @@ RULES = (
     ("cls.seq_relationship.weight", "cls/seq_relationship/output_weights", "plain", ("bert", "nezha")),
     ("cls.seq_relationship.bias", "cls/seq_relationship/output_bias", "plain", ("bert", "nezha")),
 )
-_LEAVES = {"emb": {"weight": ""}, "ln": {"weight": "gamma", "bias": "beta", "gamma": "gamma", "beta": "beta"},
-           "linear": {"weight": "kernel", "bias": "bias"}, "plain": {"": ""}}
+_LEAVES = {
+    "emb": {"weight": ""},
+    "ln": {"weight": "gamma", "bias": "beta", "gamma": "gamma", "beta": "beta"},
+    "linear": {"weight": "kernel", "bias": "bias"},
+    "plain": {"": ""},
+}
 
 
 def _regex(template: str, sep: str) -> re.Pattern:
@@ -365,8 +399,10 @@ def load(folder: Path, family: str, config: dict) -> HFWeights:
     if family == "albert":
         for key in ("num_hidden_groups", "inner_group_num"):
             if int(config.get(key, 1)) > 1:
-                raise UserError(f"{folder / CONFIG}: {key} is {config[key]}, but bert4keras reads only ALBERT's "
-                                "group 0 / inner group 0 (one shared layer), so this model would load wrong")
+                raise UserError(
+                    f"{folder / CONFIG}: {key} is {config[key]}, but bert4keras reads only ALBERT's "
+                    "group 0 / inner group 0 (one shared layer), so this model would load wrong"
+                )
     tensors = read_tensors(path)
     arrays, hf_names, unused = {}, {}, []
     decoder_weight = None
@@ -388,8 +424,10 @@ def load(folder: Path, family: str, config: dict) -> HFWeights:
             continue
         tf_name, transpose = target
         if tf_name in arrays:
-            raise UserError(f"{path}: {name} and {hf_names[tf_name]} are the same weight ({tf_name}); the file "
-                            "holds two copies of it, so one would be dropped: keep one")
+            raise UserError(
+                f"{path}: {name} and {hf_names[tf_name]} are the same weight ({tf_name}); the file "
+                "holds two copies of it, so one would be dropped: keep one"
+            )
         array = tensors[name]
         arrays[tf_name] = np.ascontiguousarray(array.T if transpose else array)
         hf_names[tf_name] = name
@@ -397,6 +435,10 @@ def load(folder: Path, family: str, config: dict) -> HFWeights:
         words = next((k for k in arrays if k.endswith("embeddings/word_embeddings")), None)
         if words is None or not np.array_equal(tensors[decoder_weight], arrays[words]):
             unused.append(decoder_weight)
-            log.warning("%s: %s differs from the token embeddings; bert4keras ties the MLM decoder to them, so it "
-                        "is not loaded", path, decoder_weight)
+            log.warning(
+                "%s: %s differs from the token embeddings; bert4keras ties the MLM decoder to them, so it "
+                "is not loaded",
+                path,
+                decoder_weight,
+            )
     return HFWeights(arrays, hf_names, str(path), sha256(path), unused)

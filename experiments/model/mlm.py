@@ -35,9 +35,11 @@ HEAD_LAYERS = ("MLM-Dense", "MLM-Norm", "MLM-Bias")
 def check_family(model_cfg) -> None:
     name = family(model_cfg)
     if name == "electra":
-        raise UserError(f"model={model_cfg.name} is ELECTRA's discriminator, which has no masked-LM head (only its "
-                        "generator has one, and the releases used here ship none); pretrain a bert, albert or nezha "
-                        "model (e.g. model=bert_mini, model=bert_base)")
+        raise UserError(
+            f"model={model_cfg.name} is ELECTRA's discriminator, which has no masked-LM head (only its "
+            "generator has one, and the releases used here ship none); pretrain a bert, albert or nezha "
+            "model (e.g. model=bert_mini, model=bert_base)"
+        )
     if name not in MLM_FAMILIES:
         raise UserError(f"model.family={name}: masked-LM pretraining supports {', '.join(MLM_FAMILIES)}")
 
@@ -64,9 +66,16 @@ def build_mlm(model_cfg, config: dict, seed: int, checkpoint: str | dict | None 
     encoder = encoders.build_encoder(model_cfg, config, seed, checkpoint)
     positions = keras.layers.Input(shape=(None,), dtype="int32", name="Input-Masked-Positions")
     x = keras.layers.Lambda(lambda xs: tf.gather(xs[0], xs[1], batch_dims=1), name="MLM-Gather")(
-        [encoder.model.output, positions])
-    x = encoder.apply(inputs=x, layer=Dense, units=encoder.embedding_size, activation=encoder.hidden_act,
-                      kernel_initializer=encoder.initializer, name="MLM-Dense")
+        [encoder.model.output, positions]
+    )
+    x = encoder.apply(
+        inputs=x,
+        layer=Dense,
+        units=encoder.embedding_size,
+        activation=encoder.hidden_act,
+        kernel_initializer=encoder.initializer,
+        name="MLM-Dense",
+    )
     x = encoder.apply(inputs=x, layer=LayerNormalization, epsilon=1e-12, name="MLM-Norm")
     x = encoder.apply(inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
     x = encoder.apply(inputs=x, layer=ScaleOffset, scale=False, name="MLM-Bias")
@@ -109,8 +118,9 @@ def init_head(encoder, seed: int) -> None:
                     values[bad] = rng.standard_normal(bad.sum())
                 weight.assign((0.02 * values).astype(np.float32))
             else:
-                weight.assign(np.ones(weight.shape, np.float32) if "gamma" in weight.name
-                              else np.zeros(weight.shape, np.float32))
+                weight.assign(
+                    np.ones(weight.shape, np.float32) if "gamma" in weight.name else np.zeros(weight.shape, np.float32)
+                )
 
 
 def masked_lm_loss(logits, labels, weights):
@@ -120,6 +130,7 @@ def masked_lm_loss(logits, labels, weights):
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     count = tf.reduce_sum(weights)
     loss = tf.reduce_sum(nll * weights) / tf.maximum(count, 1.0)
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-                            * weights)
+    correct = tf.reduce_sum(
+        tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32) * weights
+    )
     return loss, correct, count

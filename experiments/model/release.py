@@ -17,6 +17,7 @@ FAMILIES = ("bert", "albert", "nezha", "electra")  # bert4keras's `model=` names
 # Google's BERT release, the default of model.files
 GOOGLE_FILES = {"config": "bert_config.json", "checkpoint": "bert_model.ckpt", "vocab": "vocab.txt"}
 
+
 def family(model_cfg) -> str:
     name = OmegaConf.select(model_cfg, "family", default="bert")
     if name not in FAMILIES:
@@ -46,18 +47,24 @@ def is_hf(model_cfg) -> bool:
 def check_checkpoint(model_cfg) -> None:
     folder = Path(model_cfg.checkpoint_dir)
     if not folder.is_dir():
-        raise UserError(f"{folder}: checkpoint folder of model={model_cfg.name} not found; run "
-                        f"`make model MODEL={model_cfg.name}` or set model.checkpoint_dir")
+        raise UserError(
+            f"{folder}: checkpoint folder of model={model_cfg.name} not found; run "
+            f"`make model MODEL={model_cfg.name}` or set model.checkpoint_dir"
+        )
     if is_hf(model_cfg):
         if not (folder / hf_format.VOCAB).is_file():
-            raise UserError(f"{folder / hf_format.VOCAB}: missing from the HF model folder of model={model_cfg.name}; "
-                            "the suite tokenizes with BERT's WordPiece vocab: copy the model's vocab.txt there")
+            raise UserError(
+                f"{folder / hf_format.VOCAB}: missing from the HF model folder of model={model_cfg.name}; "
+                "the suite tokenizes with BERT's WordPiece vocab: copy the model's vocab.txt there"
+            )
         return
     for name in checkpoint_files(model_cfg):
         if not (folder / name).is_file():
-            raise UserError(f"{folder / name}: missing from the checkpoint folder of model={model_cfg.name} (nor is it "
-                            f"an HF folder: config.json, vocab.txt and one of {', '.join(hf_format.WEIGHT_FILES)}); "
-                            f"run `make model MODEL={model_cfg.name}` to check the folder, or fetch it again")
+            raise UserError(
+                f"{folder / name}: missing from the checkpoint folder of model={model_cfg.name} (nor is it "
+                f"an HF folder: config.json, vocab.txt and one of {', '.join(hf_format.WEIGHT_FILES)}); "
+                f"run `make model MODEL={model_cfg.name}` to check the folder, or fetch it again"
+            )
 
 
 def config_path(model_cfg) -> Path:

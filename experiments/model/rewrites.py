@@ -95,7 +95,9 @@ def prepare_model(model, precision: str = "float32") -> None:
     for layer in model.layers:
         if isinstance(layer, MultiHeadAttention):
             layer.pay_attention_to = attention_call(layer)
-        elif isinstance(layer, LayerNormalization) and layer.zero_mean and layer.unit_variance and not layer.conditional:
+        elif (
+            isinstance(layer, LayerNormalization) and layer.zero_mean and layer.unit_variance and not layer.conditional
+        ):
             layer.call = layer_norm_call(layer)
             if precision != "float32":
                 layer._set_dtype_policy(keras.mixed_precision.Policy("float32"))  # read at every call

@@ -44,4 +44,3 @@ def load_tokenizer(model_cfg, texts: list[str], vocab_file: str | Path | None = 
     else:
         vocab = char_vocab(texts)
     return Tokenizer(vocab, do_lower_case=True), vocab
-

@@ -52,6 +52,7 @@ def save(fig, path: Path, **options) -> None:
 
 # ---- accuracy.png: the points behind the table, joined seed by seed ----
 
+
 def accuracy_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """One row per (group, complete run): its x position, accuracy, the group's mean and 95% interval.
 
@@ -69,11 +70,17 @@ def accuracy_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         for x, s in enumerate(t.itertuples()):
             acc = complete(runs[runs.settings_id == s.settings_id]).set_index("seed").best_dev_acc
             lo, hi = ci95(acc)
-            group = {"task": task, "model": s.model, "method": s.method, "label": s.label,
-                     "settings_id": s.settings_id, "block": s.block, "group_x": x}
-            stats = {"mean": s.mean, "ci_low": lo, "ci_high": hi, "n": s.n, "n_diverged": s.n_diverged,
-                     "blog": s.blog}
-            for seed, a in (acc.items() if len(acc) else [(None, np.nan)]):
+            group = {
+                "task": task,
+                "model": s.model,
+                "method": s.method,
+                "label": s.label,
+                "settings_id": s.settings_id,
+                "block": s.block,
+                "group_x": x,
+            }
+            stats = {"mean": s.mean, "ci_low": lo, "ci_high": hi, "n": s.n, "n_diverged": s.n_diverged, "blog": s.blog}
+            for seed, a in acc.items() if len(acc) else [(None, np.nan)]:
                 rows.append({**group, "seed": seed, "x": x + offset.get(seed, 0.0), "best_dev_acc": a, **stats})
     return pd.DataFrame(rows).astype({"seed": "Int64"})
 
@@ -82,14 +89,19 @@ def plot_accuracy(data: pd.DataFrame, path: Path) -> None:
     plt = pyplot()
     several = data.model.nunique() > 1
     groups = data.drop_duplicates(["task", "group_x"])
-    ticks = {(g.task, g.group_x): (column_name(g, several).replace(" (", "\n").replace(", ", "\n").rstrip(")")
-                                   + ("" if not g.n_diverged else f"\n{g.n_diverged} diverged"))
-             for g in groups.itertuples()}
+    ticks = {
+        (g.task, g.group_x): (
+            column_name(g, several).replace(" (", "\n").replace(", ", "\n").rstrip(")")
+            + ("" if not g.n_diverged else f"\n{g.n_diverged} diverged")
+        )
+        for g in groups.itertuples()
+    }
     width = max(1.0, 0.075 * max(len(line) for t in ticks.values() for line in t.split("\n")))  # inches per group
     tasks = list(data.task.unique())
     widths = [max(3.0, width * (groups.task == t).sum()) for t in tasks]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(sum(widths) + 1, 5), squeeze=False,
-                             gridspec_kw={"width_ratios": widths})
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(sum(widths) + 1, 5), squeeze=False, gridspec_kw={"width_ratios": widths}
+    )
     colors = {m: f"C{i}" for i, m in enumerate(data.method.unique())}
     for ax, task in zip(axes[0], tasks):
         t = data[data.task == task]
@@ -100,8 +112,17 @@ def plot_accuracy(data: pd.DataFrame, path: Path) -> None:
             points = t[t.group_x == g.group_x]
             ax.plot(points.x, points.best_dev_acc, "o", color=colors[g.method], alpha=0.7, label="one seed")
             err = None if pd.isna(g.ci_low) else [[g.mean - g.ci_low], [g.ci_high - g.mean]]
-            ax.errorbar(g.group_x, g.mean, yerr=err, fmt="_", color="black", markersize=24, capsize=6, lw=1.5,
-                        label="mean, 95% interval")
+            ax.errorbar(
+                g.group_x,
+                g.mean,
+                yerr=err,
+                fmt="_",
+                color="black",
+                markersize=24,
+                capsize=6,
+                lw=1.5,
+                label="mean, 95% interval",
+            )
             if not pd.isna(g.blog):
                 ax.plot(g.group_x + 0.3, g.blog, "*", color="red", markersize=12, label="blog's figure (CLUE test)")
         n = t.group_x.nunique()
@@ -127,6 +148,7 @@ def figure_legend(fig, axes, first: dict) -> None:
 
 # ---- curves.png: dev accuracy by epoch ----
 
+
 def curves_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Per group and epoch: over the complete runs that reached that epoch, n, mean and 95% t-interval.
     A group without any (all its runs diverged) has one row without an epoch, so that its legend says so."""
@@ -136,16 +158,35 @@ def curves_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         for history in complete(runs[runs.settings_id == s.settings_id]).history:
             for epoch, acc in history:
                 per_epoch.setdefault(epoch, []).append(acc)
-        group = {"task": s.task, "model": s.model, "method": s.method, "label": s.label,
-                 "settings_id": s.settings_id}
+        group = {"task": s.task, "model": s.model, "method": s.method, "label": s.label, "settings_id": s.settings_id}
         for epoch in sorted(per_epoch):
             lo, hi = ci95(per_epoch[epoch])
-            rows.append({**group, "epoch": epoch, "n": len(per_epoch[epoch]), "mean": np.mean(per_epoch[epoch]),
-                         "ci_low": lo, "ci_high": hi, "n_diverged": s.n_diverged})
+            rows.append(
+                {
+                    **group,
+                    "epoch": epoch,
+                    "n": len(per_epoch[epoch]),
+                    "mean": np.mean(per_epoch[epoch]),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n_diverged": s.n_diverged,
+                }
+            )
         if not per_epoch:
             rows.append({**group, "epoch": None, "n": 0, "n_diverged": s.n_diverged})
-    columns = ["task", "model", "method", "label", "settings_id", "epoch", "n", "mean", "ci_low", "ci_high",
-               "n_diverged"]
+    columns = [
+        "task",
+        "model",
+        "method",
+        "label",
+        "settings_id",
+        "epoch",
+        "n",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n_diverged",
+    ]
     return pd.DataFrame(rows, columns=columns).astype({"epoch": "Int64"})
 
 
@@ -177,6 +218,7 @@ def plot_curves(data: pd.DataFrame, path: Path) -> None:
 
 # ---- sweep_<key>.png: accuracy against the one numeric setting that varies ----
 
+
 def is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
@@ -195,10 +237,24 @@ def sweep_data(runs: pd.DataFrame, summary: pd.DataFrame, key: str) -> pd.DataFr
     rows = []
     for s in summary.itertuples():
         lo, hi = ci95(complete(runs[runs.settings_id == s.settings_id]).best_dev_acc)
-        rows.append({"task": s.task, "model": s.model, "method": s.method, key: summary.at[s.Index, key],
-                     "n": s.n, "n_diverged": s.n_diverged, "mean": s.mean, "ci_low": lo, "ci_high": hi,
-                     "delta_vs_baseline": s.delta_vs_baseline, "delta_ci_low": s.delta_ci_low,
-                     "delta_ci_high": s.delta_ci_high, "n_paired": s.n_paired, "settings_id": s.settings_id})
+        rows.append(
+            {
+                "task": s.task,
+                "model": s.model,
+                "method": s.method,
+                key: summary.at[s.Index, key],
+                "n": s.n,
+                "n_diverged": s.n_diverged,
+                "mean": s.mean,
+                "ci_low": lo,
+                "ci_high": hi,
+                "delta_vs_baseline": s.delta_vs_baseline,
+                "delta_ci_low": s.delta_ci_low,
+                "delta_ci_high": s.delta_ci_high,
+                "n_paired": s.n_paired,
+                "settings_id": s.settings_id,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -219,13 +275,25 @@ def plot_sweep(data: pd.DataFrame, key: str, path: Path) -> None:
                     ax.axhspan(b.ci_low, b.ci_high, color=colors[method], alpha=0.15, lw=0)
             if len(swept):
                 err = np.array([swept["mean"] - swept.ci_low, swept.ci_high - swept["mean"]])
-                ax.errorbar(swept[key].astype(float), swept["mean"], yerr=np.nan_to_num(err), fmt="o-",
-                            color=colors[method], capsize=4, label=method)
+                ax.errorbar(
+                    swept[key].astype(float),
+                    swept["mean"],
+                    yerr=np.nan_to_num(err),
+                    fmt="o-",
+                    color=colors[method],
+                    capsize=4,
+                    label=method,
+                )
                 for value, n in zip(swept[key], swept.n_diverged):
                     if n:
-                        ax.annotate(f"{method}: {n} diverged", (float(value), 0.02 + 0.05 * row),
-                                    xycoords=("data", "axes fraction"),
-                                    fontsize=7, ha="center", color=colors[method])
+                        ax.annotate(
+                            f"{method}: {n} diverged",
+                            (float(value), 0.02 + 0.05 * row),
+                            xycoords=("data", "axes fraction"),
+                            fontsize=7,
+                            ha="center",
+                            color=colors[method],
+                        )
         if log:
             ax.set_xscale("log")
         ax.set_xticks(sorted(set(values)), [f"{v:g}" for v in sorted(set(values))])
@@ -244,42 +312,66 @@ def best_values(runs: pd.DataFrame, data: pd.DataFrame, key: str) -> pd.DataFram
     """Per task, model and method swept over two or more values: the value with the highest mean accuracy,
     its paired Δ to the baseline, and its paired difference to the runner-up (over their shared seeds)."""
     rows = []
-    for (task, model, method), m in data[data[key].notna() & (data.n > 0)].groupby(["task", "model", "method"],
-                                                                                     sort=False):
+    for (task, model, method), m in data[data[key].notna() & (data.n > 0)].groupby(
+        ["task", "model", "method"], sort=False
+    ):
         if len(m) < 2:
             continue
         best, second = m.sort_values("mean", ascending=False, kind="stable").iloc[:2].itertuples()
-        diffs = paired_differences(complete(runs[runs.settings_id == best.settings_id]).set_index("seed").best_dev_acc,
-                                   runs[runs.settings_id == second.settings_id])
+        diffs = paired_differences(
+            complete(runs[runs.settings_id == best.settings_id]).set_index("seed").best_dev_acc,
+            runs[runs.settings_id == second.settings_id],
+        )
         lo, hi = ci95(diffs)
-        rows.append({"task": task, "model": model, "method": method, "best": data.at[best.Index, key],
-                     "mean": best.mean, "n": best.n, "delta_vs_baseline": best.delta_vs_baseline,
-                     "delta_ci_low": best.delta_ci_low, "delta_ci_high": best.delta_ci_high,
-                     "n_paired": best.n_paired, "runner_up": data.at[second.Index, key],
-                     "delta_vs_runner_up": diffs.mean() if len(diffs) else np.nan, "runner_up_ci_low": lo,
-                     "runner_up_ci_high": hi, "n_paired_runner_up": len(diffs)})
+        rows.append(
+            {
+                "task": task,
+                "model": model,
+                "method": method,
+                "best": data.at[best.Index, key],
+                "mean": best.mean,
+                "n": best.n,
+                "delta_vs_baseline": best.delta_vs_baseline,
+                "delta_ci_low": best.delta_ci_low,
+                "delta_ci_high": best.delta_ci_high,
+                "n_paired": best.n_paired,
+                "runner_up": data.at[second.Index, key],
+                "delta_vs_runner_up": diffs.mean() if len(diffs) else np.nan,
+                "runner_up_ci_low": lo,
+                "runner_up_ci_high": hi,
+                "n_paired_runner_up": len(diffs),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def sweep_markdown(best: pd.DataFrame, key: str) -> str:
-    lines = [f"## Sweep over `{key}` (`sweep_{key}.png`, numbers in `sweep_{key}.csv`)", "",
-             f"Best value of `{key}` by mean best dev accuracy; Δ paired over shared seeds, 95% t-interval in "
-             "brackets.",
-             ""]
+    lines = [
+        f"## Sweep over `{key}` (`sweep_{key}.png`, numbers in `sweep_{key}.csv`)",
+        "",
+        f"Best value of `{key}` by mean best dev accuracy; Δ paired over shared seeds, 95% t-interval in brackets.",
+        "",
+    ]
     for b in best.itertuples():
-        vs_base = "no baseline to pair with" if pd.isna(b.delta_vs_baseline) and b.n_paired == 0 else \
-            paired_cell(b.delta_vs_baseline, b.delta_ci_low, b.delta_ci_high, b.n_paired)
-        lines.append(f"- {b.task.upper()} [{b.model}] {b.method}: best `{key}={b.best}`, {pct(b.mean)} (n={b.n}); "
-                     f"vs baseline {vs_base}; vs the runner-up `{key}={b.runner_up}` "
-                     + paired_cell(b.delta_vs_runner_up, b.runner_up_ci_low, b.runner_up_ci_high,
-                                   b.n_paired_runner_up) + ".")
+        vs_base = (
+            "no baseline to pair with"
+            if pd.isna(b.delta_vs_baseline) and b.n_paired == 0
+            else paired_cell(b.delta_vs_baseline, b.delta_ci_low, b.delta_ci_high, b.n_paired)
+        )
+        lines.append(
+            f"- {b.task.upper()} [{b.model}] {b.method}: best `{key}={b.best}`, {pct(b.mean)} (n={b.n}); "
+            f"vs baseline {vs_base}; vs the runner-up `{key}={b.runner_up}` "
+            + paired_cell(b.delta_vs_runner_up, b.runner_up_ci_low, b.runner_up_ci_high, b.n_paired_runner_up)
+            + "."
+        )
     if best.empty:
         lines.append("(no method has two or more values with a complete run)")
     return "\n".join(lines)
 
 
-def write_pictures(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame,
-                   keys: list[str]) -> tuple[list[Path], str]:
+def write_pictures(
+    results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, keys: list[str]
+) -> tuple[list[Path], str]:
     """Write every picture and its CSV into ``results_dir``; return their paths and table.md's sweep section."""
     out, section = [], ""
     accuracy = accuracy_data(runs, summary)

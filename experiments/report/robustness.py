@@ -35,12 +35,15 @@ STATS = ("n", "mean", "std", "delta_vs_baseline", "delta_ci_low", "delta_ci_high
 SETTINGS_KEY = "text_attack_settings"  # of_record's key of the text attack's settings (not a number)
 TEXT_SETTINGS = ("kind", "importance", "sources", "budget", "max_queries", "max_samples", "seed", "weights")
 # The text attack's numbers per record (``of_record``'s keys), all in % but the queries.
-TEXT = {"text_attack_clean": "clean accuracy of the N examples", "text_attack_acc": "accuracy under the text attack",
-        "text_attack_success": "success rate (of the correctly classified)",
-        "text_attack_random": "accuracy under random substitutions (same budget)",
-        "text_attack_transfer": "accuracy on texts made against another run (transfer)",
-        "text_attack_changed": "share of the seen characters changed (attacked examples)",
-        "text_attack_queries": "queries per attacked example"}
+TEXT = {
+    "text_attack_clean": "clean accuracy of the N examples",
+    "text_attack_acc": "accuracy under the text attack",
+    "text_attack_success": "success rate (of the correctly classified)",
+    "text_attack_random": "accuracy under random substitutions (same budget)",
+    "text_attack_transfer": "accuracy on texts made against another run (transfer)",
+    "text_attack_changed": "share of the seen characters changed (attacked examples)",
+    "text_attack_queries": "queries per attacked example",
+}
 
 
 def of_record(record: dict) -> dict:
@@ -53,12 +56,17 @@ def of_record(record: dict) -> dict:
         out = {**{str(e): 100 * a for e, a in robust.items()}, CLEAN: np.nan if clean is None else 100 * clean}
     text = record.get("text_attack") or {}
     if text:
-        out.update({"text_attack_clean": 100 * text["clean_acc"], "text_attack_acc": 100 * text["acc"],
-                    "text_attack_success": 100 * text["success_rate"],
-                    "text_attack_random": 100 * text["random"]["acc"] if text.get("random") else np.nan,
-                    "text_attack_changed": 100 * text["changed_share_mean"],
-                    "text_attack_queries": text["queries_mean"],
-                    SETTINGS_KEY: {k: text.get(k) for k in TEXT_SETTINGS}})
+        out.update(
+            {
+                "text_attack_clean": 100 * text["clean_acc"],
+                "text_attack_acc": 100 * text["acc"],
+                "text_attack_success": 100 * text["success_rate"],
+                "text_attack_random": 100 * text["random"]["acc"] if text.get("random") else np.nan,
+                "text_attack_changed": 100 * text["changed_share_mean"],
+                "text_attack_queries": text["queries_mean"],
+                SETTINGS_KEY: {k: text.get(k) for k in TEXT_SETTINGS},
+            }
+        )
     transfer = record.get("text_attack_transfer") or {}
     if transfer:  # the mean over the runs whose texts it was scored on (one in a study: its seed's baseline)
         out["text_attack_transfer"] = 100 * float(np.mean([t["acc"] for t in transfer.values()]))
@@ -89,8 +97,9 @@ def values(runs: pd.DataFrame, key: str) -> pd.Series:
 def seed_columns(runs: pd.DataFrame) -> pd.DataFrame:
     """robust_<eps> and text_attack_<x> per run (seeds.csv); NaN for a diverged run."""
     done = runs.status != DIVERGED
-    return pd.DataFrame({column(e): values(runs, e).where(done) for e in [*epsilons(runs), *text_keys(runs)]},
-                        index=runs.index)
+    return pd.DataFrame(
+        {column(e): values(runs, e).where(done) for e in [*epsilons(runs), *text_keys(runs)]}, index=runs.index
+    )
 
 
 def summarise(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -102,8 +111,12 @@ def summarise(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     for s in summary.itertuples():
         everyone = runs[runs.settings_id == s.settings_id]
         group = everyone[everyone.status != DIVERGED]
-        base = runs[(runs.task == s.task) & (runs.model == s.model) & (runs.method == "baseline")
-                    & (runs.pair == everyone.pair.iloc[0])]
+        base = runs[
+            (runs.task == s.task)
+            & (runs.model == s.model)
+            & (runs.method == "baseline")
+            & (runs.pair == everyone.pair.iloc[0])
+        ]
         row = {}
         for e in [*pgd, *text_keys(runs)]:
             c = column(e)
@@ -112,9 +125,17 @@ def summarise(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
             if s.method != "baseline" and s.has_baseline and len(acc):
                 diffs = paired_differences(acc, base.assign(best_dev_acc=values(base, e)).dropna(subset="best_dev_acc"))
             lo, hi = ci95(diffs)
-            row.update({f"{c}_n": len(acc), f"{c}_mean": acc.mean() if len(acc) else np.nan,
-                        f"{c}_std": acc.std(), f"{c}_delta_vs_baseline": diffs.mean() if len(diffs) else np.nan,
-                        f"{c}_delta_ci_low": lo, f"{c}_delta_ci_high": hi, f"{c}_n_paired": len(diffs)})
+            row.update(
+                {
+                    f"{c}_n": len(acc),
+                    f"{c}_mean": acc.mean() if len(acc) else np.nan,
+                    f"{c}_std": acc.std(),
+                    f"{c}_delta_vs_baseline": diffs.mean() if len(diffs) else np.nan,
+                    f"{c}_delta_ci_low": lo,
+                    f"{c}_delta_ci_high": hi,
+                    f"{c}_n_paired": len(diffs),
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows, index=summary.index)
 
@@ -142,19 +163,25 @@ def attack_settings(runs: pd.DataFrame) -> list[dict]:
     return seen
 
 
-def markdown(runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFrame, settings: list[dict],
-             radii: pd.DataFrame) -> str:
+def markdown(
+    runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFrame, settings: list[dict], radii: pd.DataFrame
+) -> str:
     several = runs.model.nunique() > 1
     eps = epsilons(runs)
     described = "; ".join(", ".join(f"{k}={v}" for k, v in s.items()) for s in settings)
-    parts = ["## Accuracy under attack: mean ± std (n seeds), paired difference to the baseline "
-             "(`robustness.png`, numbers in `robustness.csv`)",
-             "White-box PGD on the looked-up token embeddings, l2 ball per example of absolute radius "
-             "eps × mean token-embedding norm × √(perturbed tokens) (docs/attack.md); an example counts when the "
-             "model is right at every point the attack visited. Dev accuracy in % of the attacked examples; "
-             f"\"clean\" is their accuracy without attack. Attack settings: {described}."
-             + ("\n**The records were attacked with different settings; their numbers are averaged together "
-                "here.**" if len(settings) > 1 else "")]
+    parts = [
+        "## Accuracy under attack: mean ± std (n seeds), paired difference to the baseline "
+        "(`robustness.png`, numbers in `robustness.csv`)",
+        "White-box PGD on the looked-up token embeddings, l2 ball per example of absolute radius "
+        "eps × mean token-embedding norm × √(perturbed tokens) (docs/attack.md); an example counts when the "
+        "model is right at every point the attack visited. Dev accuracy in % of the attacked examples; "
+        f'"clean" is their accuracy without attack. Attack settings: {described}.'
+        + (
+            "\n**The records were attacked with different settings; their numbers are averaged together here.**"
+            if len(settings) > 1
+            else ""
+        ),
+    ]
     table = summary.assign(row=[column_name(r, several) for r in summary.itertuples()])
     for task, t in table.groupby("task", sort=False):
         rows = []
@@ -169,17 +196,27 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFrame, se
         r = radii[radii.task == task]
         mean_radius = ", ".join(f"ε={e}: {g.radius.mean():.4g}" for e, g in r.groupby("epsilon", sort=False))
         norms = ", ".join(f"{m}: {g.embedding_norm.mean():.4g}" for m, g in r.groupby("model"))
-        parts.append(f"### {task.upper()}\n\nMean absolute radius (over runs and examples): {mean_radius}; "
-                     f"mean token-embedding norm: {norms}.\n\n" + md_table(pd.DataFrame(rows)))
+        parts.append(
+            f"### {task.upper()}\n\nMean absolute radius (over runs and examples): {mean_radius}; "
+            f"mean token-embedding norm: {norms}.\n\n" + md_table(pd.DataFrame(rows))
+        )
     return "\n\n".join(parts)
 
 
 def radii(runs: pd.DataFrame) -> pd.DataFrame:
     """Per attacked run and eps: its task, model, mean absolute radius and embedding norm."""
-    rows = [{"task": r.task, "model": r.model, "epsilon": e, "radius": radius,
-             "embedding_norm": r.attack.get("embedding_norm")}
-            for r in runs.itertuples() if CLEAN in r.robust
-            for e, radius in sorted(r.attack.get("radii", {}).items(), key=lambda kv: float(kv[0]))]
+    rows = [
+        {
+            "task": r.task,
+            "model": r.model,
+            "epsilon": e,
+            "radius": radius,
+            "embedding_norm": r.attack.get("embedding_norm"),
+        }
+        for r in runs.itertuples()
+        if CLEAN in r.robust
+        for e, radius in sorted(r.attack.get("radii", {}).items(), key=lambda kv: float(kv[0]))
+    ]
     return pd.DataFrame(rows, columns=["task", "model", "epsilon", "radius", "embedding_norm"])
 
 
@@ -189,16 +226,28 @@ def curve_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for s in summary.itertuples():
         group = runs[(runs.settings_id == s.settings_id) & (runs.status != DIVERGED)]
-        for key, eps in ([(CLEAN, 0.0)] + [(e, float(e)) for e in epsilons(runs)] if epsilons(runs) else []):
+        for key, eps in [(CLEAN, 0.0)] + [(e, float(e)) for e in epsilons(runs)] if epsilons(runs) else []:
             acc = values(group, key).dropna()
             if not len(acc):
                 continue
             lo, hi = ci95(acc)
-            rows.append({"task": s.task, "model": s.model, "method": s.method, "label": s.label,
-                         "settings_id": s.settings_id, "epsilon": eps, "n": len(acc), "mean": acc.mean(),
-                         "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows, columns=["task", "model", "method", "label", "settings_id", "epsilon", "n", "mean",
-                                       "ci_low", "ci_high"])
+            rows.append(
+                {
+                    "task": s.task,
+                    "model": s.model,
+                    "method": s.method,
+                    "label": s.label,
+                    "settings_id": s.settings_id,
+                    "epsilon": eps,
+                    "n": len(acc),
+                    "mean": acc.mean(),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["task", "model", "method", "label", "settings_id", "epsilon", "n", "mean", "ci_low", "ci_high"]
+    )
 
 
 def plot(data: pd.DataFrame, path: Path) -> None:
@@ -238,15 +287,24 @@ def text_markdown(runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFram
     settings = text_settings(runs)
     described = "; ".join(", ".join(f"{k}={v}" for k, v in s.items()) for s in settings) or "none recorded"
     keys = text_keys(runs)
-    parts = [("## Accuracy under the text attack: mean ± std (n seeds), paired difference to the baseline "
-              "(`text_attack.png`, numbers in `text_attack.csv`)"),
-             "Greedy character substitutions (homophones, look-alikes, traditional forms) on the first N dev "
-             "examples, at most `budget` of the characters each model sees; only the correctly classified are "
-             "attacked (docs/attack.md). Accuracy under attack, random substitutions and transfer are in % of all "
-             "N; the success rate of the attacked; \"transfer\": accuracy on the texts made against another run "
-             "(`make attack ... eval.text_attack.from=<record>`). Settings: " + described + "."
-             + ("\n**The records were attacked with different settings; their numbers are averaged together "
-                "here.**" if len(settings) > 1 else "")]
+    parts = [
+        (
+            "## Accuracy under the text attack: mean ± std (n seeds), paired difference to the baseline "
+            "(`text_attack.png`, numbers in `text_attack.csv`)"
+        ),
+        "Greedy character substitutions (homophones, look-alikes, traditional forms) on the first N dev "
+        "examples, at most `budget` of the characters each model sees; only the correctly classified are "
+        "attacked (docs/attack.md). Accuracy under attack, random substitutions and transfer are in % of all "
+        'N; the success rate of the attacked; "transfer": accuracy on the texts made against another run '
+        "(`make attack ... eval.text_attack.from=<record>`). Settings: "
+        + described
+        + "."
+        + (
+            "\n**The records were attacked with different settings; their numbers are averaged together here.**"
+            if len(settings) > 1
+            else ""
+        ),
+    ]
     table = summary.assign(row=[column_name(r, several) for r in summary.itertuples()])
     for task, t in table.groupby("task", sort=False):
         rows = []
@@ -255,13 +313,20 @@ def text_markdown(runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFram
             if not any(s.get(f"{k}_n", 0) for k in keys):
                 continue
             row = {"method": t.at[i, "row"]}
-            for key, name in (("text_attack_clean", "clean"), ("text_attack_acc", "under text attack"),
-                              ("text_attack_success", "success rate")):
+            for key, name in (
+                ("text_attack_clean", "clean"),
+                ("text_attack_acc", "under text attack"),
+                ("text_attack_success", "success rate"),
+            ):
                 row[name], delta = cells(s, key, method)
                 if key != "text_attack_clean":
                     row[f"{name} Δ vs baseline"] = delta
-            for key, name in (("text_attack_random", "random substitutions"), ("text_attack_transfer", "transfer"),
-                              ("text_attack_changed", "characters changed %"), ("text_attack_queries", "queries")):
+            for key, name in (
+                ("text_attack_random", "random substitutions"),
+                ("text_attack_transfer", "transfer"),
+                ("text_attack_changed", "characters changed %"),
+                ("text_attack_queries", "queries"),
+            ):
                 if key in keys:
                     row[name] = cells(s, key, method)[0]
             rows.append(row)
@@ -269,8 +334,12 @@ def text_markdown(runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFram
     return "\n\n".join(parts)
 
 
-TEXT_BARS = {"text_attack_clean": "clean", "text_attack_acc": "text attack", "text_attack_random": "random",
-             "text_attack_transfer": "transfer"}
+TEXT_BARS = {
+    "text_attack_clean": "clean",
+    "text_attack_acc": "text attack",
+    "text_attack_random": "random",
+    "text_attack_transfer": "transfer",
+}
 
 
 def text_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
@@ -283,11 +352,23 @@ def text_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
             if not len(acc):
                 continue
             lo, hi = ci95(acc)
-            rows.append({"task": s.task, "model": s.model, "method": s.method, "label": s.label,
-                         "settings_id": s.settings_id, "measure": key, "n": len(acc), "mean": acc.mean(),
-                         "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows, columns=["task", "model", "method", "label", "settings_id", "measure", "n", "mean",
-                                       "ci_low", "ci_high"])
+            rows.append(
+                {
+                    "task": s.task,
+                    "model": s.model,
+                    "method": s.method,
+                    "label": s.label,
+                    "settings_id": s.settings_id,
+                    "measure": key,
+                    "n": len(acc),
+                    "mean": acc.mean(),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["task", "model", "method", "label", "settings_id", "measure", "n", "mean", "ci_low", "ci_high"]
+    )
 
 
 def plot_text(data: pd.DataFrame, path: Path) -> None:
@@ -306,12 +387,14 @@ def plot_text(data: pd.DataFrame, path: Path) -> None:
             g = p[p.measure == m].set_index("settings_id").reindex(groups)
             x = np.arange(len(groups)) + (k - (len(measures) - 1) / 2) * width
             err = np.array([(g["mean"] - g.ci_low).astype(float), (g.ci_high - g["mean"]).astype(float)])
-            ax.bar(x, g["mean"].astype(float), width, yerr=np.nan_to_num(err), capsize=2, color=f"C{k}",
-                   label=TEXT_BARS[m])
+            ax.bar(
+                x, g["mean"].astype(float), width, yerr=np.nan_to_num(err), capsize=2, color=f"C{k}", label=TEXT_BARS[m]
+            )
         names = [column_name(p[p.settings_id == sid].iloc[0], several) for sid in groups]
         ax.set_xticks(np.arange(len(groups)), names, fontsize=8)
-        ax.set_title(f"{task.upper()} ({model}): dev accuracy under the text attack, mean and 95% interval",
-                     fontsize=10)
+        ax.set_title(
+            f"{task.upper()} ({model}): dev accuracy under the text attack, mean and 95% interval", fontsize=10
+        )
         ax.grid(alpha=0.3, axis="y")
         clip_to_percent(ax)
         ax.legend(fontsize=7)

@@ -24,4 +24,3 @@ def paired_differences(acc: pd.Series, other: pd.DataFrame) -> pd.Series:
     """``acc`` (best dev accuracy by seed) minus ``other``'s complete runs, over the seeds both have."""
     other = other[other.status != DIVERGED].set_index("seed")["best_dev_acc"]
     return (acc - other).dropna()
-

@@ -66,12 +66,14 @@ def run_status(record: dict) -> dict:
     """How a run ended, as seeds.csv lists it; a diverged run's accuracies are left out (NaN)."""
     diverged = record["status"] == DIVERGED
     at = record.get("diverged_at") or {}
-    return {"status": COLLAPSED if record.get("collapsed") else record["status"],
-            "best_dev_acc": np.nan if diverged else 100 * record["best_dev_acc"],
-            "final_dev_acc": np.nan if diverged else 100 * record["final_dev_acc"],
-            "diverged_at_epoch": at.get("epoch") if diverged else None,
-            "diverged_at_step": at.get("step") if diverged else None,
-            "stopped_at_epoch": record.get("stopped_at_epoch") if record.get("stopped_early") else None}
+    return {
+        "status": COLLAPSED if record.get("collapsed") else record["status"],
+        "best_dev_acc": np.nan if diverged else 100 * record["best_dev_acc"],
+        "final_dev_acc": np.nan if diverged else 100 * record["final_dev_acc"],
+        "diverged_at_epoch": at.get("epoch") if diverged else None,
+        "diverged_at_step": at.get("step") if diverged else None,
+        "stopped_at_epoch": record.get("stopped_at_epoch") if record.get("stopped_early") else None,
+    }
 
 
 def load_runs(results_dir) -> tuple[pd.DataFrame, list[str]]:
@@ -81,26 +83,40 @@ def load_runs(results_dir) -> tuple[pd.DataFrame, list[str]]:
         raise UserError(f"no complete run records in {Path(results_dir) / 'runs'}: run `make sweep` first")
     flats = [flatten({k: v for k, v in r["settings"].items() if k != "seed"}) for r in recs]
     ended = pd.DataFrame([run_status(r) for r in recs]).astype(
-        {c: "Int64" for c in ("diverged_at_epoch", "diverged_at_step", "stopped_at_epoch")})
-    runs = pd.DataFrame({
-        "task": [r["task"] for r in recs], "model": [r["model"] for r in recs],
-        "method": [r["method"] for r in recs], "seed": [r["seed"] for r in recs],
-        **{c: ended[c] for c in ended.columns},
-        "settings_id": [r["settings_id"] for r in recs],
-        # (epoch, dev accuracy in %) of every epoch, for curves.png
-        "history": [[(h["epoch"], 100 * h["dev_acc"]) for h in r.get("history") or []] for r in recs],
-        # accuracy under attack in % by eps, and the attack's parameters (results/robustness.py)
-        "robust": [robustness.of_record(r) for r in recs], "attack": [r.get("attack") or {} for r in recs],
-        # What must be equal for a run to be paired with a baseline run: settings outside `method`.
-        "pair": [json.dumps({k: v for k, v in f.items() if not k.startswith("method.")}, sort_keys=True,
-                            default=str) for f in flats],
-    })
+        {c: "Int64" for c in ("diverged_at_epoch", "diverged_at_step", "stopped_at_epoch")}
+    )
+    runs = pd.DataFrame(
+        {
+            "task": [r["task"] for r in recs],
+            "model": [r["model"] for r in recs],
+            "method": [r["method"] for r in recs],
+            "seed": [r["seed"] for r in recs],
+            **{c: ended[c] for c in ended.columns},
+            "settings_id": [r["settings_id"] for r in recs],
+            # (epoch, dev accuracy in %) of every epoch, for curves.png
+            "history": [[(h["epoch"], 100 * h["dev_acc"]) for h in r.get("history") or []] for r in recs],
+            # accuracy under attack in % by eps, and the attack's parameters (results/robustness.py)
+            "robust": [robustness.of_record(r) for r in recs],
+            "attack": [r.get("attack") or {} for r in recs],
+            # What must be equal for a run to be paired with a baseline run: settings outside `method`.
+            "pair": [
+                json.dumps({k: v for k, v in f.items() if not k.startswith("method.")}, sort_keys=True, default=str)
+                for f in flats
+            ],
+        }
+    )
     # A key distinguishes groups when it varies among runs of one task and model (one method, for
     # keys of the method's own subtree): so task-, model- and method-implied values are not labels.
     flat = pd.DataFrame(flats).astype(str)
-    keys = [k for k in sorted(flat.columns)
-            if flat[k].groupby([runs[c] for c in (GROUP[:3] if k.startswith("method.") else GROUP[:2])])
-            .nunique(dropna=False).gt(1).any()]
+    keys = [
+        k
+        for k in sorted(flat.columns)
+        if flat[k]
+        .groupby([runs[c] for c in (GROUP[:3] if k.startswith("method.") else GROUP[:2])])
+        .nunique(dropna=False)
+        .gt(1)
+        .any()
+    ]
     runs["label"] = [", ".join(f"{k}={f[k]}" for k in keys if k in f) for f in flats]
     for k in keys:  # as objects, so that an int setting stays an int beside a missing one
         runs[k] = pd.Series([f.get(k) for f in flats], dtype=object)
@@ -112,25 +128,54 @@ def summarise(runs: pd.DataFrame, keys: list[str], blog_csv=BLOG_CSV, clue_csv=C
     rows = []
     for (task, model, method, sid), g in runs.groupby(GROUP, sort=False):
         acc = g[~g.status.isin(NOT_AVERAGED)].set_index("seed")["best_dev_acc"]  # counted, not averaged
-        base = runs[(runs.task == task) & (runs.model == model) & (runs.method == "baseline")
-                    & (runs.pair == g.pair.iloc[0])]
+        base = runs[
+            (runs.task == task) & (runs.model == model) & (runs.method == "baseline") & (runs.pair == g.pair.iloc[0])
+        ]
         diffs, has_baseline = pd.Series(dtype=float), base.settings_id.nunique() == 1
         if method != "baseline" and has_baseline:
             diffs = paired_differences(acc, base[base.status != COLLAPSED])
         lo, hi = ci95(diffs)
-        rows.append({"task": task, "model": model, "method": method, "n": len(acc), "mean": acc.mean(),
-                     "std": acc.std(), "delta_vs_baseline": diffs.mean() if len(diffs) else np.nan,
-                     "delta_ci_low": lo, "delta_ci_high": hi, "n_paired": len(diffs),
-                     "n_diverged": int((g.status == DIVERGED).sum()),
-                     "n_collapsed": int((g.status == COLLAPSED).sum()),
-                     "has_baseline": has_baseline, "label": g.label.iloc[0], "settings_id": sid})
+        rows.append(
+            {
+                "task": task,
+                "model": model,
+                "method": method,
+                "n": len(acc),
+                "mean": acc.mean(),
+                "std": acc.std(),
+                "delta_vs_baseline": diffs.mean() if len(diffs) else np.nan,
+                "delta_ci_low": lo,
+                "delta_ci_high": hi,
+                "n_paired": len(diffs),
+                "n_diverged": int((g.status == DIVERGED).sum()),
+                "n_collapsed": int((g.status == COLLAPSED).sum()),
+                "has_baseline": has_baseline,
+                "label": g.label.iloc[0],
+                "settings_id": sid,
+            }
+        )
     blog = pd.read_csv(blog_csv, comment="#").rename(columns={"accuracy": "blog"})
     clue = pd.read_csv(clue_csv, comment="#").rename(columns={"test": "clue_test", "dev": "clue_dev"})
-    summary = (pd.DataFrame(rows).merge(blog, on=["task", "model", "method"], how="left")
-               .merge(clue, on=["task", "model", "method"], how="left")
-               .merge(runs.drop_duplicates("settings_id")[[*keys, "settings_id"]], on="settings_id"))
-    first = ["task", "model", "method", "n", "mean", "std", "delta_vs_baseline", "delta_ci_low", "delta_ci_high",
-             "blog", "clue_test", "clue_dev"]
+    summary = (
+        pd.DataFrame(rows)
+        .merge(blog, on=["task", "model", "method"], how="left")
+        .merge(clue, on=["task", "model", "method"], how="left")
+        .merge(runs.drop_duplicates("settings_id")[[*keys, "settings_id"]], on="settings_id")
+    )
+    first = [
+        "task",
+        "model",
+        "method",
+        "n",
+        "mean",
+        "std",
+        "delta_vs_baseline",
+        "delta_ci_low",
+        "delta_ci_high",
+        "blog",
+        "clue_test",
+        "clue_dev",
+    ]
     return summary[first + ["n_paired", "n_diverged", "n_collapsed", *keys, "settings_id", "has_baseline", "label"]]
 
 
@@ -154,19 +199,24 @@ def summary_cells(s) -> tuple[str, str]:
 
 def markdown(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
     n_diverged = int((runs.status == DIVERGED).sum())
-    diverged = f" and {n_diverged} diverged one{'s' * (n_diverged > 1)} (counted and listed, never averaged)" \
-        if n_diverged else ""
+    diverged = (
+        f" and {n_diverged} diverged one{'s' * (n_diverged > 1)} (counted and listed, never averaged)"
+        if n_diverged
+        else ""
+    )
     if n_collapsed := int((runs.status == COLLAPSED).sum()):  # records.collapsed
-        diverged += (f"; {n_collapsed} of the complete ones collapsed to the dev set's majority class (counted and "
-                     f"listed, never averaged: {records.COLLAPSE_HINT})")
-    parts = ["# Results: baseline vs adversarial training",
-             INTRO.format(n=len(runs) - n_diverged, diverged=diverged)]
+        diverged += (
+            f"; {n_collapsed} of the complete ones collapsed to the dev set's majority class (counted and "
+            f"listed, never averaged: {records.COLLAPSE_HINT})"
+        )
+    parts = ["# Results: baseline vs adversarial training", INTRO.format(n=len(runs) - n_diverged, diverged=diverged)]
     several = runs.model.nunique() > 1
     for task, t in runs.groupby("task", sort=False):
         t = t.assign(column=[column_name(r, several) for r in t.itertuples()], cell=seed_cells(t))
         seeds = t.pivot(index="seed", columns="column", values="cell")[t.column.unique()].fillna("").reset_index()
-        parts.append(f"## {task.upper()}: best dev accuracy per seed ({', '.join(t.model.unique())})\n\n"
-                     + md_table(seeds))
+        parts.append(
+            f"## {task.upper()}: best dev accuracy per seed ({', '.join(t.model.unique())})\n\n" + md_table(seeds)
+        )
     table = summary.assign(row=[column_name(r, several) for r in summary.itertuples()])
     wide = pd.DataFrame({"method": table.sort_values(["model", "method", "label"], key=sort_key).row.unique()})
     for task, t in table.groupby("task", sort=False):
@@ -178,8 +228,9 @@ def markdown(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
             clue = t.set_index("row").dropna(subset="clue_test")
             dev = clue.clue_dev.map(lambda d: "" if pd.isna(d) else f" ({pct(d)})")  # CLUE gives no dev for some
             wide[f"{task.upper()} CLUE test (dev)"] = wide.method.map(clue.clue_test.map(pct) + dev).fillna("")
-    parts.append("## Summary: mean ± std (n seeds), paired difference to the baseline, the blog's figure\n\n"
-                 + md_table(wide))
+    parts.append(
+        "## Summary: mean ± std (n seeds), paired difference to the baseline, the blog's figure\n\n" + md_table(wide)
+    )
     return "\n\n".join(parts) + "\n"
 
 
@@ -205,13 +256,29 @@ def write_all(results_dir, blog_csv=BLOG_CSV) -> list[Path]:
     runs, keys = load_runs(results_dir)
     summary = summarise(runs, keys, blog_csv)
     out = [results_dir / name for name in ("table.md", "summary.csv", "seeds.csv")]
-    rounded = {c: 4 for c in ("mean", "std", "delta_vs_baseline", "delta_ci_low", "delta_ci_high",
-                              "best_dev_acc", "final_dev_acc")}
+    rounded = {
+        c: 4
+        for c in ("mean", "std", "delta_vs_baseline", "delta_ci_low", "delta_ci_high", "best_dev_acc", "final_dev_acc")
+    }
     summary_csv = summary.drop(columns=["has_baseline", "label"]).round(rounded)
     if not summary.n_collapsed.any():  # the column of records.collapsed, only where a run collapsed
         summary_csv = summary_csv.drop(columns="n_collapsed")
-    seeds_csv = runs[["task", "model", "method", "seed", "status", "best_dev_acc", "final_dev_acc", "diverged_at_epoch",
-                      "diverged_at_step", "stopped_at_epoch", *keys, "settings_id"]].round(rounded)
+    seeds_csv = runs[
+        [
+            "task",
+            "model",
+            "method",
+            "seed",
+            "status",
+            "best_dev_acc",
+            "final_dev_acc",
+            "diverged_at_epoch",
+            "diverged_at_step",
+            "stopped_at_epoch",
+            *keys,
+            "settings_id",
+        ]
+    ].round(rounded)
     pictures, sweep_section = plots.write_pictures(results_dir, runs, summary, keys)
     attacked = robustness.write(results_dir, runs, summary, 4)  # None: no record has robust_dev_acc
     if attacked is not None:

@@ -48,7 +48,7 @@ RADIUS = "eps * embedding_norm * sqrt(perturbed tokens of the example)"
 def embedding_norm(model) -> float:
     """Mean l2 norm of the token-embedding rows, [PAD] (row 0, never looked up as a token) left out."""
     rows = embedding_matrix(model).numpy()[1:].astype(np.float64)
-    return float(np.sqrt((rows ** 2).sum(axis=1)).mean())
+    return float(np.sqrt((rows**2).sum(axis=1)).mean())
 
 
 @dataclass
@@ -68,12 +68,25 @@ class Result:
 class Attack:
     """PGD in the l2 ball of each example's looked-up token embeddings (see the module's docstring)."""
 
-    def __init__(self, model, special_ids=(), steps: int = 10, step_size_ratio: float = 2.5,
-                 random_start: bool = False, perturb_special_tokens: bool = False, batch_size: int = 128,
-                 pad_to_multiple_of: int = 1, jit_compile: bool = False, seed: int = 0, progress: bool | None = None):
+    def __init__(
+        self,
+        model,
+        special_ids=(),
+        steps: int = 10,
+        step_size_ratio: float = 2.5,
+        random_start: bool = False,
+        perturb_special_tokens: bool = False,
+        batch_size: int = 128,
+        pad_to_multiple_of: int = 1,
+        jit_compile: bool = False,
+        seed: int = 0,
+        progress: bool | None = None,
+    ):
         if steps < 1 or step_size_ratio <= 0:
-            raise UserError(f"eval.attack.steps={steps}, eval.attack.step_size_ratio={step_size_ratio}: "
-                            "the attack needs steps >= 1 and step_size_ratio > 0")
+            raise UserError(
+                f"eval.attack.steps={steps}, eval.attack.step_size_ratio={step_size_ratio}: "
+                "the attack needs steps >= 1 and step_size_ratio > 0"
+            )
         self.model, self.steps, self.step_size_ratio = model, steps, step_size_ratio
         self.random_start, self.seed, self.progress = random_start, seed, progress
         self.perturb_special_tokens = perturb_special_tokens
@@ -83,11 +96,23 @@ class Attack:
         ids = tf.TensorSpec([None, None], tf.int32)
         points = tf.TensorSpec([None, None, self.hidden], tf.float32)
         column = tf.TensorSpec([None, 1, 1], tf.float32)
-        self.ascend = tf.function(self._ascend, jit_compile=jit_compile, input_signature=(
-            (ids, ids), tf.TensorSpec([None], tf.int32), points, tf.TensorSpec([None, None, 1], tf.float32),
-            column, column))
-        self.correct_at = tf.function(self._correct_at, jit_compile=jit_compile,
-                                      input_signature=((ids, ids), tf.TensorSpec([None], tf.int32), points))
+        self.ascend = tf.function(
+            self._ascend,
+            jit_compile=jit_compile,
+            input_signature=(
+                (ids, ids),
+                tf.TensorSpec([None], tf.int32),
+                points,
+                tf.TensorSpec([None, None, 1], tf.float32),
+                column,
+                column,
+            ),
+        )
+        self.correct_at = tf.function(
+            self._correct_at,
+            jit_compile=jit_compile,
+            input_signature=((ids, ids), tf.TensorSpec([None], tf.int32), points),
+        )
 
     def _logits(self, inputs, delta):
         with token_embeddings_plus(self.model, delta):
@@ -147,11 +172,23 @@ class Attack:
         clean, tokens = np.zeros(n, bool), np.zeros(n)
         rng = np.random.default_rng(self.seed)
         disable = None if self.progress is None else not self.progress
-        batches = batching.prefetch(batching.batches(dev.token_ids, np.arange(n), self.batch_size,
-                                                     bucket_by_length=True, pad_to_multiple_of=self.pad_to_multiple_of,
-                                                     segment_ids=dev.segment_ids))
-        with tqdm(total=n, desc=f"attack ({len(epsilons)} eps x {self.steps} steps)", unit="example",
-                  disable=disable, leave=False) as bar:
+        batches = batching.prefetch(
+            batching.batches(
+                dev.token_ids,
+                np.arange(n),
+                self.batch_size,
+                bucket_by_length=True,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+                segment_ids=dev.segment_ids,
+            )
+        )
+        with tqdm(
+            total=n,
+            desc=f"attack ({len(epsilons)} eps x {self.steps} steps)",
+            unit="example",
+            disable=disable,
+            leave=False,
+        ) as bar:
             for (ids, segments), rows in batches:
                 inputs, labels = (tf.constant(ids), tf.constant(segments)), tf.constant(dev.labels[rows], tf.int32)
                 tokens[rows] = self.mask(ids).numpy().sum(axis=(1, 2))
@@ -170,31 +207,70 @@ class Attack:
         return Result(epsilons, robust, clean, radii, tokens, norm, time.perf_counter() - start)
 
 
-def record_fields(model, tokenizer, dev: batching.Dataset, attack_cfg, weights: str, batch_size: int,
-                  pad_to_multiple_of: int = 1, jit_compile: bool = False, seed: int = 0, progress=None) -> dict:
+def record_fields(
+    model,
+    tokenizer,
+    dev: batching.Dataset,
+    attack_cfg,
+    weights: str,
+    batch_size: int,
+    pad_to_multiple_of: int = 1,
+    jit_compile: bool = False,
+    seed: int = 0,
+    progress=None,
+) -> dict:
     """``robust_dev_acc`` and ``attack`` for a run record: the attack ``eval.attack`` describes on ``dev``
     (its first ``max_samples`` examples if set), ``weights`` naming the weights attacked ("best" or "final")."""
     if attack_cfg.max_samples is not None:
         if attack_cfg.max_samples < 1:
             raise UserError(f"eval.attack.max_samples={attack_cfg.max_samples}: null (all) or a positive integer")
         k = min(int(attack_cfg.max_samples), len(dev))
-        dev = batching.Dataset(dev.token_ids[:k], dev.labels[:k], None if dev.segment_ids is None else dev.segment_ids[:k])
+        dev = batching.Dataset(
+            dev.token_ids[:k], dev.labels[:k], None if dev.segment_ids is None else dev.segment_ids[:k]
+        )
     special = [tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]")]
-    attack = Attack(model, special, attack_cfg.steps, attack_cfg.step_size_ratio, attack_cfg.random_start,
-                    attack_cfg.perturb_special_tokens, batch_size, pad_to_multiple_of, jit_compile, seed, progress)
+    attack = Attack(
+        model,
+        special,
+        attack_cfg.steps,
+        attack_cfg.step_size_ratio,
+        attack_cfg.random_start,
+        attack_cfg.perturb_special_tokens,
+        batch_size,
+        pad_to_multiple_of,
+        jit_compile,
+        seed,
+        progress,
+    )
     result = attack.evaluate(dev, list(attack_cfg.epsilons))
     accuracy = result.accuracy()
-    log.info("accuracy under attack (%d examples, %s weights): clean %.4f, %s; %.0f s", len(dev), weights,
-             result.clean.mean(), ", ".join(f"eps {e:g}: {a:.4f}" for e, a in accuracy.items()), result.seconds)
+    log.info(
+        "accuracy under attack (%d examples, %s weights): clean %.4f, %s; %.0f s",
+        len(dev),
+        weights,
+        result.clean.mean(),
+        ", ".join(f"eps {e:g}: {a:.4f}" for e, a in accuracy.items()),
+        result.seconds,
+    )
     return {
         "robust_dev_acc": {str(e): a for e, a in accuracy.items()},
-        "attack": {"kind": KIND, "epsilons": result.epsilons, "steps": attack.steps,
-                   "step_size_ratio": attack.step_size_ratio, "random_start": attack.random_start,
-                   "perturb_special_tokens": attack.perturb_special_tokens, "max_samples": attack_cfg.max_samples,
-                   "weights": weights, "examples": len(dev), "clean_dev_acc": float(result.clean.mean()),
-                   "radius": RADIUS, "embedding_norm": result.embedding_norm,
-                   "perturbed_tokens_mean": float(result.perturbed_tokens.mean()) if len(dev) else 0.0,
-                   "radii": {str(e): float(result.radii[:, j].mean()) if len(dev) else 0.0
-                             for j, e in enumerate(result.epsilons)},
-                   "seconds": result.seconds},
+        "attack": {
+            "kind": KIND,
+            "epsilons": result.epsilons,
+            "steps": attack.steps,
+            "step_size_ratio": attack.step_size_ratio,
+            "random_start": attack.random_start,
+            "perturb_special_tokens": attack.perturb_special_tokens,
+            "max_samples": attack_cfg.max_samples,
+            "weights": weights,
+            "examples": len(dev),
+            "clean_dev_acc": float(result.clean.mean()),
+            "radius": RADIUS,
+            "embedding_norm": result.embedding_norm,
+            "perturbed_tokens_mean": float(result.perturbed_tokens.mean()) if len(dev) else 0.0,
+            "radii": {
+                str(e): float(result.radii[:, j].mean()) if len(dev) else 0.0 for j, e in enumerate(result.epsilons)
+            },
+            "seconds": result.seconds,
+        },
     }

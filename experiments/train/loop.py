@@ -73,9 +73,20 @@ class Trainer:
         start = time.perf_counter()
         disable = None if self.progress is None else not self.progress  # None: only on a terminal
         padding = batching.PaddingStats()
-        batches = batching.Waiting(batching.prefetch(batching.batches(train.token_ids, train.labels, self.batch_size, rng,
-                                                          self.bucket_by_length, self.pad_to_multiple_of, padding,
-                                                          train.segment_ids)))
+        batches = batching.Waiting(
+            batching.prefetch(
+                batching.batches(
+                    train.token_ids,
+                    train.labels,
+                    self.batch_size,
+                    rng,
+                    self.bucket_by_length,
+                    self.pad_to_multiple_of,
+                    padding,
+                    train.segment_ids,
+                )
+            )
+        )
         total = batching.num_batches(len(train), self.batch_size)
         with tqdm(total=total, desc=desc, unit="batch", disable=disable, leave=False) as bar:
             for inputs, labels in batches:
@@ -88,8 +99,13 @@ class Trainer:
             bar.update(step_log.steps - bar.n)
         seconds = time.perf_counter() - start
         means = {k: v for k, v in step_log.summary().items() if k != "steps"}
-        return {**means, "train_seconds": seconds, "samples_per_second": step_log.samples / seconds,
-                "padding_efficiency": padding.efficiency, "input_wait_seconds": batches.seconds}
+        return {
+            **means,
+            "train_seconds": seconds,
+            "samples_per_second": step_log.samples / seconds,
+            "padding_efficiency": padding.efficiency,
+            "input_wait_seconds": batches.seconds,
+        }
 
     def predict(self, token_ids: list[np.ndarray], segment_ids: list[np.ndarray] | None = None) -> np.ndarray:
         """Class index of each sequence (argmax of the logits).
@@ -99,10 +115,16 @@ class Trainer:
         once at the end; they come back in input order."""
         positions = np.arange(len(token_ids))  # ride along as the "labels": batches are out of order
         chosen, classes = [], []
-        for inputs, rows in batching.prefetch(batching.batches(token_ids, positions, self.eval_batch_size,
-                                                       bucket_by_length=True,
-                                                       pad_to_multiple_of=self.pad_to_multiple_of,
-                                                       segment_ids=segment_ids)):
+        for inputs, rows in batching.prefetch(
+            batching.batches(
+                token_ids,
+                positions,
+                self.eval_batch_size,
+                bucket_by_length=True,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+                segment_ids=segment_ids,
+            )
+        ):
             chosen.append(rows)
             classes.append(tf.argmax(self.logits_step(inputs), axis=-1))  # stays on the device
         out = np.zeros(len(token_ids), dtype=np.int64)
@@ -130,11 +152,17 @@ class Trainer:
             dropout.KEYS.start_epoch(seed, epoch)  # no retrace: the key is a variable of the step
             step_log = monitor.StepLog(epoch + 1, epoch * steps_per_epoch + 1, self.board)
             try:
-                stats = self.train_epoch(train, np.random.default_rng(epoch_seed), f"epoch {epoch + 1}/{epochs}",
-                                         step_log)
+                stats = self.train_epoch(
+                    train, np.random.default_rng(epoch_seed), f"epoch {epoch + 1}/{epochs}", step_log
+                )
             except monitor.Diverged as diverged:
-                log.warning("epoch %d/%d: the loss is not finite at step %d (%s); the run stops here, "
-                                   "recorded as diverged", epoch + 1, epochs, diverged.at["step"], diverged.at["loss"])
+                log.warning(
+                    "epoch %d/%d: the loss is not finite at step %d (%s); the run stops here, recorded as diverged",
+                    epoch + 1,
+                    epochs,
+                    diverged.at["step"],
+                    diverged.at["loss"],
+                )
                 self.ending = {"diverged_at": diverged.at, "partial_epoch": {"epoch": epoch + 1, **diverged.partial}}
                 break
             finally:
@@ -142,8 +170,7 @@ class Trainer:
                     self.board.flush()
             eval_start = time.perf_counter()
             dev_acc = self.evaluate(dev)
-            entry = {"epoch": epoch + 1, "dev_acc": dev_acc, **stats,
-                     "eval_seconds": time.perf_counter() - eval_start}
+            entry = {"epoch": epoch + 1, "dev_acc": dev_acc, **stats, "eval_seconds": time.perf_counter() - eval_start}
             entry["seconds"] = entry["train_seconds"] + entry["eval_seconds"]
             improved = all(dev_acc > h["dev_acc"] for h in self.history)
             self.history.append(entry)
@@ -151,13 +178,22 @@ class Trainer:
                 self.board.scalars("dev", (epoch + 1) * steps_per_epoch, {"accuracy": dev_acc})
                 self.board.flush()
             best = max(h["dev_acc"] for h in self.history)
-            log.info("epoch %d/%d  loss %.4f  dev_acc %.4f  best %.4f  %.0f samples/s  padding eff. %.2f  "
-                            "%.1fs", epoch + 1, epochs, stats["train_loss"], dev_acc, best,
-                            stats["samples_per_second"], stats["padding_efficiency"], entry["seconds"])
+            log.info(
+                "epoch %d/%d  loss %.4f  dev_acc %.4f  best %.4f  %.0f samples/s  padding eff. %.2f  %.1fs",
+                epoch + 1,
+                epochs,
+                stats["train_loss"],
+                dev_acc,
+                best,
+                stats["samples_per_second"],
+                stats["padding_efficiency"],
+                entry["seconds"],
+            )
             if on_epoch_end is not None:
                 on_epoch_end(self.history, improved)
         if self.patience is not None and len(self.history) < epochs and "diverged_at" not in self.ending:
             self.ending = {"stopped_early": True, "stopped_at_epoch": len(self.history)}
-            log.info("stopped early after epoch %d: no better dev accuracy for %d epochs",
-                            len(self.history), self.patience)
+            log.info(
+                "stopped early after epoch %d: no better dev accuracy for %d epochs", len(self.history), self.patience
+            )
         return self.history

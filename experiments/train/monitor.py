@@ -66,15 +66,22 @@ class StepLog:
         self.last_read = time.monotonic()
         if not take:
             return
-        self.pending = self.pending[len(take):]
+        self.pending = self.pending[len(take) :]
         names = list(take[0][1])
         values = tf.stack([tf.stack([tf.cast(out[k], tf.float32) for k in names]) for _, out in take]).numpy()
         for (size, _), row in zip(take, values):
             step = dict(zip(names, (float(v) for v in row)))
             if not math.isfinite(step["loss"]):
                 global_step = self.first_step + self.steps
-                raise Diverged({"epoch": self.epoch, "step": self.steps + 1, "global_step": global_step,
-                                "loss": str(step["loss"])}, self.summary())
+                raise Diverged(
+                    {
+                        "epoch": self.epoch,
+                        "step": self.steps + 1,
+                        "global_step": global_step,
+                        "loss": str(step["loss"]),
+                    },
+                    self.summary(),
+                )
             self.steps += 1
             self.samples += size
             self.loss_sum += step["loss"] * size
@@ -145,8 +152,10 @@ def read_scalars(folder: str | Path) -> dict[str, list[tuple[int, float]]]:
 
     acc = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.TENSORS: 0})
     acc.Reload()
-    return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
-            for tag in acc.Tags()["tensors"]}
+    return {
+        tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+        for tag in acc.Tags()["tensors"]
+    }
 
 
 def epochs_without_improvement(history: list[dict]) -> int:

@@ -46,14 +46,18 @@ def out_of_memory_advice(cfg, group: str = "trainer", length_key: str = "task.ma
         lines = (err.message or "").strip().splitlines()
         what = lines[0][:160] if lines else "ResourceExhaustedError"
         precision = OmegaConf.select(cfg, f"{group}.precision", default="float32")
-        cheaper = ("" if precision != "float32" or group != "trainer" else
-                   ", or trainer.precision=mixed_bfloat16 (Ampere and newer) / mixed_float16 (older GPUs)")
+        cheaper = (
+            ""
+            if precision != "float32" or group != "trainer"
+            else ", or trainer.precision=mixed_bfloat16 (Ampere and newer) / mixed_float16 (older GPUs)"
+        )
         now = f" (now trainer.precision={precision})" if group == "trainer" else ""
         batch, evals = (OmegaConf.select(cfg, f"{group}.{k}") for k in ("batch_size", "eval_batch_size"))
         raise UserError(
             f"out of memory ({what}): lower {group}.batch_size={batch} (halve it), "
             f"{length_key}={OmegaConf.select(cfg, length_key)} or {group}.eval_batch_size={evals}"
-            f"{cheaper}{now}; or free the GPU of other processes") from None
+            f"{cheaper}{now}; or free the GPU of other processes"
+        ) from None
 
 
 def make_adamw(learning_rate, model, weight_decay: float = 0.01, epsilon: float = 1e-6, clip_norm: float | None = 1.0):
@@ -66,8 +70,15 @@ def make_adamw(learning_rate, model, weight_decay: float = 0.01, epsilon: float 
     the step. Not decayed: every weight of a LayerNorm and every bias (each Dense bias and the MLM
     head's output bias, ``MLM-Bias``), chosen by layer, not by name. ``jit_compile=False``: see
     ``make_optimizer`` (tf_keras would XLA-compile the update on a GPU otherwise)."""
-    optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999,
-                                       epsilon=epsilon, global_clipnorm=clip_norm, jit_compile=False)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate,
+        weight_decay=weight_decay,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=epsilon,
+        global_clipnorm=clip_norm,
+        jit_compile=False,
+    )
     optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
     return optimizer
 

@@ -31,21 +31,33 @@ log = logging.getLogger(__name__)
 MASK_STREAM = 1  # SeedSequence([seed, epoch, batch, MASK_STREAM]): the masks, apart from the batch order
 HELD_OUT_MASK_SEED = 20200102  # the held-out masks: fixed, as the held-out texts are
 
-SIGNATURE = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
-             tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32),
-             tf.TensorSpec([None, None], tf.float32))
+SIGNATURE = (
+    tf.TensorSpec([None, None], tf.int32),
+    tf.TensorSpec([None, None], tf.int32),
+    tf.TensorSpec([None, None], tf.int32),
+    tf.TensorSpec([None, None], tf.int32),
+    tf.TensorSpec([None, None], tf.float32),
+)
 
 
 def as_inputs(batch: masking.MaskedBatch) -> tuple:
     return batch.token_ids, batch.segment_ids, batch.positions, batch.labels, batch.weights
 
 
-def masked_batches(data: MlmData, batch_size: int, spec: masking.MaskSpec, seed: int, epoch: int, start: int = 0,
-                   bucket_by_length: bool = True):
+def masked_batches(
+    data: MlmData,
+    batch_size: int,
+    spec: masking.MaskSpec,
+    seed: int,
+    epoch: int,
+    start: int = 0,
+    bucket_by_length: bool = True,
+):
     """Epoch ``epoch``'s batches from batch ``start`` on, masked: (index in the epoch, MaskedBatch)."""
     lengths = np.fromiter((len(t) for t in data.token_ids), dtype=np.int64, count=len(data))
-    order = batching.batch_order(lengths, batch_size, np.random.default_rng(np.random.SeedSequence([seed, epoch])),
-                                 bucket_by_length)
+    order = batching.batch_order(
+        lengths, batch_size, np.random.default_rng(np.random.SeedSequence([seed, epoch])), bucket_by_length
+    )
     for index in range(start, len(order)):
         chosen = order[index]
         rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, index, MASK_STREAM]))
@@ -60,14 +72,17 @@ def held_out_batches(data: MlmData, batch_size: int, spec: masking.MaskSpec) -> 
     lengths = np.array([len(t) for t in data.token_ids])
     out = []
     for chosen in batching.batch_order(lengths, batch_size, bucket_by_length=True):
-        ids, segments = batching.pad([data.token_ids[i] for i in chosen]), batching.pad([data.segment_ids[i] for i in chosen])
+        ids, segments = (
+            batching.pad([data.token_ids[i] for i in chosen]),
+            batching.pad([data.segment_ids[i] for i in chosen]),
+        )
         out.append(masking.mask_batch(ids, segments, [data.groups[i] for i in chosen], spec, rng))
     return out
 
 
 @dataclass
 class Pretrainer:
-    model: object           # mlm.MaskedLM.model: (token ids, segment ids, positions) -> logits at the positions
+    model: object  # mlm.MaskedLM.model: (token ids, segment ids, positions) -> logits at the positions
     optimizer: object
     spec: masking.MaskSpec
     batch_size: int
@@ -88,8 +103,11 @@ class Pretrainer:
                 grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             # After the update: the rate it used (as Trainer.make_train_step reads it)
-            return {"loss": loss, "accuracy": correct / tf.maximum(count, 1.0),
-                    "learning_rate": tf.identity(optimizer.learning_rate)}
+            return {
+                "loss": loss,
+                "accuracy": correct / tf.maximum(count, 1.0),
+                "learning_rate": tf.identity(optimizer.learning_rate),
+            }
 
         def eval_step(ids, segments, positions, labels, weights):
             logits = model([ids, segments, positions], training=False)
@@ -112,8 +130,15 @@ class Pretrainer:
         loss, correct, count = (float(v) for v in tf.reduce_sum(tf.stack([tf.stack(s) for s in sums]), 0).numpy())
         return {"loss": loss / count, "accuracy": correct / count, "masked_tokens": int(count)}
 
-    def fit(self, train: MlmData, held_out: list[masking.MaskedBatch], total_steps: int, seed: int, eval_every: int,
-            on_save=None) -> list[dict]:
+    def fit(
+        self,
+        train: MlmData,
+        held_out: list[masking.MaskedBatch],
+        total_steps: int,
+        seed: int,
+        eval_every: int,
+        on_save=None,
+    ) -> list[dict]:
         """Train to ``total_steps``, from ``self.step`` (a resumed pretraining's history); evaluate
         on ``held_out`` before the first step, every ``eval_every`` steps and at the end, calling
         ``on_save(history)`` after each evaluation but the first."""
@@ -140,8 +165,9 @@ class Pretrainer:
                 epoch, first = divmod(step, steps_per_epoch)
                 dropout.KEYS.start_epoch(seed, epoch, first)
                 take = min(stop - step, steps_per_epoch - first)
-                batches = batching.prefetch(masked_batches(train, self.batch_size, self.spec, seed, epoch, first,
-                                                           self.bucket_by_length))
+                batches = batching.prefetch(
+                    masked_batches(train, self.batch_size, self.spec, seed, epoch, first, self.bucket_by_length)
+                )
                 for _, (_, batch) in zip(range(take), batches):
                     step_log.add(int(batch.weights.sum()), self.train_step(*as_inputs(batch)))
                     tokens += batch.real_tokens
@@ -152,8 +178,11 @@ class Pretrainer:
             step_log.read()
         except monitor.Diverged as diverged:
             at = diverged.at
-            log.warning("the loss is not finite at step %d (%s); the pretraining stops here, recorded as diverged",
-                        at["global_step"], at["loss"])
+            log.warning(
+                "the loss is not finite at step %d (%s); the pretraining stops here, recorded as diverged",
+                at["global_step"],
+                at["loss"],
+            )
             self.ending = {"diverged_at": at}
             return
         finally:
@@ -164,8 +193,14 @@ class Pretrainer:
         entry = self._entry(stop, steps_per_epoch, self._evaluate(held_out), step_log, seconds, tokens)
         self.history.append(entry)
         self._board_held_out(entry)
-        log.info("step %d  held-out loss %.4f  accuracy %.4f  train loss %.4f  %.0f tokens/s", stop, entry["loss"],
-                 entry["accuracy"], entry["train_loss"], entry["tokens_per_second"])
+        log.info(
+            "step %d  held-out loss %.4f  accuracy %.4f  train loss %.4f  %.0f tokens/s",
+            stop,
+            entry["loss"],
+            entry["accuracy"],
+            entry["train_loss"],
+            entry["tokens_per_second"],
+        )
 
     def _evaluate(self, held_out) -> dict:
         start = time.perf_counter()
@@ -180,8 +215,9 @@ class Pretrainer:
     def _show(step_log, bar, tokens: int, start: float) -> None:
         step_log.read(all_steps=False)
         bar.update(step_log.first_step + step_log.steps - 1 - bar.n)
-        bar.set_postfix(loss=f"{step_log.mean_loss:.4f}", tokens_s=f"{tokens / (time.perf_counter() - start):.0f}",
-                        refresh=False)
+        bar.set_postfix(
+            loss=f"{step_log.mean_loss:.4f}", tokens_s=f"{tokens / (time.perf_counter() - start):.0f}", refresh=False
+        )
 
     @staticmethod
     def _entry(step: int, steps_per_epoch: int, held_out: dict, step_log, seconds: float, tokens: int) -> dict:
@@ -190,7 +226,14 @@ class Pretrainer:
         entry = {"step": step, "epoch": step / steps_per_epoch, **held_out}
         if step_log is not None:
             means = step_log.summary()
-            entry.update({"train_loss": means["train_loss"], "train_accuracy": means.get("accuracy"),
-                          "learning_rate": means.get("learning_rate"), "train_seconds": seconds,
-                          "train_tokens": tokens, "tokens_per_second": tokens / seconds if seconds else None})
+            entry.update(
+                {
+                    "train_loss": means["train_loss"],
+                    "train_accuracy": means.get("accuracy"),
+                    "learning_rate": means.get("learning_rate"),
+                    "train_seconds": seconds,
+                    "train_tokens": tokens,
+                    "tokens_per_second": tokens / seconds if seconds else None,
+                }
+            )
         return entry

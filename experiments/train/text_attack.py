@@ -90,16 +90,18 @@ class Scorer:
     def __init__(self, model, batch_size: int = 64):
         self.model, self.batch_size = model, batch_size
         spec = tf.TensorSpec([None, None], tf.int32)
-        self._probs = tf.function(lambda ids, segments: tf.nn.softmax(
-            tf.cast(self.model([ids, segments], training=False), tf.float32)), input_signature=(spec, spec))
+        self._probs = tf.function(
+            lambda ids, segments: tf.nn.softmax(tf.cast(self.model([ids, segments], training=False), tf.float32)),
+            input_signature=(spec, spec),
+        )
 
     def __call__(self, rows: list[np.ndarray]) -> np.ndarray:
         out = []
         for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
+            chunk = rows[start : start + self.batch_size]
             ids = np.zeros((len(chunk), max(len(r) for r in chunk)), np.int32)
             for row, r in zip(ids, chunk):
-                row[:len(r)] = r
+                row[: len(r)] = r
             out.append(self._probs(tf.constant(ids), tf.zeros_like(ids)).numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -107,8 +109,17 @@ class Scorer:
 class TextAttack:
     """The greedy search and the random baseline (see the module's docstring)."""
 
-    def __init__(self, model, tokenizer, table: CandidateTable, max_length: int, budget: float = 0.1,
-                 max_queries: int = 500, batch_size: int = 64, seed: int = 0):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        table: CandidateTable,
+        max_length: int,
+        budget: float = 0.1,
+        max_queries: int = 500,
+        batch_size: int = 64,
+        seed: int = 0,
+    ):
         if not 0 <= budget <= 1:
             raise UserError(f"eval.text_attack.budget={budget}: a share of the characters, between 0 and 1")
         if max_queries < 1:
@@ -151,7 +162,7 @@ class TextAttack:
         if k == 0 or not ex.positions:
             return Outcome("no_candidates", ex.token_ids, clean, clean, queries)
         # Importance: the true label's probability with each position masked (as many as the cap allows).
-        ranked = ex.positions[:max(0, self.max_queries - queries)]
+        ranked = ex.positions[: max(0, self.max_queries - queries)]
         masked = []
         for j in ranked:
             row = ex.token_ids.copy()
@@ -159,14 +170,14 @@ class TextAttack:
             masked.append(row)
         drop = probs[ex.label] - self.score(masked)[:, ex.label] if masked else np.zeros(0)
         queries += len(masked)
-        order = [ranked[i] for i in np.argsort(-drop, kind="stable")] + ex.positions[len(ranked):]
+        order = [ranked[i] for i in np.argsort(-drop, kind="stable")] + ex.positions[len(ranked) :]
 
         current, p_true, subs = ex.token_ids.copy(), float(probs[ex.label]), []
         prediction = clean
         for j in order:
             if len(subs) >= k or queries >= self.max_queries:
                 break
-            cands = self.candidates(ex, j)[:self.max_queries - queries]
+            cands = self.candidates(ex, j)[: self.max_queries - queries]
             rows = []
             for ch, _ in cands:
                 row = current.copy()
@@ -179,8 +190,14 @@ class TextAttack:
             if not len(flipped) and p[pick, ex.label] >= p_true:
                 continue  # no candidate here helps: the position keeps its character
             current, p_true = rows[pick], float(p[pick, ex.label])
-            subs.append({"position": ex.char_of[j], "from": ex.text[ex.char_of[j]], "to": cands[pick][0],
-                         "source": cands[pick][1]})
+            subs.append(
+                {
+                    "position": ex.char_of[j],
+                    "from": ex.text[ex.char_of[j]],
+                    "to": cands[pick][0],
+                    "source": cands[pick][1],
+                }
+            )
             prediction = int(p[pick].argmax())
             if len(flipped):
                 return Outcome("success", current, prediction, clean, queries, subs)
@@ -224,24 +241,35 @@ def summarise(outcomes: list[Outcome], examples: list[Example]) -> dict:
     attacked = [(o, e) for o, e in zip(outcomes, examples) if o.status != "misclassified"]
     success = [o for o, _ in attacked if o.status == "success"]
     share = [len(o.substitutions) / e.seen if e.seen else 0.0 for o, e in attacked]
-    return {"examples": n, "clean_acc": len(attacked) / n if n else 0.0,
-            "acc": sum(o.right for o in outcomes) / n if n else 0.0,
-            "attacked": len(attacked), "success_rate": len(success) / len(attacked) if attacked else 0.0,
-            "changed_share_mean": float(np.mean(share)) if share else 0.0,
-            "changes_mean": float(np.mean([len(o.substitutions) for o, _ in attacked])) if attacked else 0.0,
-            "queries_mean": float(np.mean([o.queries for o, _ in attacked])) if attacked else 0.0,
-            "no_candidates": sum(o.status == "no_candidates" for o, _ in attacked)}
+    return {
+        "examples": n,
+        "clean_acc": len(attacked) / n if n else 0.0,
+        "acc": sum(o.right for o in outcomes) / n if n else 0.0,
+        "attacked": len(attacked),
+        "success_rate": len(success) / len(attacked) if attacked else 0.0,
+        "changed_share_mean": float(np.mean(share)) if share else 0.0,
+        "changes_mean": float(np.mean([len(o.substitutions) for o, _ in attacked])) if attacked else 0.0,
+        "queries_mean": float(np.mean([o.queries for o, _ in attacked])) if attacked else 0.0,
+        "no_candidates": sum(o.status == "no_candidates" for o, _ in attacked),
+    }
 
 
-def run(attack: TextAttack, texts: list[str], labels: np.ndarray, label_names: list[str] | None = None,
-        random_baseline: bool = True, progress: bool | None = None) -> Result:
+def run(
+    attack: TextAttack,
+    texts: list[str],
+    labels: np.ndarray,
+    label_names: list[str] | None = None,
+    random_baseline: bool = True,
+    progress: bool | None = None,
+) -> Result:
     """The attack (and the random baseline) on every example; the JSONL rows and the summary."""
     start = time.perf_counter()
     names = label_names or []
     disable = None if progress is None else not progress
     examples, outcomes, randoms = [], [], []
-    for i, (text, label) in enumerate(tqdm(list(zip(texts, labels)), desc="text attack", unit="example",
-                                           disable=disable, leave=False)):
+    for i, (text, label) in enumerate(
+        tqdm(list(zip(texts, labels)), desc="text attack", unit="example", disable=disable, leave=False)
+    ):
         ex = attack.example(i, text, int(label))
         out = attack.attack(ex)
         examples.append(ex)
@@ -252,19 +280,38 @@ def run(attack: TextAttack, texts: list[str], labels: np.ndarray, label_names: l
     summary = summarise(outcomes, examples)
     if random_baseline:  # the misclassified count as they are: wrong, not attacked
         rand = [r or o for r, o in zip(randoms, outcomes)]
-        summary["random"] = {k: v for k, v in summarise(rand, examples).items()
-                             if k in ("acc", "success_rate", "changed_share_mean", "changes_mean")}
-    label_name = (lambda c: names[c] if c < len(names) else str(c))
+        summary["random"] = {
+            k: v
+            for k, v in summarise(rand, examples).items()
+            if k in ("acc", "success_rate", "changed_share_mean", "changes_mean")
+        }
+
+    def label_name(c):
+        return names[c] if c < len(names) else str(c)
+
     rows = []
     for ex, out, rnd in zip(examples, outcomes, randoms or [None] * len(examples)):
-        row = {"index": ex.index, "text": ex.text, "adversarial_text": edited(ex.text, out.substitutions),
-               "status": out.status, "label": label_name(ex.label), "clean_prediction": label_name(out.clean_prediction),
-               "prediction": label_name(out.prediction), "positions": [s["position"] for s in out.substitutions],
-               "substitutions": out.substitutions, "characters_seen": ex.seen,
-               "max_changes": max_changes(attack.budget, ex.seen), "queries": out.queries}
+        row = {
+            "index": ex.index,
+            "text": ex.text,
+            "adversarial_text": edited(ex.text, out.substitutions),
+            "status": out.status,
+            "label": label_name(ex.label),
+            "clean_prediction": label_name(out.clean_prediction),
+            "prediction": label_name(out.prediction),
+            "positions": [s["position"] for s in out.substitutions],
+            "substitutions": out.substitutions,
+            "characters_seen": ex.seen,
+            "max_changes": max_changes(attack.budget, ex.seen),
+            "queries": out.queries,
+        }
         if rnd is not None:
-            row["random"] = {"text": edited(ex.text, rnd.substitutions), "prediction": label_name(rnd.prediction),
-                             "status": rnd.status, "positions": [s["position"] for s in rnd.substitutions]}
+            row["random"] = {
+                "text": edited(ex.text, rnd.substitutions),
+                "prediction": label_name(rnd.prediction),
+                "status": rnd.status,
+                "positions": [s["position"] for s in rnd.substitutions],
+            }
         rows.append(row)
     summary["seconds"] = seconds
     summary["examples_per_second"] = len(texts) / seconds if seconds else 0.0
@@ -279,8 +326,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def read_jsonl(path: Path) -> list[dict]:
     if not Path(path).is_file():
-        raise UserError(f"{path}: no adversarial examples there (eval.text_attack.from names a record whose "
-                        "text attack wrote them beside it)")
+        raise UserError(
+            f"{path}: no adversarial examples there (eval.text_attack.from names a record whose "
+            "text attack wrote them beside it)"
+        )
     return [json.loads(line) for line in Path(path).read_text("utf-8").splitlines() if line.strip()]
 
 
@@ -291,61 +340,111 @@ def adversarial_file(record_file: Path) -> Path:
 
 def settings(cfg) -> dict:
     """The attack's settings as the record keeps them."""
-    return {"kind": KIND, "importance": IMPORTANCE, "sources": list(cfg.sources), "budget": float(cfg.budget),
-            "max_queries": int(cfg.max_queries), "max_samples": cfg.max_samples, "seed": int(cfg.seed),
-            "random_baseline": bool(cfg.random_baseline)}
+    return {
+        "kind": KIND,
+        "importance": IMPORTANCE,
+        "sources": list(cfg.sources),
+        "budget": float(cfg.budget),
+        "max_queries": int(cfg.max_queries),
+        "max_samples": cfg.max_samples,
+        "seed": int(cfg.seed),
+        "random_baseline": bool(cfg.random_baseline),
+    }
 
 
 def first(texts: list[str], labels: np.ndarray, max_samples) -> tuple[list[str], np.ndarray]:
     if max_samples is None:
         return texts, labels
-    return texts[:int(max_samples)], labels[:int(max_samples)]
+    return texts[: int(max_samples)], labels[: int(max_samples)]
 
 
 def vocabulary_filter(tokenizer):
     """Whether the tokenizer reads a character as itself, one known token (bert4keras's word-piece step keeps an
     unknown character as its own token and gives it [UNK]'s id, so both are checked)."""
+
     def in_vocab(ch: str) -> bool:
         return tokenizer.tokenize(ch)[1:-1] == [ch] and tokenizer.token_to_id(ch) != tokenizer._token_unk_id
 
     return in_vocab
 
 
-def record_fields(model, tokenizer, texts: list[str], labels: np.ndarray, label_names: list[str], text_cfg,
-                  max_length: int, weights: str, out_file: Path, batch_size: int = 64, progress=None) -> dict:
+def record_fields(
+    model,
+    tokenizer,
+    texts: list[str],
+    labels: np.ndarray,
+    label_names: list[str],
+    text_cfg,
+    max_length: int,
+    weights: str,
+    out_file: Path,
+    batch_size: int = 64,
+    progress=None,
+) -> dict:
     """``text_attack`` for a run record, and the adversarial examples written to ``out_file``."""
     texts, labels = first(texts, labels, text_cfg.max_samples)
     table = CandidateTable(tuple(text_cfg.sources), vocabulary_filter(tokenizer))
-    attack = TextAttack(model, tokenizer, table, max_length, text_cfg.budget, text_cfg.max_queries,
-                        batch_size, text_cfg.seed)
+    attack = TextAttack(
+        model, tokenizer, table, max_length, text_cfg.budget, text_cfg.max_queries, batch_size, text_cfg.seed
+    )
     result = run(attack, texts, labels, label_names, text_cfg.random_baseline, progress)
     write_jsonl(out_file, result.rows)
     s = result.summary
-    log.info("text attack (%d examples, %s weights): clean %.4f, under attack %.4f, success %.4f, %.1f queries, "
-             "%.1f examples/s; random baseline %.4f", s["examples"], weights, s["clean_acc"], s["acc"],
-             s["success_rate"], s["queries_mean"], s["examples_per_second"], s.get("random", {}).get("acc", np.nan))
-    return {"text_attack": {**settings(text_cfg), "weights": weights, **table.describe(), **s,
-                            "adversarial_file": out_file.name}}
+    log.info(
+        "text attack (%d examples, %s weights): clean %.4f, under attack %.4f, success %.4f, %.1f queries, "
+        "%.1f examples/s; random baseline %.4f",
+        s["examples"],
+        weights,
+        s["clean_acc"],
+        s["acc"],
+        s["success_rate"],
+        s["queries_mean"],
+        s["examples_per_second"],
+        s.get("random", {}).get("acc", np.nan),
+    )
+    return {
+        "text_attack": {
+            **settings(text_cfg),
+            "weights": weights,
+            **table.describe(),
+            **s,
+            "adversarial_file": out_file.name,
+        }
+    }
 
 
-def transfer_fields(model, tokenizer, source_record: Path, max_length: int, texts: list[str], label_names: list[str],
-                    batch_size: int = 64) -> dict:
+def transfer_fields(
+    model,
+    tokenizer,
+    source_record: Path,
+    max_length: int,
+    texts: list[str],
+    label_names: list[str],
+    batch_size: int = 64,
+) -> dict:
     """This model scored on the adversarial texts made against another run (``source_record``'s JSONL):
     accuracy on them, on their originals, and the share of the source's successful attacks that also fool
     this model among those it classifies right on the original."""
     rows = read_jsonl(adversarial_file(source_record))
     for r in rows:
         if r["index"] >= len(texts) or texts[r["index"]] != r["text"]:
-            raise UserError(f"{adversarial_file(source_record)}: example {r['index']} is not this run's dev example "
-                            f"{r['index']}; transfer needs the same task and dev file")
+            raise UserError(
+                f"{adversarial_file(source_record)}: example {r['index']} is not this run's dev example "
+                f"{r['index']}; transfer needs the same task and dev file"
+            )
     index = {name: i for i, name in enumerate(label_names)}
     labels = np.array([index[r["label"]] for r in rows])
     clean = predict(model, tokenizer, [r["text"] for r in rows], max_length, batch_size)
     adv = predict(model, tokenizer, [r["adversarial_text"] for r in rows], max_length, batch_size)
     moved = [i for i, r in enumerate(rows) if r["status"] == "success" and clean[i] == labels[i]]
-    return {"from": Path(source_record).stem, "examples": len(rows), "clean_acc": float(np.mean(clean == labels)),
-            "acc": float(np.mean(adv == labels)), "source_successes": sum(r["status"] == "success" for r in rows),
-            "transfer_rate": float(np.mean(adv[moved] != labels[moved])) if moved else 0.0}
+    return {
+        "from": Path(source_record).stem,
+        "examples": len(rows),
+        "clean_acc": float(np.mean(clean == labels)),
+        "acc": float(np.mean(adv == labels)),
+        "source_successes": sum(r["status"] == "success" for r in rows),
+        "transfer_rate": float(np.mean(adv[moved] != labels[moved])) if moved else 0.0,
+    }
 
 
 def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
@@ -358,26 +457,50 @@ def predict(model, tokenizer, texts: list[str], max_length: int, batch_size: int
 TRANSFER = "text_attack_transfer"  # the record's key: {source record: transfer_fields(...)}
 
 
-def run_fields(cfg, text_cfg, model, tokenizer, label_ids: list[str], dev_split, weights: str, record_file: Path,
-               earlier_transfer: dict | None = None) -> dict:
+def run_fields(
+    cfg,
+    text_cfg,
+    model,
+    tokenizer,
+    label_ids: list[str],
+    dev_split,
+    weights: str,
+    record_file: Path,
+    earlier_transfer: dict | None = None,
+) -> dict:
     """What ``eval.text_attack`` asks of a run (the attack when ``enabled``, transfer scoring when ``from`` names
     a record), as record fields; {} when it asks for nothing. ``dev_split`` is the run's dev split."""
     out = {}
     if not text_cfg.enabled and not text_cfg.get("from"):
         return out
     if dev_split.texts_b is not None:
-        raise UserError(f"eval.text_attack: {cfg.task.name} pairs two texts; the text attack takes single-text tasks "
-                        "(TNEWS, IFLYTEK)")
+        raise UserError(
+            f"eval.text_attack: {cfg.task.name} pairs two texts; the text attack takes single-text tasks "
+            "(TNEWS, IFLYTEK)"
+        )
     if text_cfg.enabled:
-        out.update(record_fields(model, tokenizer, dev_split.texts, dev_split.labels, label_ids, text_cfg,
-                                 cfg.task.max_length, weights, adversarial_file(record_file),
-                                 text_cfg.batch_size, cfg.trainer.progress))
+        out.update(
+            record_fields(
+                model,
+                tokenizer,
+                dev_split.texts,
+                dev_split.labels,
+                label_ids,
+                text_cfg,
+                cfg.task.max_length,
+                weights,
+                adversarial_file(record_file),
+                text_cfg.batch_size,
+                cfg.trainer.progress,
+            )
+        )
     if text_cfg.get("from"):
         source = Path(text_cfg["from"])
         if not source.is_file():
             raise UserError(f"eval.text_attack.from={source}: not a run record")
-        fields = transfer_fields(model, tokenizer, source, cfg.task.max_length, dev_split.texts, label_ids,
-                                 text_cfg.batch_size)
+        fields = transfer_fields(
+            model, tokenizer, source, cfg.task.max_length, dev_split.texts, label_ids, text_cfg.batch_size
+        )
         out[TRANSFER] = {**(earlier_transfer or {}), fields["from"]: fields}
     return out
 
@@ -385,12 +508,17 @@ def run_fields(cfg, text_cfg, model, tokenizer, label_ids: list[str], dev_split,
 def describe(key: str, value: dict) -> str:
     """One line for the terminal about a record field ``run_fields`` made."""
     if key == TRANSFER:
-        return "; ".join(f"on the adversarial texts of {k}: accuracy {v['acc']:.4f} (clean {v['clean_acc']:.4f}), "
-                         f"{v['transfer_rate']:.4f} of the source's successes transfer" for k, v in value.items())
+        return "; ".join(
+            f"on the adversarial texts of {k}: accuracy {v['acc']:.4f} (clean {v['clean_acc']:.4f}), "
+            f"{v['transfer_rate']:.4f} of the source's successes transfer"
+            for k, v in value.items()
+        )
     rnd = value.get("random", {})
-    return (f"text attack ({value['examples']} dev examples, budget {value['budget']}, sources "
-            f"{','.join(value['sources'])}): clean {value['clean_acc']:.4f}, under attack {value['acc']:.4f}, "
-            f"success {value['success_rate']:.4f}, {value['changed_share_mean']:.3f} of the characters changed, "
-            f"{value['queries_mean']:.1f} queries/example, {value['examples_per_second']:.2f} examples/s"
-            + (f"; random substitutions: {rnd['acc']:.4f}" if rnd else "")
-            + f"; the texts: {value['adversarial_file']}")
+    return (
+        f"text attack ({value['examples']} dev examples, budget {value['budget']}, sources "
+        f"{','.join(value['sources'])}): clean {value['clean_acc']:.4f}, under attack {value['acc']:.4f}, "
+        f"success {value['success_rate']:.4f}, {value['changed_share_mean']:.3f} of the characters changed, "
+        f"{value['queries_mean']:.1f} queries/example, {value['examples_per_second']:.2f} examples/s"
+        + (f"; random substitutions: {rnd['acc']:.4f}" if rnd else "")
+        + f"; the texts: {value['adversarial_file']}"
+    )

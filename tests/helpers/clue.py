@@ -41,26 +41,45 @@ def make_clue(root: Path, n_train: int = 400, n_dev: int = 100, n_test: int = 50
             rows = []
             for _ in range(n):
                 k = rnd.randrange(len(ids))
-                rows.append({"label": ids[k], desc: f"class{ids[k]}", "sentence": sentence(k),
-                             **({"keywords": ""} if task == "tnews" else {})})
+                rows.append(
+                    {
+                        "label": ids[k],
+                        desc: f"class{ids[k]}",
+                        "sentence": sentence(k),
+                        **({"keywords": ""} if task == "tnews" else {}),
+                    }
+                )
             write_jsonl(folder / f"{split}.json", rows)
         tests = ["test.json", "test1.0.json"] if task == "tnews" else ["test.json"]
         for name in tests:
-            write_jsonl(folder / name, [{"id": i, "sentence": sentence(rnd.randrange(len(ids)))}
-                                        for i in range(n_test)])
+            write_jsonl(
+                folder / name, [{"id": i, "sentence": sentence(rnd.randrange(len(ids)))} for i in range(n_test)]
+            )
     # The fixture has 10 classes: the task configs are told so by the overrides below.
     return root
 
 
-def tiny_overrides(clue: Path, results: Path, task: str = "tnews", method: str = "baseline",
-                   extra: dict | None = None) -> list[str]:
+def tiny_overrides(
+    clue: Path, results: Path, task: str = "tnews", method: str = "baseline", extra: dict | None = None
+) -> list[str]:
     """Overrides for a fast tiny run on a ``make_clue`` folder; ``extra`` adds or replaces keys."""
     base = {
-        "task": task, "method": method, "model": "tiny", "paths.clue_dir": str(clue),
-        "paths.results_dir": str(results), "task.num_labels": len(CLASS_WORDS), "trainer.epochs": 3,
-        "trainer.batch_size": 16, "trainer.learning_rate": 2e-3, "model.hidden_size": 64, "model.intermediate_size": 128,
-        "model.max_position_embeddings": 64, "task.max_length": 64, "trainer.progress": False,
-        "download.auto": False, "paths.cache_dir": str(results / "token-cache"),  # not the repo's data/cache
+        "task": task,
+        "method": method,
+        "model": "tiny",
+        "paths.clue_dir": str(clue),
+        "paths.results_dir": str(results),
+        "task.num_labels": len(CLASS_WORDS),
+        "trainer.epochs": 3,
+        "trainer.batch_size": 16,
+        "trainer.learning_rate": 2e-3,
+        "model.hidden_size": 64,
+        "model.intermediate_size": 128,
+        "model.max_position_embeddings": 64,
+        "task.max_length": 64,
+        "trainer.progress": False,
+        "download.auto": False,
+        "paths.cache_dir": str(results / "token-cache"),  # not the repo's data/cache
     }
     base.update(extra or {})
     return [f"{k}={v}" for k, v in base.items()]

@@ -42,26 +42,46 @@ def make_clue_tasks(root: Path, n_train: int = 100, n_dev: int = 40, n_test: int
             return {"id": i, "sentence1": a, "sentence2": b}
         row = {"sentence1": a, "sentence2": b, "label": label}
         if ocnli:  # OCNLI's lines also carry the five annotators' labels and where they come from
-            row = {"level": "medium", **row, **{f"label{n}": label if label != "-" else NLI[n % 3] for n in range(5)},
-                   "genre": "news", "prem_id": f"news_{i}", "id": i}
+            row = {
+                "level": "medium",
+                **row,
+                **{f"label{n}": label if label != "-" else NLI[n % 3] for n in range(5)},
+                "genre": "news",
+                "prem_id": f"news_{i}",
+                "id": i,
+            }
         return row
 
     def csl(i, labelled):
         label = rnd.choice("01")
         k = rnd.randrange(len(CLASS_WORDS))
         keywords = [CLASS_WORDS[k], CLASS_WORDS[(k + 1) % len(CLASS_WORDS)] if label == "1" else "无关"]
-        return {"id": i, "abst": sentence(k) + "。" + FILLER, "keyword": keywords, **({"label": label} if labelled else {})}
+        return {
+            "id": i,
+            "abst": sentence(k) + "。" + FILLER,
+            "keyword": keywords,
+            **({"label": label} if labelled else {}),
+        }
 
     def wsc(i, labelled):
         label = rnd.choice(["true", "false"])
         noun, other = rnd.sample(NOUNS, 2)
         text = f"{noun}看见了{other}，{'它' if label == 'true' else '他'}很高兴。"
-        target = {"span2_index": text.index("，") + 1, "span1_index": 0, "span1_text": noun,
-                  "span2_text": text[text.index("，") + 1]}
+        target = {
+            "span2_index": text.index("，") + 1,
+            "span1_index": 0,
+            "span1_text": noun,
+            "span2_text": text[text.index("，") + 1],
+        }
         return {"target": target, "idx": i, **({"label": label} if labelled else {}), "text": text}
 
-    writers = {"afqmc": afqmc, "cmnli": lambda i, lab: nli(i, lab, False), "ocnli": lambda i, lab: nli(i, lab, True),
-               "csl": csl, "cluewsc2020": wsc}
+    writers = {
+        "afqmc": afqmc,
+        "cmnli": lambda i, lab: nli(i, lab, False),
+        "ocnli": lambda i, lab: nli(i, lab, True),
+        "csl": csl,
+        "cluewsc2020": wsc,
+    }
     train_files = {"ocnli": "train.50k.json"}
     for task, write in writers.items():
         folder = root / f"{task}_public"

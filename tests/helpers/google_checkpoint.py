@@ -37,41 +37,94 @@ RELEASES = {
     "bert_base": ("bert", GOOGLE),
     "roberta_wwm_ext": ("bert", GOOGLE),
     "roberta_wwm_ext_large": ("bert", GOOGLE),
-    "macbert_base": ("bert", {"config": "macbert_base_config.json", "checkpoint": "chinese_macbert_base.ckpt",
-                              "vocab": "vocab.txt"}),
-    "albert_tiny_zh": ("albert", {"config": "albert_config_tiny_g.json", "checkpoint": "albert_model.ckpt",
-                                  "vocab": "vocab.txt"}),
-    "albert_base_zh": ("albert", {"config": "albert_config.json", "checkpoint": "model.ckpt-best",
-                                  "vocab": "vocab_chinese.txt"}),
+    "macbert_base": (
+        "bert",
+        {"config": "macbert_base_config.json", "checkpoint": "chinese_macbert_base.ckpt", "vocab": "vocab.txt"},
+    ),
+    "albert_tiny_zh": (
+        "albert",
+        {"config": "albert_config_tiny_g.json", "checkpoint": "albert_model.ckpt", "vocab": "vocab.txt"},
+    ),
+    "albert_base_zh": (
+        "albert",
+        {"config": "albert_config.json", "checkpoint": "model.ckpt-best", "vocab": "vocab_chinese.txt"},
+    ),
     "nezha_base": ("nezha", {"config": "bert_config.json", "checkpoint": "model.ckpt-900000", "vocab": "vocab.txt"}),
-    "electra_base": ("electra", {"config": "base_discriminator_config.json", "checkpoint": "electra_base",
-                                 "vocab": "vocab.txt"}),
+    "electra_base": (
+        "electra",
+        {"config": "base_discriminator_config.json", "checkpoint": "electra_base", "vocab": "vocab.txt"},
+    ),
 }
 
-TINY = {"hidden_size": 32, "intermediate_size": 64, "max_position_embeddings": 64, "num_attention_heads": 2,
-        "num_hidden_layers": 2}
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+}
 # The keys of each family's released JSON config (values shrunk): Google's bert_config.json;
 # brightmart's albert_config_tiny_google.json; NEZHA-TensorFlow/nezha/bert_config.json;
 # Chinese-ELECTRA's config/base_discriminator_config.json.
 CONFIGS = {
-    "bert": {"attention_probs_dropout_prob": 0.1, "directionality": "bidi", "hidden_act": "gelu",
-             "hidden_dropout_prob": 0.1, "initializer_range": 0.02, "type_vocab_size": 2, **TINY},
-    "albert": {"attention_probs_dropout_prob": 0.0, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-               "embedding_size": 16, "initializer_range": 0.02, "num_hidden_groups": 1, "net_structure_type": 0,
-               "gap_size": 0, "num_memory_blocks": 0, "inner_group_num": 1, "down_scale_factor": 1,
-               "type_vocab_size": 2, **TINY},
-    "nezha": {"attention_probs_dropout_prob": 0.1, "directionality": "bidi", "hidden_act": "gelu",
-              "hidden_dropout_prob": 0.1, "initializer_range": 0.02, "type_vocab_size": 2,
-              "use_relative_position": True, **TINY},
+    "bert": {
+        "attention_probs_dropout_prob": 0.1,
+        "directionality": "bidi",
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+        "type_vocab_size": 2,
+        **TINY,
+    },
+    "albert": {
+        "attention_probs_dropout_prob": 0.0,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "embedding_size": 16,
+        "initializer_range": 0.02,
+        "num_hidden_groups": 1,
+        "net_structure_type": 0,
+        "gap_size": 0,
+        "num_memory_blocks": 0,
+        "inner_group_num": 1,
+        "down_scale_factor": 1,
+        "type_vocab_size": 2,
+        **TINY,
+    },
+    "nezha": {
+        "attention_probs_dropout_prob": 0.1,
+        "directionality": "bidi",
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+        "type_vocab_size": 2,
+        "use_relative_position": True,
+        **TINY,
+    },
     # embedding_size < hidden_size as in ELECTRA-small (base: equal, no electra/embeddings_project)
-    "electra": {"attention_probs_dropout_prob": 0.1, "directionality": "bidi", "embedding_size": 16,
-                "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
-                "model_type": "electra", "pad_token_id": 0, "summary_activation": "gelu", "summary_last_dropout": 0.1,
-                "summary_type": "first", "summary_use_proj": True, "type_vocab_size": 2, **TINY},
+    "electra": {
+        "attention_probs_dropout_prob": 0.1,
+        "directionality": "bidi",
+        "embedding_size": 16,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "model_type": "electra",
+        "pad_token_id": 0,
+        "summary_activation": "gelu",
+        "summary_last_dropout": 0.1,
+        "summary_type": "first",
+        "summary_use_proj": True,
+        "type_vocab_size": 2,
+        **TINY,
+    },
 }
 
 
-def release_variables(family: str, config: dict, rng: np.random.Generator, mlm_head: bool = False) -> dict[str, np.ndarray]:
+def release_variables(
+    family: str, config: dict, rng: np.random.Generator, mlm_head: bool = False
+) -> dict[str, np.ndarray]:
     """Random arrays under the variable names a release of ``family`` stores; ``mlm_head`` adds
     the masked-LM head Google's BERT and ALBERT releases ship (run_pretraining.py's
     cls/predictions/transform/{dense,LayerNorm} and cls/predictions/output_bias)."""
@@ -88,44 +141,75 @@ def release_variables(family: str, config: dict, rng: np.random.Generator, mlm_h
     out = {
         f"{top}/embeddings/word_embeddings": rand(v, e),
         f"{top}/embeddings/token_type_embeddings": rand(config["type_vocab_size"], e),
-        **({} if family == "nezha" else
-           {f"{top}/embeddings/position_embeddings": rand(config["max_position_embeddings"], e)}),
+        **(
+            {}
+            if family == "nezha"
+            else {f"{top}/embeddings/position_embeddings": rand(config["max_position_embeddings"], e)}
+        ),
         **norm(f"{top}/embeddings/LayerNorm", e),
     }
     if family == "albert":
-        out.update({"bert/encoder/embedding_hidden_mapping_in/kernel": rand(e, h),
-                    "bert/encoder/embedding_hidden_mapping_in/bias": rand(h)})
+        out.update(
+            {
+                "bert/encoder/embedding_hidden_mapping_in/kernel": rand(e, h),
+                "bert/encoder/embedding_hidden_mapping_in/bias": rand(h),
+            }
+        )
         layers = ["bert/encoder/transformer/group_0/inner_group_0/"]  # one layer, shared by all
-        names = {"attention": "attention_1/", "ffn_in": "ffn_1/intermediate/dense", "ffn_out": "ffn_1/intermediate/output/dense",
-                 "attention_norm": "LayerNorm", "output_norm": "LayerNorm_1"}
+        names = {
+            "attention": "attention_1/",
+            "ffn_in": "ffn_1/intermediate/dense",
+            "ffn_out": "ffn_1/intermediate/output/dense",
+            "attention_norm": "LayerNorm",
+            "output_norm": "LayerNorm_1",
+        }
     else:
         layers = [f"{top}/encoder/layer_{i}/" for i in range(config["num_hidden_layers"])]
-        names = {"attention": "attention/", "ffn_in": "intermediate/dense", "ffn_out": "output/dense",
-                 "attention_norm": "attention/output/LayerNorm", "output_norm": "output/LayerNorm"}
+        names = {
+            "attention": "attention/",
+            "ffn_in": "intermediate/dense",
+            "ffn_out": "output/dense",
+            "attention_norm": "attention/output/LayerNorm",
+            "output_norm": "output/LayerNorm",
+        }
     for p in layers:
         for name in ("query", "key", "value"):
             out[f"{p}{names['attention']}self/{name}/kernel"] = rand(h, h)
             out[f"{p}{names['attention']}self/{name}/bias"] = rand(h)
-        out.update({
-            f"{p}{names['attention']}output/dense/kernel": rand(h, h),
-            f"{p}{names['attention']}output/dense/bias": rand(h),
-            **norm(p + names["attention_norm"]),
-            f"{p}{names['ffn_in']}/kernel": rand(h, inter), f"{p}{names['ffn_in']}/bias": rand(inter),
-            f"{p}{names['ffn_out']}/kernel": rand(inter, h), f"{p}{names['ffn_out']}/bias": rand(h),
-            **norm(p + names["output_norm"]),
-        })
+        out.update(
+            {
+                f"{p}{names['attention']}output/dense/kernel": rand(h, h),
+                f"{p}{names['attention']}output/dense/bias": rand(h),
+                **norm(p + names["attention_norm"]),
+                f"{p}{names['ffn_in']}/kernel": rand(h, inter),
+                f"{p}{names['ffn_in']}/bias": rand(inter),
+                f"{p}{names['ffn_out']}/kernel": rand(inter, h),
+                f"{p}{names['ffn_out']}/bias": rand(h),
+                **norm(p + names["output_norm"]),
+            }
+        )
     if family == "electra":
         if e != h:
             out.update({"electra/embeddings_project/kernel": rand(e, h), "electra/embeddings_project/bias": rand(h)})
-        out.update({"discriminator_predictions/dense/kernel": rand(h, h),
-                    "discriminator_predictions/dense/bias": rand(h),
-                    "discriminator_predictions/dense_1/kernel": rand(h, 1),
-                    "discriminator_predictions/dense_1/bias": rand(1)})
+        out.update(
+            {
+                "discriminator_predictions/dense/kernel": rand(h, h),
+                "discriminator_predictions/dense/bias": rand(h),
+                "discriminator_predictions/dense_1/kernel": rand(h, 1),
+                "discriminator_predictions/dense_1/bias": rand(1),
+            }
+        )
     else:
         out.update({"bert/pooler/dense/kernel": rand(h, h), "bert/pooler/dense/bias": rand(h)})
     if mlm_head:
-        out.update({"cls/predictions/transform/dense/kernel": rand(h, e), "cls/predictions/transform/dense/bias": rand(e),
-                    **norm("cls/predictions/transform/LayerNorm", e), "cls/predictions/output_bias": rand(v)})
+        out.update(
+            {
+                "cls/predictions/transform/dense/kernel": rand(h, e),
+                "cls/predictions/transform/dense/bias": rand(e),
+                **norm("cls/predictions/transform/LayerNorm", e),
+                "cls/predictions/output_bias": rand(v),
+            }
+        )
     return out
 
 
@@ -133,8 +217,9 @@ def release_variables(family: str, config: dict, rng: np.random.Generator, mlm_h
 UNUSED_PREFIXES = ("bert/pooler/", "discriminator_predictions/")
 
 
-def write_release(folder: Path, release: str, vocab: list[str], seed: int = 0, mlm_head: bool = False,
-                  **config_overrides) -> dict[str, np.ndarray]:
+def write_release(
+    folder: Path, release: str, vocab: list[str], seed: int = 0, mlm_head: bool = False, **config_overrides
+) -> dict[str, np.ndarray]:
     """Write ``release``'s checkpoint folder; return the saved arrays by variable name."""
     import tensorflow as tf
 

@@ -25,12 +25,25 @@ def hf_name(tf_name: str, family: str, old_layer_norm: bool = False) -> tuple[st
     """(PyTorch name, transpose?) of a TF1 variable, by transformers' renames."""
     name = tf_name
     if family == "albert":  # load_tf_weights_in_albert's renames, in its order
-        for a, b in (("ffn_1", "ffn"), ("bert/", "albert/"), ("attention_1", "attention"), ("transform/", ""),
-                     ("LayerNorm_1", "full_layer_layer_norm"), ("LayerNorm", "attention/LayerNorm"),
-                     ("transformer/", ""), ("intermediate/dense/", ""), ("ffn/intermediate/output/dense/", "ffn_output/"),
-                     ("/output/", "/"), ("/self/", "/"), ("pooler/dense", "pooler"), ("cls/predictions", "predictions"),
-                     ("predictions/attention", "predictions"), ("embeddings/attention", "embeddings"),
-                     ("inner_group_", "albert_layers/"), ("group_", "albert_layer_groups/")):
+        for a, b in (
+            ("ffn_1", "ffn"),
+            ("bert/", "albert/"),
+            ("attention_1", "attention"),
+            ("transform/", ""),
+            ("LayerNorm_1", "full_layer_layer_norm"),
+            ("LayerNorm", "attention/LayerNorm"),
+            ("transformer/", ""),
+            ("intermediate/dense/", ""),
+            ("ffn/intermediate/output/dense/", "ffn_output/"),
+            ("/output/", "/"),
+            ("/self/", "/"),
+            ("pooler/dense", "pooler"),
+            ("cls/predictions", "predictions"),
+            ("predictions/attention", "predictions"),
+            ("embeddings/attention", "embeddings"),
+            ("inner_group_", "albert_layers/"),
+            ("group_", "albert_layer_groups/"),
+        ):
             name = name.replace(a, b)
     else:
         name = re.sub(r"^bert/", f"{HF_PREFIX[family]}/", name)
@@ -50,13 +63,14 @@ def hf_name(tf_name: str, family: str, old_layer_norm: bool = False) -> tuple[st
     return ".".join(parts), transpose
 
 
-def hf_tensors(arrays: dict[str, np.ndarray], family: str, old_layer_norm: bool = False,
-               prefix: bool = True) -> dict[str, np.ndarray]:
+def hf_tensors(
+    arrays: dict[str, np.ndarray], family: str, old_layer_norm: bool = False, prefix: bool = True
+) -> dict[str, np.ndarray]:
     out = {}
     for tf_name, array in arrays.items():
         name, transpose = hf_name(tf_name, family, old_layer_norm)
         if not prefix and name.startswith(HF_PREFIX[family] + "."):
-            name = name[len(HF_PREFIX[family]) + 1:]
+            name = name[len(HF_PREFIX[family]) + 1 :]
         out[name] = np.ascontiguousarray(array.T if transpose else array)
     return out
 
@@ -120,9 +134,18 @@ def write_h5(path: Path, tensors: dict[str, np.ndarray], family: str) -> None:
             f[layer].attrs["weight_names"] = [n.encode() for n in names]
 
 
-def write_hf_folder(folder: Path, family: str, tf1_config: dict, vocab: list[str], arrays: dict[str, np.ndarray],
-                    fmt: str = "safetensors", old_layer_norm: bool = False, prefix: bool = True,
-                    dtype: str = "F32", extra: dict | None = None) -> Path:
+def write_hf_folder(
+    folder: Path,
+    family: str,
+    tf1_config: dict,
+    vocab: list[str],
+    arrays: dict[str, np.ndarray],
+    fmt: str = "safetensors",
+    old_layer_norm: bool = False,
+    prefix: bool = True,
+    dtype: str = "F32",
+    extra: dict | None = None,
+) -> Path:
     """The HF folder of a release's arrays: config.json, vocab.txt and the weights in ``fmt``
     (safetensors, sharded, h5, bin)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ def reference_delta(model, batch, eps, training=True):
     with tf.GradientTape() as tape:
         clean = cross_entropy(labels, model(inputs, training=training))
     g = tf.convert_to_tensor(tape.gradient(clean, emb)).numpy()
-    return float(clean), eps * g / (np.sqrt((g ** 2).sum()) + 1e-8)
+    return float(clean), eps * g / (np.sqrt((g**2).sum()) + 1e-8)
 
 
 def reference_fgm(model, batch, eps, attack_training=True):
@@ -50,8 +50,13 @@ def per_position_reference(model, batch, eps):
                 inner.watch(looked_up)
                 loss = loss_of(model, inputs, labels)
             per_position = inner.gradient(loss, looked_up)  # (B, L, H)
-            total = loss + 0.5 * eps * tf.reduce_sum(per_position ** 2)
+            total = loss + 0.5 * eps * tf.reduce_sum(per_position**2)
         grads = outer.gradient(total, model.trainable_variables)
     finally:
         layer.call = original_call
-    return float(loss), float(total), per_position.numpy(), dict(zip([v.name for v in model.trainable_variables], grads))
+    return (
+        float(loss),
+        float(total),
+        per_position.numpy(),
+        dict(zip([v.name for v in model.trainable_variables], grads)),
+    )

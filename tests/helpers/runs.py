@@ -14,8 +14,24 @@ def numbers(history):
 
 def sweep_command(clue, results) -> list[str]:
     """``make sweep`` over two tiny one-epoch runs (seeds 0 and 1), with this interpreter as PY."""
-    args = [o for o in tiny_overrides(clue, results, extra={"trainer.epochs": 1})
-            if o.split("=")[0] not in ("task", "method", "model")]
+    args = [
+        o
+        for o in tiny_overrides(clue, results, extra={"trainer.epochs": 1})
+        if o.split("=")[0] not in ("task", "method", "model")
+    ]
     # -o: take the environment as it is (the test runs inside it) instead of re-syncing it.
-    return ["make", "-s", "-C", str(PROJECT_ROOT), "-o", ".venv/.synced", "sweep", "TASKS=tnews",
-            "METHODS=baseline", "SEEDS=0,1", "MODEL=tiny", f"PY={sys.executable}", f"ARGS={' '.join(args)}"]
+    return [
+        "make",
+        "-s",
+        "-C",
+        str(PROJECT_ROOT),
+        "-o",
+        ".venv/.synced",
+        "sweep",
+        "TASKS=tnews",
+        "METHODS=baseline",
+        "SEEDS=0,1",
+        "MODEL=tiny",
+        f"PY={sys.executable}",
+        f"ARGS={' '.join(args)}",
+    ]

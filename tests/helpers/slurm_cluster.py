@@ -30,8 +30,7 @@ def missing() -> str | None:
         return "a Slurm node needs root (slurmd runs jobs as their user)"
     absent = [p for p in (*DAEMONS, *COMMANDS) if shutil.which(p) is None]
     if absent:
-        return (f"{', '.join(absent)} not installed (Debian: apt-get install {DEBIAN_PACKAGES}; "
-                ".ci/run installs them)")
+        return f"{', '.join(absent)} not installed (Debian: apt-get install {DEBIAN_PACKAGES}; .ci/run installs them)"
     return None
 
 
@@ -108,8 +107,11 @@ class Cluster:
 
     def logs(self) -> str:
         """The daemons' logs, for a failing test's message."""
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in sorted((self.root / "log").glob("*")) if p.is_file())
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted((self.root / "log").glob("*"))
+            if p.is_file()
+        )
 
     def start(self) -> None:
         for sub in ("munge", "munge-run", "state", "spool", "log"):
@@ -128,10 +130,19 @@ class Cluster:
         self.env = {**os.environ, "SLURM_CONF": str(conf)}
 
         log = self.root / "log"
-        self._spawn("munged", ["munged", "--foreground", "--force",
-                               f"--socket={self.root}/munge-run/munge.socket", f"--key-file={key}",
-                               f"--pid-file={self.root}/munge/munged.pid", f"--seed-file={self.root}/munge/seed",
-                               f"--log-file={log}/munged.log"])
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--socket={self.root}/munge-run/munge.socket",
+                f"--key-file={key}",
+                f"--pid-file={self.root}/munge/munged.pid",
+                f"--seed-file={self.root}/munge/seed",
+                f"--log-file={log}/munged.log",
+            ],
+        )
         self._wait(lambda: (self.root / "munge-run" / "munge.socket").exists(), "munged's socket")
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(conf)])
         self._wait(lambda: self._quiet("scontrol", "ping").count("UP") >= 1, "slurmctld to answer")
@@ -140,8 +151,9 @@ class Cluster:
 
     def _spawn(self, name: str, command: list[str]) -> None:
         out = open(self.root / "log" / f"{name}.out", "w")
-        self.procs[name] = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+        self.procs[name] = subprocess.Popen(
+            command, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         out.close()
 
     def _quiet(self, *command: str) -> str:

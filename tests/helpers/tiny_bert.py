@@ -7,9 +7,19 @@ from omegaconf import OmegaConf
 
 from experiments.model import encoder, head
 
-TINY = OmegaConf.create({"name": "tiny", "checkpoint_dir": None, "hidden_size": 16, "num_hidden_layers": 2,
-                         "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 32,
-                         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+TINY = OmegaConf.create(
+    {
+        "name": "tiny",
+        "checkpoint_dir": None,
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 32,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+)
 VOCAB, LABELS = 40, 4
 
 

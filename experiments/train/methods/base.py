@@ -60,20 +60,25 @@ def add_gradients(a, b):
 
     Two IndexedSlices are concatenated rather than densified: the optimizer sums duplicate
     rows anyway, and no vocab x hidden tensor is formed."""
+
     def add(x, y):
         if x is None or y is None:
             return y if x is None else x
         if isinstance(x, tf.IndexedSlices) and isinstance(y, tf.IndexedSlices):
-            return tf.IndexedSlices(tf.concat([x.values, y.values], 0), tf.concat([x.indices, y.indices], 0),
-                                    x.dense_shape)
+            return tf.IndexedSlices(
+                tf.concat([x.values, y.values], 0), tf.concat([x.indices, y.indices], 0), x.dense_shape
+            )
         return tf.convert_to_tensor(x) + tf.convert_to_tensor(y)
+
     return [add(x, y) for x, y in zip(a, b)]
 
 
 def scale_gradients(grads, factor):
     """``factor * g`` for every entry, keeping IndexedSlices sparse."""
+
     def scale(g):
         if isinstance(g, tf.IndexedSlices):
             return tf.IndexedSlices(g.values * tf.cast(factor, g.values.dtype), g.indices, g.dense_shape)
         return None if g is None else g * tf.cast(factor, g.dtype)
+
     return [scale(g) for g in grads]

@@ -69,14 +69,22 @@ def fgm_delta(grad: tf.IndexedSlices, epsilon: float) -> tf.IndexedSlices:
 
 
 class FGM(Method):
-    def __init__(self, model, optimizer=None, epsilon: float = 0.5, accumulate_clean: bool = False,
-                 attack_dropout: bool | None = None):
+    def __init__(
+        self,
+        model,
+        optimizer=None,
+        epsilon: float = 0.5,
+        accumulate_clean: bool = False,
+        attack_dropout: bool | None = None,
+    ):
         if attack_dropout is None:  # as in configs/method/fgm.yaml: follow accumulate_clean
             attack_dropout = accumulate_clean
         if accumulate_clean and not attack_dropout:
-            raise UserError("method.attack_dropout=false contradicts method.accumulate_clean=true (its attack "
-                            "gradient comes from the clean pass, which runs with dropout on): drop "
-                            "method.attack_dropout or set it true")
+            raise UserError(
+                "method.attack_dropout=false contradicts method.accumulate_clean=true (its attack "
+                "gradient comes from the clean pass, which runs with dropout on): drop "
+                "method.attack_dropout or set it true"
+            )
         super().__init__(model, optimizer)
         self.epsilon = epsilon
         self.accumulate_clean = accumulate_clean
@@ -92,7 +100,10 @@ class FGM(Method):
         """``fgm_delta``, noting the norms of the embedding gradient and of the perturbation
         (the repeated tf.unique is one op after Grappler's or XLA's common-subexpression pass)."""
         delta = fgm_delta(grad, self.epsilon)
-        self.quantities = {"embedding_grad_norm": tf.norm(summed_rows(grad)[1]), "perturbation_norm": tf.norm(delta.values)}
+        self.quantities = {
+            "embedding_grad_norm": tf.norm(summed_rows(grad)[1]),
+            "perturbation_norm": tf.norm(delta.values),
+        }
         return delta
 
     def __call__(self, inputs, labels):

@@ -28,18 +28,28 @@ K passes; here each pass draws its own, as in the FGM/PGD recipes. No linf varia
 
 import tensorflow as tf
 
-from experiments.model import dropout
 from experiments.errors import UserError
+from experiments.model import dropout
 from experiments.train.methods.base import Method, add_gradients, scale_gradients
 from experiments.train.perturb import ascent_step, per_example_norm, project, token_embeddings_plus, token_mask
 
+
 class FreeLB(Method):
-    def __init__(self, model, optimizer=None, adv_steps: int = 3, adv_lr: float = 0.1,
-                 adv_init_mag: float = 0.1, adv_max_norm: float = 0.0):
+    def __init__(
+        self,
+        model,
+        optimizer=None,
+        adv_steps: int = 3,
+        adv_lr: float = 0.1,
+        adv_init_mag: float = 0.1,
+        adv_max_norm: float = 0.0,
+    ):
         super().__init__(model, optimizer)
         if adv_steps < 1 or min(adv_lr, adv_init_mag, adv_max_norm) < 0:
-            raise UserError(f"method.adv_steps={adv_steps} must be >= 1 and method.adv_lr={adv_lr}, "
-                            f"adv_init_mag={adv_init_mag}, adv_max_norm={adv_max_norm} >= 0")
+            raise UserError(
+                f"method.adv_steps={adv_steps} must be >= 1 and method.adv_lr={adv_lr}, "
+                f"adv_init_mag={adv_init_mag}, adv_max_norm={adv_max_norm} >= 0"
+            )
         self.adv_steps, self.adv_lr = adv_steps, adv_lr
         self.adv_init_mag, self.adv_max_norm = adv_init_mag, adv_max_norm
 
