@@ -194,7 +194,7 @@ def test_a_scratch_folder_loads_through_the_run_path_with_the_saved_weights(lear
         "cls/predictions/output_bias",
     }
     cfg = compose(tiny_overrides(corpus, tmp_path, extra={"model.checkpoint_dir": folder}))
-    _, model = head.load_classifier(cfg, [], len(CLASS_WORDS))
+    _, model = head.load_classifier(cfg.model, [], len(CLASS_WORDS), cfg.task.max_length, cfg.seed)
     assert_every_encoder_weight_is_one_saved_array(model, arrays, unused=("cls/",))
 
 
@@ -264,7 +264,8 @@ def test_continued_pretraining_writes_its_familys_release_layout(corpus, tmp_pat
         for o in tiny_overrides(corpus, tmp_path, extra={"model": name, "model.checkpoint_dir": folder})
         if o.split("=")[0] not in TINY
     ]
-    _, model = head.load_classifier(compose(run_overrides), [], len(CLASS_WORDS))
+    cfg = compose(run_overrides)
+    _, model = head.load_classifier(cfg.model, [], len(CLASS_WORDS), cfg.task.max_length, cfg.seed)
     assert_every_encoder_weight_is_one_saved_array(model, arrays, unused=("cls/", "bert/pooler/"))
 
 
