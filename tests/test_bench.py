@@ -30,6 +30,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow
 def test_bench_writes_each_methods_seconds_and_ratios(tmp_path, capsys):
     out = tmp_path / "latest.json"
     code = bench.main([*SMALL, "--methods", "baseline,fgm,gp", "--out", str(out), "trainer.precision=float32"])

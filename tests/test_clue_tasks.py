@@ -236,6 +236,7 @@ def tiny_runs(clue, tmp_path_factory):
     return results, recs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", NEW_TASKS)
 def test_each_task_end_to_end(tiny_runs, task):
     _, recs = tiny_runs
@@ -247,6 +248,7 @@ def test_each_task_end_to_end(tiny_runs, task):
     assert len(record["history"]) == 1 and 0 <= record["best_dev_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_make_submit_zips_each_tasks_prediction_files(clue, tiny_runs):
     results, recs = tiny_runs
     out = subprocess.run(
@@ -273,6 +275,7 @@ def test_make_submit_zips_each_tasks_prediction_files(clue, tiny_runs):
         assert f"missing: {name}" in out.stdout and "no complete" in out.stdout
 
 
+@pytest.mark.slow
 def test_submit_named_runs_and_wrong_choices(tiny_runs, tmp_path):
     from experiments.commands import submit
 
@@ -284,6 +287,7 @@ def test_submit_named_runs_and_wrong_choices(tiny_runs, tmp_path):
         submit.submit(results, runs=[str(afqmc_run), str(afqmc_run)])
 
 
+@pytest.mark.slow
 def test_a_later_test_file_that_is_absent_is_skipped(clue, tiny_runs, tmp_path, capsys):
     from experiments.commands import predict
 

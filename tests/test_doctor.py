@@ -20,6 +20,7 @@ def fixed_rate(monkeypatch):
     return 1e11
 
 
+@pytest.mark.slow
 def test_doctor_passes_on_cpu_and_estimates_the_grid(clue_dir, tmp_path, capsys, fixed_rate):
     sums = tmp_path / "checksums.yaml"  # no known sums: the fixture is not the official data
     sums.write_text("clue: {}\nmodels: {}\n")
@@ -67,6 +68,7 @@ def run_fgm(run, step):
     return train * 1.68 + (run - train)
 
 
+@pytest.mark.slow
 def test_planted_failures_print_their_fixes(clue_dir, capsys, fixed_rate):
     """A loss that turns non-finite, and data that do not match the official sums."""
     code = doctor.main(
@@ -98,6 +100,7 @@ def test_planted_failures_print_their_fixes(clue_dir, capsys, fixed_rate):
     assert lines[-1].startswith("2 check(s) FAILED")
 
 
+@pytest.mark.slow
 def test_doctor_names_a_folder_that_make_pretrain_wrote(clue_dir, tmp_path, capsys, fixed_rate):
     from tests.helpers.google_checkpoint import fixture_vocab, write_google_checkpoint
 

@@ -60,6 +60,7 @@ def trained():
     return model, trainer, dev
 
 
+@pytest.mark.slow
 def test_eps_zero_gives_exactly_the_clean_accuracy(trained):
     model, trainer, dev = trained
     clean = trainer.predict(dev.token_ids) == dev.labels
@@ -76,6 +77,7 @@ def batch_radii(attack, inputs, eps):
     return (eps * embedding_norm(attack.model) * np.sqrt(n)).reshape(-1, 1, 1).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("perturb_special_tokens, random_start", [(False, False), (True, False), (False, True)])
 def test_every_delta_is_within_its_ball_and_zero_where_it_must_be(trained, perturb_special_tokens, random_start):
     model, _, _ = trained
@@ -125,6 +127,7 @@ def reference_step(model, batch, delta0, radius, step_size):
     return delta1, np.argmax(logits.numpy(), -1) == labels.numpy(), projected
 
 
+@pytest.mark.slow
 def test_one_pgd_step_equals_an_independent_dense_reference(trained):
     model, _, _ = trained
     batch = repeated_token_batch()
@@ -145,6 +148,7 @@ def test_one_pgd_step_equals_an_independent_dense_reference(trained):
     np.testing.assert_array_equal(got_right.numpy(), right)
 
 
+@pytest.mark.slow
 def test_robust_accuracy_never_rises_with_eps_and_large_eps_flips_predictions(trained):
     model, trainer, dev = trained
     weights = [w.numpy().copy() for w in model.weights]
@@ -171,6 +175,7 @@ class CharTokenizer:
         return {"[CLS]": CLS, "[SEP]": SEP}[token]
 
 
+@pytest.mark.slow
 def test_record_fields_follow_the_config_and_max_samples(trained):
     model, trainer, dev = trained
     attack_cfg = compose(
@@ -195,6 +200,7 @@ def sha256(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+@pytest.mark.slow
 def test_make_attack_equals_the_attack_after_training_and_keeps_the_rest_of_the_record(clue_dir, tmp_path):
     extra = {"trainer.epochs": 2, "trainer.tensorboard": False, "eval.attack.steps": 5}
     plain = run(compose(tiny_overrides(clue_dir, tmp_path / "plain", extra=extra)))

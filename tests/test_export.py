@@ -38,6 +38,7 @@ def ids():
     return [out, np.zeros_like(out)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,name", [("bert", "macbert_base"), ("albert", "albert_tiny_zh")])
 def test_round_trip_gives_the_suites_logits(tmp_path, family, name):
     write_release(tmp_path / "tf1", name, fixture_vocab(), seed=7, **DROPOUT_FREE)
@@ -83,6 +84,7 @@ def test_electra_runs_are_refused_in_one_line():
     assert len(str(err.value).splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_pretrained_folder_exports_as_masked_lm(tmp_path):
     name = "macbert_base"
     folder = tmp_path / "pretrained" / "tnews_tiny_0123456789"

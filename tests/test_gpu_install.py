@@ -108,6 +108,7 @@ def one_line_error(out: subprocess.CompletedProcess) -> str:
     return last
 
 
+@pytest.mark.slow
 @needs_no_gpu
 def test_gpu_that_tensorflow_cannot_use_stops_the_run(clue_dir, tmp_path):
     import tensorflow as tf
@@ -165,6 +166,7 @@ def test_old_driver_is_named_when_the_cuda_wheels_are_there(monkeypatch, tmp_pat
     assert "the NVIDIA driver 470.82.01 is too old for CUDA 12 (it needs 525 or newer)" in message
 
 
+@pytest.mark.slow
 @needs_no_gpu
 def test_checkpoint_model_trains_on_the_cpu_with_device_cpu(clue_dir, tmp_path):
     """A model that is not cpu_friendly (bert_base's config, a tiny checkpoint in Google's layout)

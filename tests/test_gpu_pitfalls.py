@@ -86,6 +86,7 @@ def graph_op_types(concrete) -> set[str]:
     return {n.op for n in nodes}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_scatter_of_a_train_step_has_unique_indices(name, monkeypatch):
     """TF_DISABLE_SCATTER_OP_DETERMINISM=1 (experiments/__init__.py) is safe only because every
@@ -212,6 +213,7 @@ def test_dropout_draws_depend_on_seed_epoch_step_only_and_xla_draws_the_same():
     assert np.array_equal(dropout.dropout(x, 0.3, training=False), x)
 
 
+@pytest.mark.slow
 def test_prepared_model_draws_every_dropout_from_the_step_key():
     model = head.build_classifier(DROPOUT_BERT, encoder.bert_config(DROPOUT_BERT, VOCAB), 4, seed=0)
     rewrites.prepare_model(model)
@@ -240,6 +242,7 @@ def test_prepared_model_draws_every_dropout_from_the_step_key():
     assert not ops & STATEFUL_RANDOM_OPS, ops & STATEFUL_RANDOM_OPS  # nothing unkeyed is drawn
 
 
+@pytest.mark.slow
 def test_reruns_and_resumes_are_exact_under_xla_without_retracing(clue_dir, tmp_path, monkeypatch):
     """With trainer.jit_compile=true, a run interrupted after epoch 1 and resumed
     (trainer.resume=true) repeats an uninterrupted run: its epoch 1 (a rerun in the same process)

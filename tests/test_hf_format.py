@@ -75,6 +75,7 @@ def tf1(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", BY_FAMILY)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_an_hf_folder_gives_the_release_outputs(tf1, tmp_path, family, fmt):

@@ -141,6 +141,7 @@ def make_model(endpoint, home, tmp_path, offline=False, revision=REVISION):
     return proc, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
+@pytest.mark.slow
 def test_fetch_verify_load_then_offline_from_the_cache(hub, tmp_path):
     endpoint, arrays = hub
     home = tmp_path / "hf-home"
@@ -167,6 +168,7 @@ def test_fetch_verify_load_then_offline_from_the_cache(hub, tmp_path):
     assert Hub.requests == []
 
 
+@pytest.mark.slow
 def test_an_uncached_revision_offline_is_one_line_within_10_cpu_seconds(hub, tmp_path):
     endpoint, _ = hub
     other = "fedcba9876543210fedcba9876543210fedcba98"

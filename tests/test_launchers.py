@@ -137,6 +137,7 @@ def assert_one_complete_record_per_run(results):
     assert len(list((results / "runs").glob("*.json"))) == 2
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_two_jobs_at_once_each_with_its_share_of_the_cpus(tmp_path):
     clue, results = make_clue(tmp_path / "clue", n_train=200, n_dev=50), tmp_path / "results"
     # CPU only (even where there is a GPU), two workers.
@@ -152,6 +153,7 @@ def test_joblib_sweep_runs_two_jobs_at_once_each_with_its_share_of_the_cpus(tmp_
         assert "CUDA_VISIBLE_DEVICES" not in line
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_then_joblib_resumes_in_the_same_results_folder(tmp_path):
     clue, results = make_clue(tmp_path / "clue", n_train=200, n_dev=50), tmp_path / "results"
     out = sweep(clue, results, "submitit_local")

@@ -12,6 +12,7 @@ from experiments.errors import UserError
 from tests.test_evidence import STUDY, TABLE_FILES
 
 
+@pytest.mark.slow
 def test_the_committed_study_starts_no_run_and_rebuilds_its_tables(tmp_path, monkeypatch, capsys):
     study = tmp_path / "study"
     for sub in ("runs", "tuning/runs"):

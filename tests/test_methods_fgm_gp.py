@@ -46,6 +46,7 @@ def test_fgm_gradients_equal_the_dense_recipe(batch):
     np.testing.assert_allclose(encoder.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_fgm_train_step_equals_reference_update(batch):
     eps, lr = 0.5, 1e-2
     model, ref = tiny_model(), tiny_model()
@@ -96,6 +97,7 @@ def test_fgm_attack_gradient_is_taken_with_dropout_off_by_default(batch):
     assert np.linalg.norm(dropout_on - inference) > 0.05 * eps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack_dropout", [False, True])
 def test_fgm_with_dropout_equals_the_reference_in_its_attack_mode(batch, fixed_dropout_masks, attack_dropout):
     eps = 0.5

@@ -43,6 +43,7 @@ def frobenius(x):
 # --- FGM with accumulate_clean --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fgm_accumulate_clean_adds_the_clean_gradients(batch):
     eps = 0.5
     model = tiny_model()
@@ -92,6 +93,7 @@ def reference_pgd(model, batch, eps, alpha, steps):
     return clean, adv, clean_grads, adv_grads, history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eps, alpha, steps", [(1.0, 0.3, 3), (0.5, 0.3, 3)])  # the defaults; a binding ball
 def test_pgd_equals_the_dense_recipe(batch, eps, alpha, steps):
     model = tiny_model()
@@ -177,6 +179,7 @@ def reference_freelb(model, batch, delta0, adv_steps, adv_lr, adv_max_norm):
     return float(np.mean(losses)), mean, step_grads, projected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "adv_steps, adv_lr, adv_init_mag, adv_max_norm",
     [

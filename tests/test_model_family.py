@@ -82,6 +82,7 @@ def test_loading_gives_exactly_the_saved_weights(releases, name):
         assert model.get_layer("Embedding-Mapping").kernel.shape == (16, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", BY_FAMILY)
 def test_fgm_step_equals_the_dense_reference(releases, family):
     folder, _ = releases[BY_FAMILY[family]]
@@ -95,6 +96,7 @@ def test_fgm_step_equals_the_dense_reference(releases, family):
     np.testing.assert_allclose(encoder.embedding_matrix(model).numpy(), e0, rtol=0, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", BY_FAMILY)
 def test_gp_step_equals_the_dense_reference(releases, family):
     folder, _ = releases[BY_FAMILY[family]]
@@ -109,6 +111,7 @@ def test_gp_step_equals_the_dense_reference(releases, family):
         np.testing.assert_allclose(by_name[name], tf.convert_to_tensor(ref).numpy(), rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,method",
     [("roberta_wwm_ext", "baseline"), ("albert_tiny_zh", "fgm"), ("nezha_base", "fgm"), ("electra_base", "gp")],

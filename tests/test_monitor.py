@@ -42,6 +42,7 @@ def strict_json(path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.slow
 def test_linear_schedule_across_a_resume_and_tensorboard(clue_dir, tmp_path, monkeypatch):
     """Killed during epoch 2 (after its steps were logged), then resumed: every step's rate is
     BERT's formula of the global step, each step is in the event files once, and the record
@@ -105,6 +106,7 @@ def test_linear_schedule_across_a_resume_and_tensorboard(clue_dir, tmp_path, mon
         assert h["perturbation_norm"] == pytest.approx(0.05, rel=1e-4)  # FGM's ||delta|| is epsilon
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_patience_epochs(clue_dir, tmp_path, monkeypatch):
     accuracies = [0.5, 0.6, 0.6, 0.55, 0.7]  # no better than 0.6 in epochs 3 and 4
     monkeypatch.setattr(loop.Trainer, "evaluate", lambda self, dev: accuracies[len(self.history)])
@@ -129,6 +131,7 @@ def test_early_stopping_stops_after_patience_epochs(clue_dir, tmp_path, monkeypa
     assert (record["best_dev_acc"], record["best_epoch"]) == (0.6, 2)
 
 
+@pytest.mark.slow
 def test_planted_nan_ends_the_run_as_diverged_and_sweeps_skip_it(clue_dir, tmp_path, monkeypatch):
     """The 6th step's loss is NaN (epoch 2, step 2): the record says so, keeps epoch 1 and the
     one finite step of epoch 2, and a sweep's rerun (skip_completed) leaves it alone."""
@@ -169,6 +172,7 @@ def test_planted_nan_ends_the_run_as_diverged_and_sweeps_skip_it(clue_dir, tmp_p
     assert again["status"] == records.DIVERGED and (path.read_bytes(), path.stat().st_mtime_ns) == before
 
 
+@pytest.mark.slow
 def test_each_method_reports_its_quantities():
     """Each method's own quantities equal independent computations, and the train step returns
     them with the loss and the learning rate its update used."""

@@ -71,6 +71,7 @@ def test_unreadable_entry_is_tokenized_again_and_null_turns_the_cache_off(source
     assert len(list((tmp_path / "cache").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_second_run_skips_tokenizing_and_records_padding(clue_dir, tmp_path, caplog):
     extra = {"trainer.epochs": 1, "paths.cache_dir": str(tmp_path / "cache")}
     first = run(compose(tiny_overrides(clue_dir, tmp_path / "a", extra=extra)))
@@ -139,6 +140,7 @@ def test_bucketed_prediction_keeps_the_input_order():
         assert trainer.predict(seqs).tolist() == expected
 
 
+@pytest.mark.slow
 def test_bucketed_run_resumes_exactly(clue_dir, tmp_path, monkeypatch):
     """Killed right after epoch 2 is saved, then resumed: the record equals an uninterrupted run's."""
     extra = {

@@ -70,6 +70,7 @@ def relative_error(got, expected):
     return float(np.sqrt(diff / sum((b**2).sum() for b in expected)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fgm", "gp"])
 def test_prepared_layers_compute_the_same_function(batch, method):
     plain, prepared = build(prepared=False), build()
@@ -89,6 +90,7 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision,jit_compile,tolerance", OPTIONS)
 @pytest.mark.parametrize("method", ["fgm", "gp", "pgd"])
 def test_step_under_each_option_matches_float32(batch, method, precision, jit_compile, tolerance):
@@ -135,6 +137,7 @@ def test_padding_is_masked_under_mixed_precision(precision):
     np.testing.assert_allclose(long, short, rtol=0, atol=5e-3)
 
 
+@pytest.mark.slow
 def test_layer_norm_runs_in_float32_under_float16(batch):
     """Pre-LayerNorm activations above 256 square to inf in float16. With embeddings scaled
     up so that they do, only the float32 LayerNorm of prepare_model keeps the gradients."""
@@ -150,6 +153,7 @@ def test_layer_norm_runs_in_float32_under_float16(batch):
     assert not relative_error(broken, ref_grads) < 1e-2  # without it (bert4keras as is): wrong
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra,method",
     [

@@ -31,6 +31,7 @@ def read_lines(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow
 def test_tnews_files_have_ids_count_and_label_set(tnews_run, tmp_path):
     clue, record_file, record = tnews_run
     written = predict.predict(record_file, task="tnews", out=tmp_path)
@@ -43,6 +44,7 @@ def test_tnews_files_have_ids_count_and_label_set(tnews_run, tmp_path):
         assert {r["label"] for r in rows} <= labels and len({r["label"] for r in rows}) > 1
 
 
+@pytest.mark.slow
 def test_predictions_come_from_the_best_dev_weights(tnews_run):
     clue, record_file, record = tnews_run
     cfg, label_ids, tokenizer, trainer = predict.load_run(record)
@@ -51,6 +53,7 @@ def test_predictions_come_from_the_best_dev_weights(tnews_run):
     assert float(np.mean(classes == dev.labels)) == record["best_dev_acc"]
 
 
+@pytest.mark.slow
 def test_run_folder_and_wrong_task(tnews_run, tmp_path):
     clue, record_file, record = tnews_run
     with pytest.raises(UserError, match="a tnews run, not iflytek"):
@@ -59,6 +62,7 @@ def test_run_folder_and_wrong_task(tnews_run, tmp_path):
         predict.predict(tmp_path / "missing.json")
 
 
+@pytest.mark.slow
 def test_make_predict_on_a_tiny_run(tnews_run, tmp_path):
     clue, record_file, record = tnews_run
     out = subprocess.run(

@@ -154,6 +154,7 @@ def test_weight_decay_skips_exactly_googles_layer_norm_and_bias_variables():
 # --- learning, the record, TensorBoard ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pretraining_from_scratch_lowers_the_held_out_loss(learned, corpus):
     record, folder, root = learned
     history = record["history"]
@@ -182,6 +183,7 @@ def test_pretraining_from_scratch_lowers_the_held_out_loss(learned, corpus):
     assert not (root / "results" / "checkpoints" / f"pretrain_{record['id']}" / "state").exists()  # discarded
 
 
+@pytest.mark.slow
 def test_a_scratch_folder_loads_through_the_run_path_with_the_saved_weights(learned, corpus, tmp_path):
     _, folder, _ = learned
     saved = tf.train.load_checkpoint(str(folder / "bert_model.ckpt"))
@@ -213,6 +215,7 @@ def assert_every_encoder_weight_is_one_saved_array(model, arrays, unused):
 # --- continued pretraining (TAPT) and each family's release layout ----------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bert_base", "albert_tiny_zh", "nezha_base"])
 def test_continued_pretraining_writes_its_familys_release_layout(corpus, tmp_path, name):
     source = tmp_path / "release"
@@ -318,6 +321,7 @@ def numbers(history):
     return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
 
 
+@pytest.mark.slow
 def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(corpus, tmp_path):
     # 360 training texts at batch 32: 12 steps an epoch; a save point at every epoch's end (eval_every 12)
     extra = {
@@ -358,6 +362,7 @@ def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(corpus, tmp_pa
         np.testing.assert_array_equal(a.get_tensor(n), b.get_tensor(n), err_msg=n)
 
 
+@pytest.mark.slow
 def test_a_diverged_pretraining_is_marked_and_no_run_starts_from_it(corpus, tmp_path):
     record = pretrain(
         pretrain_cfg(corpus, tmp_path, extra={"pretrain.learning_rate": 1e30, "pretrain.warmup_ratio": 0.0})
@@ -420,6 +425,7 @@ def test_bert_base_on_a_cpu_stops_with_the_device_guard_and_the_pretrainings_eta
 # --- fine-tunes from the folder: records and tables -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_fine_tune_names_its_pretraining_and_the_table_keeps_it_apart(learned, corpus, tmp_path):
     pre, folder, _ = learned
     results = tmp_path / "results"
@@ -483,6 +489,7 @@ def test_pair_and_wsc_corpora_are_the_runs_texts_and_segments(tmp_path):
     assert (data.segment_ids[120] == 0).all()
 
 
+@pytest.mark.slow
 def test_a_given_vocabulary_is_used_and_the_last_line_printed_is_the_folder(corpus, tmp_path, capsys):
     vocab = tmp_path / "vocab.txt"
     tokens = [*fixture_vocab(), "[unused1]"]
@@ -500,6 +507,7 @@ def test_a_given_vocabulary_is_used_and_the_last_line_printed_is_the_folder(corp
     assert record["settings"]["init"] == "random, vocab sha256:" + hashlib.sha256(vocab.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_make_predict_finds_a_pretrained_fine_tune_by_its_hydra_folder(learned, tmp_path):
     """A run folder's .hydra/config.yaml has no model.pretrained: predict adds it as run() did."""
     from experiments.commands import predict

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from experiments import PROJECT_ROOT, records
 from experiments.commands.run import run
 from experiments.config import compose
@@ -13,6 +15,7 @@ from tests.helpers.clue import tiny_overrides
 from tests.helpers.runs import numbers
 
 
+@pytest.mark.slow
 def test_two_runs_with_the_same_seed_are_identical(clue_dir, tmp_path):
     a = run(compose(tiny_overrides(clue_dir, tmp_path / "a", method="fgm", extra={"method.epsilon": 0.05, "seed": 3})))
     b = run(compose(tiny_overrides(clue_dir, tmp_path / "b", method="fgm", extra={"method.epsilon": 0.05, "seed": 3})))
@@ -21,6 +24,7 @@ def test_two_runs_with_the_same_seed_are_identical(clue_dir, tmp_path):
     assert numbers(c["history"]) != numbers(a["history"])  # the seed matters
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_record(clue_dir, tmp_path):
     overrides = tiny_overrides(clue_dir, tmp_path / "killed", extra={"trainer.epochs": 4, "trainer.resume": True})
     runs = tmp_path / "killed" / "runs"
@@ -53,6 +57,7 @@ def test_killed_run_resumes_to_the_uninterrupted_record(clue_dir, tmp_path):
     assert not (tmp_path / "killed" / "checkpoints" / latest.parents[1].name / "state").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume(clue_dir, tmp_path):
     overrides = tiny_overrides(clue_dir, tmp_path / "r", extra={"trainer.epochs": 50})
     # As from a terminal: a shell starts background jobs with SIGINT ignored, and a child

@@ -36,6 +36,7 @@ RECORD_KEYS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "task,method,extra",
     [
@@ -60,6 +61,7 @@ def test_each_method_learns_and_writes_its_record(clue_dir, tmp_path, task, meth
     assert record["environment"]["packages"]["bert4keras"] == "0.11.5"
 
 
+@pytest.mark.slow
 def test_skip_completed_returns_the_existing_record(clue_dir, tmp_path):
     overrides = tiny_overrides(clue_dir, tmp_path / "r", extra={"trainer.epochs": 1})
     first = run(compose(overrides))
@@ -81,6 +83,7 @@ def cli(*overrides, cwd=PROJECT_ROOT):
     )
 
 
+@pytest.mark.slow
 def test_command_line_run_writes_record(clue_dir, tmp_path):
     out = cli(*tiny_overrides(clue_dir, tmp_path / "results", "iflytek", "baseline", {"trainer.epochs": 1}))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -88,6 +91,7 @@ def test_command_line_run_writes_record(clue_dir, tmp_path):
     assert record["task"] == "iflytek" and record["hydra_dir"].startswith(str(tmp_path / "results" / "logs"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override,message",
     [

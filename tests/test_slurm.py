@@ -136,6 +136,7 @@ def two_run_sweep(cluster, tmp_path_factory):
     return results, out
 
 
+@pytest.mark.slurm
 def test_two_run_sweep_writes_one_complete_record_per_run(two_run_sweep):
     results, out = two_run_sweep
     assert "Submitit 'slurm' sweep output dir" in out
@@ -215,6 +216,7 @@ def stopped(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slurm
 def test_time_limit_requeues_and_the_resumed_run_equals_an_uninterrupted_one(cluster, tmp_path):
     clue, results = make_clue(tmp_path / "clue", n_train=N_TRAIN, n_dev=50), tmp_path / "results"
     extra = {"trainer.epochs": EPOCHS}

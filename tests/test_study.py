@@ -90,6 +90,7 @@ def main_grid():
     return runs
 
 
+@pytest.mark.slow
 def test_main_analysis_reports_holm_verdicts_attack_and_the_pretraining_gap(tmp_path):
     (tmp_path / "runs").mkdir()
     for i, r in enumerate(main_grid() + [rec("gp", 7, None, 0.1, status="diverged")]):
@@ -120,6 +121,7 @@ def test_main_analysis_reports_holm_verdicts_attack_and_the_pretraining_gap(tmp_
     assert "| under attack, ε=0.1 | 5 | -3.00 |" in text  # 12.00 mean - 15.00
 
 
+@pytest.mark.slow
 def test_a_folder_without_records_is_one_line(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "experiments.commands.study", "main", str(tmp_path)],

@@ -7,11 +7,14 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from experiments import records
 from tests.helpers.clue import make_clue
 from tests.helpers.runs import sweep_command
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_without_recomputing(tmp_path):
     clue, results = make_clue(tmp_path / "clue"), tmp_path / "results"
     runs = results / "runs"

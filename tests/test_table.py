@@ -226,6 +226,7 @@ def test_clue_figures_are_data_and_order_the_task_columns(tmp_path):
     assert "| baseline | 50.50 ± 0.71 (n=2) |  |  | 73.70 (74.16) |" in (tmp_path / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_table_never_imports_tensorflow(results):
     code = (
         "import sys, experiments.commands.table as t; t.main([sys.argv[1]]); "
@@ -242,6 +243,7 @@ def test_table_never_imports_tensorflow(results):
     ]
 
 
+@pytest.mark.slow
 def test_no_records_is_a_one_line_error(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "experiments.commands.table", str(tmp_path)],

@@ -112,6 +112,7 @@ def attack_of(loaded, budget=0.1, max_queries=500, sources=("homophone", "visual
     return TextAttack(model, tokenizer, table, cfg.task.max_length, budget, max_queries, batch_size=16, seed=seed)
 
 
+@pytest.mark.slow
 def test_every_candidate_is_one_known_token(loaded):
     tokenizer = loaded[2]
     vocab = set(tokenizer._token_dict)
@@ -137,6 +138,7 @@ def test_max_changes_is_the_floored_share_at_least_one():
     assert max_changes(0.25, 8) == 2 and max_changes(1.0, 7) == 7
 
 
+@pytest.mark.slow
 def test_the_attack_finds_the_deciding_character_and_random_flips_fewer(default):
     result = default
     rows = result.rows
@@ -160,6 +162,7 @@ def test_the_attack_finds_the_deciding_character_and_random_flips_fewer(default)
     )
 
 
+@pytest.mark.slow
 def test_no_text_changes_more_than_the_budget_nor_asks_more_than_the_cap(loaded, default):
     for budget, cap in ((0.1, 500), (0.3, 500), (0.3, 4)):
         result = default if (budget, cap) == (0.1, 500) else rows_of(loaded, budget=budget, max_queries=cap)
@@ -173,6 +176,7 @@ def test_no_text_changes_more_than_the_budget_nor_asks_more_than_the_cap(loaded,
                 assert len(r["random"]["positions"]) <= r["max_changes"]
 
 
+@pytest.mark.slow
 def test_a_misclassified_example_is_never_attacked_and_budget_zero_is_clean_accuracy(loaded, default):
     cfg, label_ids, tokenizer, model, dev = loaded
     predicted = text_attack.predict(model, tokenizer, dev.texts, cfg.task.max_length)
@@ -188,6 +192,7 @@ def test_a_misclassified_example_is_never_attacked_and_budget_zero_is_clean_accu
     assert [r["status"] == "misclassified" for r in default.rows] == list(wrong)
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_texts_and_the_weights_are_untouched(trained, loaded, default):
     model = loaded[3]
     first, again, other = default.rows, rows_of(loaded, seed=0).rows, rows_of(loaded, seed=4).rows
@@ -200,6 +205,7 @@ def test_the_same_seed_gives_the_same_texts_and_the_weights_are_untouched(traine
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sources_switch_and_the_record_says_what_ran(trained, loaded, default):
     record_file, record = trained
     text = record["text_attack"]
@@ -215,6 +221,7 @@ def test_sources_switch_and_the_record_says_what_ran(trained, loaded, default):
         assert all(s["source"] == "visual" for s in r["substitutions"])
 
 
+@pytest.mark.slow
 def test_transfer_scores_the_jsonl_texts(trained, loaded):
     record_file, record = trained
     cfg, label_ids, tokenizer, model, dev = loaded
@@ -226,6 +233,7 @@ def test_transfer_scores_the_jsonl_texts(trained, loaded):
     assert fields["transfer_rate"] == 1.0  # on itself every success transfers
 
 
+@pytest.mark.slow
 def test_make_attack_takes_text_attack_transfer_and_paths(trained, tmp_path):
     record_file, record = trained
     # A copy of the run "made elsewhere": its record and weights moved, its data found through paths.*.
@@ -260,6 +268,7 @@ def test_make_attack_takes_text_attack_transfer_and_paths(trained, tmp_path):
     assert copy.with_suffix(".text_attack.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_make_attack_refuses_other_keys_and_bad_settings(trained):
     record_file, _ = trained
     for bad in (
