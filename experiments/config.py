@@ -1,7 +1,9 @@
-"""Hydra/OmegaConf glue shared by the entry points: the ``project_root`` resolver and
-config checks that run before any model is built."""
+"""Hydra/OmegaConf glue shared by the entry points: the ``project_root`` resolver, composing a
+config and its group options through Hydra, and config checks that run before any model is built."""
 
 from __future__ import annotations
+
+import contextlib
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,13 +16,50 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("constant", "linear")  # experiments/train/schedule.py
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
-    """The config ``python -m experiments.commands.run`` would get for ``overrides`` (for tests and tools)."""
-    from hydra import compose as hydra_compose
+@contextlib.contextmanager
+def _hydra():
+    """Hydra's config loader on configs/, also inside a running ``@hydra.main`` (whose global
+    state is put back after: Hydra allows one initialisation at a time)."""
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    running = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            yield GlobalHydra.instance().config_loader()
+    finally:
+        GlobalHydra.instance().hydra = running
+
+
+def compose(overrides: list[str] | None = None, config_name: str | None = "train") -> DictConfig:
+    """The config ``python -m experiments.commands.run`` would get for ``overrides`` (for tests and tools);
+    ``config_name=None``: only the groups the overrides add (``+task=tnews``)."""
+    from hydra import compose as hydra_compose
+
+    with _hydra():
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
+
+
+def group_options(group: str) -> list[str]:
+    """The options of config group ``group`` (task, model, method, ...), sorted, as Hydra finds them."""
+    with _hydra() as loader:
+        return sorted(loader.get_group_options(group))
+
+
+def check_option(group: str, name: str, where: str = "") -> None:
+    """A UserError naming the choices unless ``name`` is an option of ``group`` (``where``: the
+    override or setting it came from)."""
+    options = group_options(group)
+    if name not in options:
+        raise UserError(f"unknown {group} {name!r}{f' in {where}' if where else ''}; choose from {', '.join(options)}")
+
+
+def load_group_option(group: str, name: str) -> DictConfig:
+    """Option ``name`` of config group ``group`` (configs/<group>/<name>.yaml) as Hydra composes it,
+    interpolations unresolved; a UserError naming the choices if there is no such option."""
+    check_option(group, name)
+    return compose([f"+{group}={name}"], config_name=None)[group]
 
 
 def check_choices(overrides: list[str]) -> None:
@@ -28,13 +67,11 @@ def check_choices(overrides: list[str]) -> None:
     in one line; Hydra's own message ends with a hint about stack traces instead."""
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        folder = CONFIG_DIR / key
-        if not sep or "." in key or "/" in key or not folder.is_dir():
+        if not sep or "." in key or "/" in key or not (CONFIG_DIR / key).is_dir():
             continue
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
         for choice in value.split(","):
-            if choice and choice not in choices:
-                raise UserError(f"unknown {key} {choice!r} in {override!r}; choose from {', '.join(choices)}")
+            if choice:
+                check_option(key, choice, repr(override))
 
 
 def validate(cfg: DictConfig) -> None:

@@ -9,10 +9,17 @@ class UserError(Exception):
 
 
 @contextlib.contextmanager
-def reported():
-    """For an entry point's body: a UserError becomes ``error: <message>`` on stderr and exit code 2."""
+def reported(interrupted: str | None = None):
+    """For an entry point's body: a UserError becomes ``error: <message>`` on stderr and exit code 2.
+    With ``interrupted`` (what was kept and how to continue), Ctrl-C becomes ``interrupted: <that>``
+    and exit code 130 instead of a traceback (run and pretrain, which resume)."""
     try:
         yield
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(f"interrupted: {interrupted}", file=sys.stderr)
+        sys.exit(130)

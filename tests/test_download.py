@@ -353,12 +353,12 @@ def test_fetch_missing_puts_the_checkpoint_where_the_model_config_points(tmp_pat
         checksums_file(tmp_path, tnews_files),
         **{"model": "bert_base", "model.url": server.url + "bert.zip"},
     )
-    fetch.fetch_missing(cfg)
+    fetch.fetch_missing(cfg.task, cfg.model, cfg.paths, cfg.download)
     assert Path(cfg.model.checkpoint_dir) == tmp_path / "models" / "chinese_L-12_H-768_A-12"
     assert {p.name: p.read_bytes() for p in Path(cfg.model.checkpoint_dir).iterdir()} == ckpt
     assert listing(tmp_path / "models") == ["SHA256SUMS", "chinese_L-12_H-768_A-12"]
     assert_installed(tmp_path / "clue", tnews_files)
-    fetch.fetch_missing(cfg)  # both present: no request at all
+    fetch.fetch_missing(cfg.task, cfg.model, cfg.paths, cfg.download)  # both present: no request at all
     assert server.log == [(PATH, None), ("/bert.zip", None)]
 
 

@@ -112,7 +112,7 @@ def reference_step(model, batch, delta0, radius, step_size):
             ext.get_layer(layer.name).set_weights(layer.get_weights())
     e = encoder.embedding_matrix(model).numpy()
     ext_emb = encoder.embedding_matrix(ext)
-    ext_emb.assign(np.concatenate([e, (e[ids] + delta0).reshape(b * length, TINY.hidden_size)]))
+    ext_emb.assign(np.concatenate([e, (e[ids] + delta0).reshape(b * length, TINY.shape.hidden_size)]))
     ext_ids = np.where(ids != 0, VOCAB + np.arange(b * length).reshape(b, length), 0).astype(np.int32)
     with tf.GradientTape() as tape:
         logits = ext((tf.constant(ext_ids), segments), training=False)
@@ -135,7 +135,7 @@ def test_one_pgd_step_equals_an_independent_dense_reference(trained):
     attack = Attack(model, (CLS, SEP), steps=10)
     mask = attack.mask(inputs[0]).numpy()
     radius = batch_radii(attack, inputs, 0.4)
-    noise = np.random.default_rng(1).standard_normal(mask.shape[:2] + (TINY.hidden_size,)) * mask
+    noise = np.random.default_rng(1).standard_normal(mask.shape[:2] + (TINY.shape.hidden_size,)) * mask
     fill = np.array([0.3, 0.99, 0.6]).reshape(-1, 1, 1)  # how far into its ball each example starts
     delta0 = (noise * fill * radius / np.sqrt((noise**2).sum(axis=(1, 2), keepdims=True))).astype(np.float32)
     step_size = (radius * 2.5 / 10).astype(np.float32)

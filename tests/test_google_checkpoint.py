@@ -84,13 +84,15 @@ def test_tiny_model_matrices_are_distinct_and_seeded():
         {
             "name": "tiny",
             "checkpoint_dir": None,
-            "hidden_size": 16,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 32,
-            "max_position_embeddings": 32,
-            "hidden_dropout_prob": 0.0,
-            "attention_probs_dropout_prob": 0.0,
+            "shape": {
+                "hidden_size": 16,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "max_position_embeddings": 32,
+                "hidden_dropout_prob": 0.0,
+                "attention_probs_dropout_prob": 0.0,
+            },
         }
     )
     a = head.build_classifier(cfg, encoder.bert_config(cfg, 50), 3, seed=1)

@@ -142,18 +142,23 @@ def test_big_model_without_gpu_stops_before_downloading_with_an_estimate(clue_di
     assert not (tmp_path / "empty").exists() and not (tmp_path / "models").exists()
 
 
+def guard(cfg, environ):
+    """The device guard as a run calls it."""
+    return devices.check_device(cfg.trainer.device, cfg.model, lambda: devices.cpu_estimate(cfg), environ=environ)
+
+
 def test_device_gpu_without_a_gpu_is_an_error(tiny_cfg, tmp_path):
     environ = env_with(fake_smi(tmp_path / "bin", []))
-    assert devices.check_device(tiny_cfg(), environ) == "cpu"  # tiny runs anywhere
+    assert guard(tiny_cfg(), environ) == "cpu"  # tiny runs anywhere
     with pytest.raises(UserError, match=r"^trainer.device=gpu but this machine has no GPU \(nvidia-smi lists none\)"):
-        devices.check_device(tiny_cfg(extra={"trainer.device": "gpu"}), environ)
+        guard(tiny_cfg(extra={"trainer.device": "gpu"}), environ)
     with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES hides them"):
-        devices.check_device(
+        guard(
             tiny_cfg(extra={"trainer.device": "gpu"}),
             {**env_with(fake_smi(tmp_path / "gpu", [A100])), "CUDA_VISIBLE_DEVICES": "-1"},
         )
     with pytest.raises(UserError, match="trainer.device=tpu is invalid: it must be auto, gpu, cpu"):
-        devices.check_device(tiny_cfg(extra={"trainer.device": "tpu"}), environ)
+        guard(tiny_cfg(extra={"trainer.device": "tpu"}), environ)
 
 
 def test_old_driver_is_named_when_the_cuda_wheels_are_there(monkeypatch, tmp_path):

@@ -169,7 +169,7 @@ def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_cfg, monkeypatch):
 
 # --- 3c: dropout keyed by (seed, epoch, step) ---------------------------------------------------
 
-DROPOUT_BERT = OmegaConf.merge(TINY, {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1})
+DROPOUT_BERT = OmegaConf.merge(TINY, {"shape": {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}})
 STATEFUL_RANDOM_OPS = {
     "RandomUniform",
     "RandomUniformInt",
@@ -229,7 +229,7 @@ def test_prepared_model_draws_every_dropout_from_the_step_key():
     dropout.KEYS.start_epoch(0, 0)
     assert np.array_equal(train_out(), a) and not np.allclose(a, eval_out)
     # The attention's dropout counts too: with only attention dropout, training differs from eval.
-    attention_only = OmegaConf.merge(TINY, {"attention_probs_dropout_prob": 0.5})
+    attention_only = OmegaConf.merge(TINY, {"shape": {"attention_probs_dropout_prob": 0.5}})
     model2 = head.build_classifier(attention_only, encoder.bert_config(attention_only, VOCAB), 4, seed=0)
     rewrites.prepare_model(model2)
     with dropout.KEYS.step():
@@ -258,7 +258,7 @@ def test_reruns_and_resumes_are_exact_under_xla_without_retracing(clue_dir, tmp_
         "trainer.resume": True,
         "task.max_train_samples": 64,
         "task.max_dev_samples": 32,
-        "model.num_hidden_layers": 1,
+        "model.shape.num_hidden_layers": 1,
     }
 
     def overrides(name):

@@ -147,7 +147,7 @@ def reference_freelb(model, batch, delta0, adv_steps, adv_lr, adv_max_norm):
     (ids, segments), labels = batch
     ids = ids.numpy()
     b, length = ids.shape
-    hidden = TINY.hidden_size
+    hidden = TINY.shape.hidden_size
     ext = tiny_model(vocab=VOCAB + b * length)
     for layer in model.layers:
         if layer.name != encoder.EMBEDDING_LAYER:
@@ -192,9 +192,9 @@ def test_freelb_equals_the_reference_and_averages_the_steps(batch, adv_steps, ad
     emb = encoder.embedding_matrix(model)
     e0 = emb.numpy()
     ids = batch[0][0].numpy()
-    noise = np.random.default_rng(3).uniform(-1, 1, size=ids.shape + (TINY.hidden_size,)).astype(np.float32)
+    noise = np.random.default_rng(3).uniform(-1, 1, size=ids.shape + (TINY.shape.hidden_size,)).astype(np.float32)
     real = (ids != 0)[..., None].astype(np.float32)
-    delta0 = noise * real * adv_init_mag / np.sqrt(real.sum(axis=(1, 2), keepdims=True) * TINY.hidden_size)
+    delta0 = noise * real * adv_init_mag / np.sqrt(real.sum(axis=(1, 2), keepdims=True) * TINY.shape.hidden_size)
     expected_loss, expected, step_grads, projected = reference_freelb(
         model, batch, delta0, adv_steps, adv_lr, adv_max_norm
     )
@@ -217,7 +217,7 @@ def test_freelb_initial_delta_lies_on_real_tokens_within_init_mag(batch):
     ids = batch[0][0]
     real = tf.cast(tf.not_equal(ids, 0), tf.float32)[..., None]
     delta = FreeLB(model, adv_init_mag=0.4).initial_delta(real).numpy()
-    assert delta.shape == tuple(ids.shape) + (TINY.hidden_size,)
+    assert delta.shape == tuple(ids.shape) + (TINY.shape.hidden_size,)
     assert not delta[ids.numpy() == 0].any() and delta[ids.numpy() != 0].all()
     norms = np.sqrt((delta**2).sum(axis=(1, 2)))
     assert (norms <= 0.4).all() and (norms > 0.1).all()  # U(-1,1): about 0.4 / sqrt(3)

@@ -31,7 +31,7 @@ from experiments.train import monitor, optim
 from tests.helpers.clue import CLASS_WORDS, make_clue, tiny_overrides, write_jsonl
 from tests.helpers.google_checkpoint import RELEASES, fixture_vocab, write_release
 
-TINY = {"model.hidden_size": 32, "model.intermediate_size": 64, "model.max_position_embeddings": 64}
+TINY = {"model.shape.hidden_size": 32, "model.shape.intermediate_size": 64, "model.shape.max_position_embeddings": 64}
 DROPOUT_FREE = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 TIMING_KEYS = {"train_seconds", "tokens_per_second", "eval_seconds"}
 
@@ -95,12 +95,14 @@ def tiny_mlm(seed=0):
             "name": "tiny",
             "family": "bert",
             "checkpoint_dir": None,
-            "hidden_size": 16,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 32,
-            "max_position_embeddings": 32,
-            **DROPOUT_FREE,
+            "shape": {
+                "hidden_size": 16,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "max_position_embeddings": 32,
+                **DROPOUT_FREE,
+            },
         }
     )
     return mlm.build_mlm(cfg, encoder.bert_config(cfg, 40), seed)
@@ -330,7 +332,7 @@ def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(corpus, tmp_pa
         "pretrain.batch_size": 32,
         "pretrain.resume": True,
         "pretrain.tensorboard": False,
-        "model.hidden_dropout_prob": 0.1,
+        "model.shape.hidden_dropout_prob": 0.1,
     }
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -429,7 +431,7 @@ def test_bert_base_on_a_cpu_stops_with_the_device_guard_and_the_pretrainings_eta
 def test_a_fine_tune_names_its_pretraining_and_the_table_keeps_it_apart(learned, corpus, tmp_path):
     pre, folder, _ = learned
     results = tmp_path / "results"
-    base = {"trainer.epochs": 1, "model.hidden_size": 32, "model.intermediate_size": 64}
+    base = {"trainer.epochs": 1, "model.shape.hidden_size": 32, "model.shape.intermediate_size": 64}
     scratch = run(compose(tiny_overrides(corpus_with_labels(tmp_path), results, extra=base)))
     tuned = run(
         compose(tiny_overrides(corpus_with_labels(tmp_path), results, extra={**base, "model.checkpoint_dir": folder}))

@@ -98,7 +98,7 @@ def test_command_line_run_writes_record(clue_dir, tmp_path):
         ("trainer.batch_size=0", "trainer.batch_size=0 is invalid: it must be a positive integer"),
         ("trainer.learning_rate=-1", "trainer.learning_rate=-1 is invalid: it must be a positive number"),
         ("method=fgm method.epsilon=-0.5", "method.epsilon=-0.5 is invalid"),
-        ("task.max_length=100 model.max_position_embeddings=64", "task.max_length=100 is above the model's"),
+        ("task.max_length=100 model.shape.max_position_embeddings=64", "task.max_length=100 is above the model's"),
         ("method=baseline,nosuch", "unknown method 'nosuch' in 'method=baseline,nosuch'; choose from baseline, fgm,"),
     ],
 )

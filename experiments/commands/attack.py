@@ -27,7 +27,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from experiments import CONFIG_DIR, config, records
+from experiments import config, records
 from experiments.commands import cli
 from experiments.commands.predict import find_record, load_run
 from experiments.errors import UserError
@@ -48,7 +48,7 @@ def attack_config(record: dict, overrides: list[str]):
             )
     evals = [o for o in overrides if o.startswith("eval.")]
     cfg = OmegaConf.merge(
-        {"eval": OmegaConf.load(CONFIG_DIR / "eval" / "default.yaml")},
+        {"eval": config.load_group_option("eval", "default")},
         {"eval": record["config"].get("eval") or {}},
         OmegaConf.from_dotlist(evals),
     )
@@ -123,7 +123,7 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
 
     cfg, label_ids, tokenizer, trainer = load_run(with_paths(record_file, record, overrides))
     _, _, dev_split = loaders.load_task(cfg.paths.clue_dir, cfg.task)  # task.max_dev_samples as the run had it
-    dev, _ = cache.dataset(cfg, tokenizer, dev_split, cfg.task.dev_file)
+    dev, _ = cache.dataset(tokenizer, dev_split, cfg.task.dev_file, cfg.task, cfg.paths, cfg.trainer.progress)
     if len(dev) != record.get("dev_samples", len(dev)):
         dev_file = loaders.task_dir(cfg.paths.clue_dir, cfg.task) / cfg.task.dev_file
         raise UserError(
@@ -132,17 +132,18 @@ def attack(run: str | Path, overrides: list[str]) -> dict:
         )
     fields = {}
     if attack_cfg.epsilons:
+        t = cfg.trainer
         fields = embedding_attack.record_fields(
             trainer.model,
             tokenizer,
             dev,
             attack_cfg,
             "best",
-            cfg.trainer.eval_batch_size,
-            cfg.trainer.pad_to_multiple_of,
-            cfg.trainer.jit_compile,
-            cfg.seed,
-            cfg.trainer.progress,
+            batch_size=t.eval_batch_size,
+            pad_to_multiple_of=t.pad_to_multiple_of,
+            jit_compile=t.jit_compile,
+            seed=cfg.seed,
+            progress=t.progress,
         )
         clean = fields["attack"]["clean_dev_acc"]
         if attack_cfg.max_samples is None and clean != record["best_dev_acc"]:

@@ -145,11 +145,11 @@ def time_attack(trainer, defaults, rng, n: int, seq: int, vocab: int) -> dict:
     attack = Attack(
         trainer.model,
         (2, 3),
-        defaults.steps,
-        defaults.step_size_ratio,
-        defaults.random_start,
-        defaults.perturb_special_tokens,
-        trainer.eval_batch_size,
+        steps=defaults.steps,
+        step_size_ratio=defaults.step_size_ratio,
+        random_start=defaults.random_start,
+        perturb_special_tokens=defaults.perturb_special_tokens,
+        batch_size=trainer.eval_batch_size,
         progress=False,
     )
     seconds, cpu = {}, {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from experiments import CONFIG_DIR
+from experiments import config
 from experiments.commands import cli
 from experiments.data import hub
 from experiments.data.fetch import fetch_or_verify, model_target, task_target
@@ -32,7 +32,7 @@ def download(what: str, tasks: str, overrides: list[str]) -> None:
             return
         fetch_or_verify(model_target(cfg.model, cfg.download), cfg.download)
         return
-    known_tasks = sorted(p.stem for p in (CONFIG_DIR / "task").glob("*.yaml"))
+    known_tasks = config.group_options("task")
     names = [t for t in tasks.split(",") if t]
     for task in names:
         if task not in known_tasks:

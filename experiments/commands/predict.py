@@ -66,7 +66,7 @@ def load_run(record: dict):
     optim.set_precision(cfg.trainer.precision)
     tokenizer, model = head.load_classifier(cfg.model, train.all_texts(), len(label_ids), cfg.task.max_length, cfg.seed)
     model.load_weights(weights)
-    trainer = loop.Trainer(model, None, None, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
+    trainer = loop.Trainer(model, None, None, cfg.trainer.batch_size, eval_batch_size=cfg.trainer.eval_batch_size)
     return cfg, label_ids, tokenizer, trainer
 
 

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,13 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import CONFIG_DIR, config, records
 from experiments.errors import UserError, reported
 from experiments.machine import devices, environment
+
+if TYPE_CHECKING:  # imported where used: TensorFlow loads only after the checks of ``prepare``
+    from experiments.data.corpus import MlmData
+    from experiments.data.masking import MaskedBatch
+    from experiments.model.mlm import MaskedLM
+    from experiments.train.pretraining import Pretrainer
+    from experiments.train.run_state import RunState
 
 log = logging.getLogger("experiments.commands.pretrain")
 
@@ -62,7 +70,7 @@ def pretrain(cfg: DictConfig) -> dict:
 class Plan:
     """What ``prepare`` found: the corpus tasks' configs, where the weights start, the id."""
 
-    tasks: list
+    tasks: list[DictConfig]  # the corpus's task configs
     checkpoint: str | None  # the source checkpoint prefix (TAPT), None from scratch
     init: str  # "random" (", vocab sha256:..." with pretrain.vocab) or "sha256:<the source .index's hash>"
     id: str
@@ -80,10 +88,13 @@ def prepare(cfg: DictConfig) -> Plan:
     mlm.check_family(cfg.model)
     tasks = corpus_tasks(cfg)
     devices.check_device(
-        cfg, key="pretrain.device", eta=lambda c: devices.pretrain_cpu_estimate(c, planned_steps(c, tasks))
+        cfg.pretrain.device,
+        cfg.model,
+        key="pretrain.device",
+        eta=lambda: devices.pretrain_cpu_estimate(cfg.model, cfg.pretrain, cfg.task.name, planned_steps(cfg, tasks)),
     )
     if OmegaConf.select(cfg, "download.auto", default=False):
-        fetch.fetch_missing(cfg)
+        fetch.fetch_missing(cfg.task, cfg.model, cfg.paths, cfg.download)
         for task_cfg in tasks[1:]:
             fetch.ensure(fetch.task_target(cfg.paths.clue_dir, task_cfg, cfg.download), cfg.download)
     for task_cfg in tasks:
@@ -117,11 +128,8 @@ def corpus_tasks(cfg: DictConfig) -> list:
         if name == cfg.task.name:
             out.append(cfg.task)
             continue
-        path = CONFIG_DIR / "task" / f"{name}.yaml"
-        if not path.is_file():
-            choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
-            raise UserError(f"pretrain.corpus.tasks: unknown task {name!r}; choose from {', '.join(choices)}")
-        out.append(OmegaConf.load(path))
+        config.check_option("task", name, "pretrain.corpus.tasks")
+        out.append(config.load_group_option("task", name))
     return out
 
 
@@ -157,11 +165,11 @@ class Job:
     """What ``build`` made: the masked-LM model, the loop, its state, the data and facts."""
 
     plan: Plan
-    mlm: object
-    trainer: object
-    state: object
-    train: object
-    held_out: list
+    mlm: MaskedLM
+    trainer: Pretrainer
+    state: RunState
+    train: MlmData
+    held_out: list[MaskedBatch]
     total_steps: int
     vocab: dict
     bert_config: dict
@@ -258,7 +266,7 @@ def train(cfg: DictConfig, job: Job) -> None:
     )
     start = time.perf_counter()
     try:
-        with optim.out_of_memory_advice(cfg, "pretrain", "pretrain.max_length"):
+        with optim.out_of_memory_advice(cfg.pretrain, cfg.pretrain.max_length, "pretrain", "pretrain.max_length"):
             job.trainer.fit(
                 job.train, job.held_out, job.total_steps, cfg.seed, cfg.pretrain.eval_every, on_save=job.state.save_step
             )
@@ -328,16 +336,11 @@ def write_record(cfg: DictConfig, job: Job, folder: Path, seconds: float) -> dic
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="pretraining", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        with reported():
-            pretrain(cfg)
-    except KeyboardInterrupt:
-        print(
-            "interrupted: no model folder written; the steps up to the last held-out evaluation are kept, "
-            "rerun the same command with pretrain.resume=true to continue",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    with reported(
+        interrupted="no model folder written; the steps up to the last held-out evaluation are kept, "
+        "rerun the same command with pretrain.resume=true to continue"
+    ):
+        pretrain(cfg)
 
 
 if __name__ == "__main__":

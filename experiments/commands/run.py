@@ -5,8 +5,8 @@
 ``run`` reads as the steps of a run: prepare (checks that need no TensorFlow, so that a mistake
 is one line within seconds), build (data, model, method, trainer), train (resuming where an
 interrupted run stopped), attack (accuracy under attack of the best weights, when
-``eval.attack.epsilons`` asks for it; the text attack when ``eval.text_attack.enabled``),
-record. Each step is a function below it.
+``eval.attack.epsilons`` asks for it; the text attack when ``eval.text_attack.enabled``), write the record.
+Each step is a function below it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import CONFIG_DIR, config, records
 from experiments.errors import reported
 from experiments.machine import devices, environment, slurm
+
+if TYPE_CHECKING:  # imported where used: TensorFlow loads only after the checks of ``prepare``
+    from bert4keras.tokenizers import Tokenizer
+
+    from experiments.data.batching import Dataset
+    from experiments.train.loop import Trainer
+    from experiments.train.run_state import RunState
 
 log = logging.getLogger("experiments.commands.run")
 
@@ -39,21 +47,7 @@ def run(cfg: DictConfig) -> dict:
     job = build(cfg, record_file)
     train(cfg, job)
     robustness = {**(attack(cfg, job) or {}), **text_attack(cfg, job, record_file)} or None
-    record = records.run_record(
-        resolved,
-        job.trainer.history,
-        job.trainer.ending,
-        job.facts,
-        timings={"total_seconds": time.time() - started, **job.timings},
-        best_weights=str(job.state.best_weights) if cfg.trainer.save_best else None,
-        environment=environment.describe(cfg.trainer),
-        hydra_dir=_hydra_output_dir(),
-        robustness=robustness,
-    )
-    records.write_json_atomic(record_file, record)
-    job.state.discard_state()
-    log.info("%s; record: %s", records.outcome(record), record_file)
-    return record
+    return write_record(cfg, resolved, record_file, job, time.time() - started, robustness)
 
 
 def prepare(cfg: DictConfig) -> None:
@@ -64,9 +58,9 @@ def prepare(cfg: DictConfig) -> None:
     from experiments.model import release
 
     config.validate(cfg)
-    devices.check_device(cfg)
+    devices.check_device(cfg.trainer.device, cfg.model, eta=lambda: devices.cpu_estimate(cfg))
     if OmegaConf.select(cfg, "download.auto", default=False):
-        fetch.fetch_missing(cfg)
+        fetch.fetch_missing(cfg.task, cfg.model, cfg.paths, cfg.download)
     loaders.task_dir(cfg.paths.clue_dir, cfg.task)
     hub.resolve(cfg.model)  # a model from the Hub: checkpoint_dir -> its cached snapshot
     if cfg.model.checkpoint_dir is not None:
@@ -78,13 +72,13 @@ class Job:
     """What ``build`` made: the trainer (with its model, method and optimizer), the run state
     that saves and resumes it, the tokenized splits, and facts and timings for the record."""
 
-    trainer: object
-    state: object
-    train: object
-    dev: object
+    trainer: Trainer
+    state: RunState
+    train: Dataset
+    dev: Dataset
     facts: dict
     timings: dict
-    tokenizer: object = None
+    tokenizer: Tokenizer
 
 
 def build(cfg: DictConfig, record_file: Path) -> Job:
@@ -113,7 +107,7 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
     # Tokenized splits come from data/cache/ when these texts, vocab and max length were seen before.
     tokenize_start = time.perf_counter()
     (train, train_hit), (dev, dev_hit) = [
-        cache.dataset(cfg, tokenizer, split, file)
+        cache.dataset(tokenizer, split, file, cfg.task, cfg.paths, cfg.trainer.progress)
         for split, file in ((train_split, cfg.task.train_file), (dev_split, cfg.task.dev_file))
     ]
     tokenize_seconds = time.perf_counter() - tokenize_start
@@ -127,17 +121,18 @@ def build(cfg: DictConfig, record_file: Path) -> Job:
         schedule.learning_rate(cfg.trainer, steps_per_epoch), cfg.trainer.precision, cfg.trainer.jit_compile
     )
     method = methods.build(OmegaConf.to_container(cfg.method, resolve=True), model, optimizer)
+    t = cfg.trainer
     trainer = Trainer(
         model,
         method,
         optimizer,
-        cfg.trainer.batch_size,
-        cfg.trainer.eval_batch_size,
-        cfg.trainer.jit_compile,
-        cfg.trainer.progress,
-        bucket_by_length=cfg.trainer.bucket_by_length,
-        pad_to_multiple_of=cfg.trainer.pad_to_multiple_of,
-        patience=cfg.trainer.patience,
+        t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        jit_compile=t.jit_compile,
+        progress=t.progress,
+        bucket_by_length=t.bucket_by_length,
+        pad_to_multiple_of=t.pad_to_multiple_of,
+        patience=t.patience,
     )
     state = run_state.RunState(checkpoint_dir(cfg.paths.results_dir, record_file), model, optimizer)
     if cfg.trainer.resume and (history := state.restore()):
@@ -182,7 +177,7 @@ def train(cfg: DictConfig, job: Job) -> None:
         cfg.trainer.epochs,
     )
     try:
-        with optim.out_of_memory_advice(cfg):
+        with optim.out_of_memory_advice(cfg.trainer, cfg.task.max_length):
             job.trainer.fit(job.train, job.dev, cfg.trainer.epochs, cfg.seed, on_epoch_end)
     finally:
         if job.trainer.board is not None:
@@ -202,17 +197,18 @@ def attack(cfg: DictConfig, job: Job) -> dict | None:
     if cfg.trainer.save_best and job.state.best_weights.is_file():
         job.trainer.model.load_weights(str(job.state.best_weights))
         weights = "best"
+    t = cfg.trainer
     return embedding_attack.record_fields(
         job.trainer.model,
         job.tokenizer,
         job.dev,
         attack_cfg,
         weights,
-        cfg.trainer.eval_batch_size,
-        cfg.trainer.pad_to_multiple_of,
-        cfg.trainer.jit_compile,
-        cfg.seed,
-        cfg.trainer.progress,
+        batch_size=t.eval_batch_size,
+        pad_to_multiple_of=t.pad_to_multiple_of,
+        jit_compile=t.jit_compile,
+        seed=cfg.seed,
+        progress=t.progress,
     )
 
 
@@ -237,6 +233,27 @@ def text_attack(cfg: DictConfig, job: Job, record_file: Path) -> dict:
     )
 
 
+def write_record(
+    cfg: DictConfig, resolved: dict, record_file: Path, job: Job, seconds: float, robustness: dict | None
+) -> dict:
+    """Write the run record (atomically) and drop the resume state, which the record replaces."""
+    record = records.run_record(
+        resolved,
+        job.trainer.history,
+        job.trainer.ending,
+        job.facts,
+        timings={"total_seconds": seconds, **job.timings},
+        best_weights=str(job.state.best_weights) if cfg.trainer.save_best else None,
+        environment=environment.describe(cfg.trainer),
+        hydra_dir=_hydra_output_dir(),
+        robustness=robustness,
+    )
+    records.write_json_atomic(record_file, record)
+    job.state.discard_state()
+    log.info("%s; record: %s", records.outcome(record), record_file)
+    return record
+
+
 def checkpoint_dir(results_dir, record_file: Path) -> Path:
     return Path(results_dir) / "checkpoints" / record_file.stem
 
@@ -255,16 +272,12 @@ def _hydra_output_dir() -> str | None:
 def main(cfg: DictConfig) -> float:
     devices.pin_job()  # hydra/launcher=joblib: this process's GPU and threads, before TensorFlow starts
     slurm.exit_at_once_when_requeued()  # hydra/launcher=slurm: a time-limit requeue ends the job cleanly
-    try:
-        with reported():  # an expected mistake: one line naming the file/key and the fix, no traceback
-            return run(cfg)["best_dev_acc"]
-    except KeyboardInterrupt:
-        print(
-            "interrupted: no record written; epochs already finished are kept, "
-            "rerun the same command with trainer.resume=true to continue",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    # An expected mistake, or Ctrl-C: one line naming the file/key and the fix, no traceback.
+    with reported(
+        interrupted="no record written; epochs already finished are kept, "
+        "rerun the same command with trainer.resume=true to continue"
+    ):
+        return run(cfg)["best_dev_acc"]
 
 
 if __name__ == "__main__":

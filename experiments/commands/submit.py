@@ -19,9 +19,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from experiments import CONFIG_DIR, records
+from experiments import config, records
 from experiments.commands import cli, predict
 from experiments.errors import UserError
 
@@ -30,12 +28,12 @@ CLUE_TASKS = ("afqmc", "tnews", "iflytek", "cmnli", "ocnli", "cluewsc2020", "csl
 
 def tasks() -> list[str]:
     """The tasks of configs/task/, CLUE's first, in CLUE's order."""
-    known = sorted(p.stem for p in (CONFIG_DIR / "task").glob("*.yaml"))
+    known = config.group_options("task")
     return [t for t in CLUE_TASKS if t in known] + [t for t in known if t not in CLUE_TASKS]
 
 
 def prediction_files(task: str) -> list[str]:
-    return list(OmegaConf.load(CONFIG_DIR / "task" / f"{task}.yaml").predict_files.values())
+    return list(config.load_group_option("task", task).predict_files.values())
 
 
 def choose(results_dir: Path, method: str, model: str, runs: list[str] | None) -> dict[str, tuple[Path, dict]]:

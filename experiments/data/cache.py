@@ -1,15 +1,11 @@
 """Tokenized splits cached on disk, so a rerun on the same data skips tokenizing.
 
-An entry is one ``.npz`` file (all token ids end to end, each example's length and, for
-pairs, the segment ids end to end) named by a hash of everything the ids depend on: the
-data file's sha256, the texts themselves as the task's loader made them (both fields of a
-pair, CSL's joined keywords, WSC's marked spans, so a change of task.text_fields, of the
-marking or of skipped lines is a new entry), the vocabulary, the maximum length, how many
-of the file's examples were used (``task.max_*_samples``) and the tokenizer's settings. Any
-change gives a new name, so an entry is
-never stale; entries
-are written atomically (temporary file + rename), so concurrent runs of a sweep can share
-the folder and a killed run leaves no half-written entry.
+An entry is one ``.npz`` file (all token ids end to end, each example's length and, for pairs,
+the segment ids end to end) named by a hash of everything the ids depend on: the data file's
+sha256, the texts as the task's loader made them (so a change of task.text_fields, of the WSC
+marking or of skipped lines is a new entry), the vocabulary, the maximum length, how many of the
+file's examples were used (``task.max_*_samples``) and the tokenizer's settings. So an entry is
+never stale; entries are written atomically, so a sweep's runs can share the folder.
 """
 
 from __future__ import annotations
@@ -95,20 +91,15 @@ def encode(
     return (token_ids, segment_ids), False
 
 
-def dataset(cfg, tokenizer, split: loaders.Split, file_name: str):
-    """A run's split as a ``batching.Dataset`` (token ids, labels, segment ids), through the
-    cache in ``paths.cache_dir``, and whether the cache had it."""
+def dataset(tokenizer, split: loaders.Split, file_name: str, task_cfg, paths_cfg, progress: bool | None = None):
+    """``split`` (read from the task's ``file_name``) as a ``batching.Dataset`` (token ids, labels,
+    segment ids) cut at ``task.max_length``, through the cache in ``paths.cache_dir``, and whether
+    the cache had it."""
     from experiments.data import batching
 
-    source = loaders.task_dir(cfg.paths.clue_dir, cfg.task) / file_name
+    source = loaders.task_dir(paths_cfg.clue_dir, task_cfg) / file_name
     (token_ids, segment_ids), hit = encode(
-        tokenizer,
-        split.texts,
-        cfg.task.max_length,
-        source,
-        cfg.paths.get("cache_dir"),
-        cfg.trainer.progress,
-        split.texts_b,
+        tokenizer, split.texts, task_cfg.max_length, source, paths_cfg.get("cache_dir"), progress, split.texts_b
     )
     return batching.Dataset(token_ids, split.labels, segment_ids), hit
 

@@ -121,15 +121,16 @@ def model_target(model_cfg, dl) -> Target:
 # --- what make run / make data / make model call --------------------------------------------
 
 
-def fetch_missing(cfg) -> None:
-    """Download the task's data and the model's checkpoint if their folders do not exist."""
+def fetch_missing(task_cfg, model_cfg, paths_cfg, download_cfg) -> None:
+    """Download the task's data (into ``paths.clue_dir``) and the model's checkpoint if their folders
+    do not exist."""
     from experiments.data import hub
 
-    ensure(task_target(cfg.paths.clue_dir, cfg.task, cfg.download), cfg.download)
-    if hub.uses_hub(cfg.model):  # no folder there, no TF1 URL: the Hub snapshot (data/hub.py)
-        hub.resolve(cfg.model, download=True)
-    elif cfg.model.checkpoint_dir is not None:
-        ensure(model_target(cfg.model, cfg.download), cfg.download)
+    ensure(task_target(paths_cfg.clue_dir, task_cfg, download_cfg), download_cfg)
+    if hub.uses_hub(model_cfg):  # no folder there, no TF1 URL: the Hub snapshot (data/hub.py)
+        hub.resolve(model_cfg, download=True)
+    elif model_cfg.checkpoint_dir is not None:
+        ensure(model_target(model_cfg, download_cfg), download_cfg)
 
 
 def ensure(t: Target, dl) -> None:

@@ -1,29 +1,13 @@
-"""Masked-LM inputs: BERT's masking (15 % of the tokens, of which 80 % become [MASK], 10 % a
-random token and 10 % stay), optionally of whole words as HFL's wwm models mask them.
+"""Masked-LM inputs: BERT's masking (``masked_share`` of the tokens other than [CLS], [SEP] and
+padding; of those 80 % [MASK], 10 % a random non-special token, 10 % unchanged), optionally of
+whole ``jieba`` words with their ``##`` pieces, as HFL's wwm models mask LTP words.
 
-Google's ``create_pretraining_data.py`` (github.com/google-research/bert) picks the positions of
-a sequence as ``num_to_predict = round(len(tokens) * masked_lm_prob)`` (at least 1) among all
-tokens but [CLS] and [SEP], in a random order, and with ``--do_whole_word_mask`` takes whole
-words (a token and the ``##`` pieces after it) while they fit in ``num_to_predict``. Here:
-
-- **candidates** are the tokens other than [CLS], [SEP] and padding (``groups`` is -1 there);
-- **how many**: ``masked_share`` x the number of candidates, rounded at random (floor, plus one
-  with the probability of the fraction), so that the share over a corpus is 15 % exactly in
-  expectation, also for TNEWS's short titles, where Google's per-sequence rounding with [CLS]
-  and [SEP] counted would mask 18 %;
-- **which**: the groups of a sequence in a random order, each taken whole while it fits; the
-  first that does not fit is taken with the probability of the share of it that would, and the
-  choice ends there, so that the expected count stays the target (Google's whole-word masking
-  skips such a word and tries the next, which masks about 11 % of the tokens where the words
-  have two characters). A group is one token, or with whole-word masking one ``jieba`` word
-  (HFL segment with LTP; ``jieba`` is the common open segmenter) with its ``##`` pieces;
-- **how**: each chosen position independently 80 % [MASK], 10 % a random token (never a special
-  one: [PAD], [UNK], [CLS], [SEP], [MASK]), 10 % unchanged.
-
-A batch's predictions are gathered at ``positions`` (Google's ``masked_lm_positions``), padded to
-the batch's largest count with position 0 and weight 0 (``masked_lm_weights``). Every draw comes
-from the ``rng`` the caller passes: the pretraining loop derives it from (seed, epoch, batch), so
-a resumed pretraining masks as an uninterrupted one.
+The count is rounded at random and a group that does not fit whole is taken with the probability
+of the share of it that would, so the masked share is exact in expectation (where and why this
+differs from Google's create_pretraining_data.py: docs/pretraining.md, Masking). A batch's
+predictions are gathered at ``positions`` (Google's ``masked_lm_positions``), padded with weight 0.
+Every draw comes from the caller's ``rng``, derived from (seed, epoch, batch), so a resumed
+pretraining masks as an uninterrupted one.
 """
 
 from __future__ import annotations

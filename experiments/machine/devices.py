@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -164,12 +164,13 @@ DEVICES = ("auto", "gpu", "cpu")
 MIN_DRIVER = 525
 
 
-def check_device(cfg, environ: Mapping[str, str] = os.environ, key: str = "trainer.device", eta=None) -> str:
-    """Where the run of ``cfg`` will train, "gpu" or "cpu", or a UserError if that is not what
-    ``trainer.device`` (auto | gpu | cpu; ``key`` names another, e.g. ``pretrain.device``) and the
-    model allow. ``eta(cfg)``: the phrase estimating the time on this CPU (default: a fine-tuning
-    run's, ``cpu_estimate``). Called before any download."""
-    device = OmegaConf.select(cfg, key, default="auto")
+def check_device(
+    device: str, model_cfg, eta: Callable[[], str], key: str = "trainer.device", environ: Mapping[str, str] = os.environ
+) -> str:
+    """Where a run will train, "gpu" or "cpu", or a UserError if that is not what ``device`` (the value
+    of ``key``: trainer.device or pretrain.device, auto | gpu | cpu) and the model (``cpu_friendly``)
+    allow. ``eta()``: the phrase estimating the time on this CPU (``cpu_estimate``,
+    ``pretrain_cpu_estimate``). Called before any download."""
     if device not in DEVICES:
         raise UserError(f"{key}={device} is invalid: it must be {', '.join(DEVICES)}")
     listed = nvidia_smi_gpus(environ)
@@ -190,20 +191,20 @@ def check_device(cfg, environ: Mapping[str, str] = os.environ, key: str = "train
             f"{key}=gpu but this machine has no GPU{hidden or ' (nvidia-smi lists none)'}; "
             f"run on a GPU machine, or set {key}=cpu to train on the CPU"
         )
-    if not OmegaConf.select(cfg, "model.cpu_friendly", default=False):
+    if not model_cfg.get("cpu_friendly", False):
         raise UserError(
-            f"no GPU{hidden}: {(eta or cpu_estimate)(cfg)}; run it on a GPU machine (`make doctor` checks "
+            f"no GPU{hidden}: {eta()}; run it on a GPU machine (`make doctor` checks "
             f"one), or add {key}=cpu to train on this CPU anyway"
         )
     return "cpu"
 
 
-def pretrain_cpu_estimate(cfg, steps: int | None) -> str:
-    """One phrase: how long the pretraining of ``cfg`` (``steps`` steps, None if the corpus size is
-    unknown) would take on this CPU: a train step of the encoder at batch pretrain.batch_size x
-    pretrain.max_length (the MLM head scores 15 % of the positions only: left out)."""
-    shape = estimate.model_shape(cfg.model)
-    batch, seq = int(cfg.pretrain.batch_size), int(cfg.pretrain.max_length)
+def pretrain_cpu_estimate(model_cfg, pretrain_cfg, task_name: str, steps: int | None) -> str:
+    """One phrase: how long the pretraining of ``model_cfg`` on ``task_name`` (``steps`` steps, None
+    if the corpus size is unknown) would take on this CPU: a train step of the encoder at batch
+    pretrain.batch_size x pretrain.max_length (the MLM head scores 15 % of the positions only: left out)."""
+    shape = estimate.model_shape(model_cfg)
+    batch, seq = int(pretrain_cfg.batch_size), int(pretrain_cfg.max_length)
     flops = estimate.train_flops(shape, batch, seq)
     rate = estimate.cpu_flops_per_second()
     step = flops / rate
@@ -211,7 +212,7 @@ def pretrain_cpu_estimate(cfg, steps: int | None) -> str:
         f"{flops / 1e12:.2f} TFLOP per step of {shape['num_hidden_layers']} layers x {shape['hidden_size']} at "
         f"batch {batch} x length {seq} over this CPU's measured {rate / 1e9:.0f} GFLOP/s = {step:.1f} s"
     )
-    what = f"pretraining model={cfg.model.name} on {cfg.task.name}"
+    what = f"pretraining model={model_cfg.name} on {task_name}"
     if steps is None:
         return f"{what} would take about {estimate.duration(step)} per step ({how})"
     return (
@@ -221,7 +222,8 @@ def pretrain_cpu_estimate(cfg, steps: int | None) -> str:
 
 
 def cpu_estimate(cfg) -> str:
-    """One phrase: how long the run of ``cfg`` would take on this CPU, and how that was estimated."""
+    """One phrase: how long the run of ``cfg`` would take on this CPU, and how that was estimated
+    (the run's whole config: model, method, task, trainer and data folder all count)."""
     shape = estimate.model_shape(cfg.model)
     batch, seq = int(cfg.trainer.batch_size), int(cfg.task.max_length)
     flops = estimate.train_flops(shape, batch, seq)

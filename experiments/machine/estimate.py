@@ -40,8 +40,7 @@ TF_OVER_NUMPY = 1.2
 
 def model_shape(model_cfg) -> dict:
     """hidden/layers/intermediate sizes: the checkpoint's JSON config (model.files.config) if it
-    is there, else the model config's own keys (the tiny model has them) or its release's
-    ``shape``, else BERT-base's."""
+    is there, else the model config's ``shape``, else BERT-base's."""
     shape = dict(BERT_BASE)
     checkpoint = OmegaConf.select(model_cfg, "checkpoint_dir", default=None)
     name = OmegaConf.select(model_cfg, "files.config", default=None) or "bert_config.json"
@@ -53,10 +52,7 @@ def model_shape(model_cfg) -> dict:
         except (OSError, ValueError):
             source = {}
     for key in shape:
-        value = source.get(
-            key,
-            OmegaConf.select(model_cfg, key, default=None) or OmegaConf.select(model_cfg, f"shape.{key}", default=None),
-        )
+        value = source.get(key, OmegaConf.select(model_cfg, f"shape.{key}", default=None))
         if value is not None:
             shape[key] = int(value)
     return shape
@@ -76,11 +72,10 @@ def method_cost(method_cfg) -> float:
     return METHOD_COST.get(name, 2.0)
 
 
-def count_examples(cfg, split: str) -> int | None:
-    """Examples of a task's split: the file's lines if it is here, else the official count,
-    capped by task.max_<split>_samples."""
-    task = cfg.task
-    path = Path(cfg.paths.clue_dir) / str(OmegaConf.select(task, "dir", default="")) / f"{split}.json"
+def count_examples(task, clue_dir, split: str) -> int | None:
+    """Examples of ``task``'s split: the file's lines if it is in ``clue_dir``, else the official
+    count, capped by task.max_<split>_samples."""
+    path = Path(clue_dir) / str(OmegaConf.select(task, "dir", default="")) / f"{split}.json"
     if path.is_file():
         with path.open("rb") as f:
             n = sum(1 for line in f if line.strip())
@@ -91,11 +86,13 @@ def count_examples(cfg, split: str) -> int | None:
 
 
 def run_seconds(cfg, baseline_step_seconds: float, cost: float | None = None) -> tuple[float, int] | None:
-    """(seconds, train steps) of the run ``cfg`` describes, given a baseline step's seconds at
+    """(seconds, train steps) of the run ``cfg`` describes (the run's whole config: the estimate reads
+    its task, paths.clue_dir, trainer and method), given a baseline step's seconds at
     batch trainer.batch_size and length task.max_length and the method's step in baseline steps
     (default: METHOD_COST); None if the task's size is unknown. Each epoch adds a forward pass
     over dev (a third of a train step per batch of tokens)."""
-    train, dev = count_examples(cfg, "train"), count_examples(cfg, "dev") or 0
+    train = count_examples(cfg.task, cfg.paths.clue_dir, "train")
+    dev = count_examples(cfg.task, cfg.paths.clue_dir, "dev") or 0
     if train is None:
         return None
     epochs, batch = int(cfg.trainer.epochs), int(cfg.trainer.batch_size)

@@ -1,17 +1,9 @@
-"""Our side of ``hydra/launcher=slurm`` (hydra-submitit-launcher): in the process that submits,
-and in each job.
-
-While a sweep waits for its jobs, submitit asks ``sacct`` for their states every few seconds to a
-minute. On a cluster without job accounting (``AccountingStorageType=accounting_storage/none``, no
-slurmdbd) every call fails and submitit logs "Bypassing sacct error ..., status may be inaccurate"
-each time. Nothing is wrong: submitit knows that a job has ended from the result file the job
-writes, so the sweep still collects every run. :func:`fold_sacct_errors` keeps the first of these
-lines, with that explanation, and drops the repeats.
-
-In each job, :func:`exit_at_once_when_requeued` makes the requeue on a time limit end the job's
-process cleanly.
-
-Nothing here imports TensorFlow; submitit only inside a submitit job.
+"""Our side of ``hydra/launcher=slurm`` (hydra-submitit-launcher), in the submitting process and
+in each job: :func:`fold_sacct_errors` keeps the first of submitit's "Bypassing sacct error" lines
+(harmless on a cluster without job accounting: submitit learns a job ended from its result file)
+and drops the repeats; :func:`exit_at_once_when_requeued` makes a time-limit requeue end the job's
+process cleanly. Why each: docs/clusters.md. Nothing here imports TensorFlow; submitit only inside
+a submitit job.
 """
 
 from __future__ import annotations
@@ -56,17 +48,10 @@ def fold_sacct_errors() -> None:
 
 def exit_at_once_when_requeued() -> None:
     """In a Slurm job of the sweep: after submitit's time-limit handler has requeued the job, end
-    this process at once instead of raising ``SystemExit`` from the signal handler.
-
-    submitit's handler (``SignalHandler.checkpoint_and_try_requeue``) requeues the job and then
-    calls ``sys.exit(-1)``, so the exception is raised wherever the main thread happens to be. In
-    the middle of TensorFlow's C++ calling back into Python, CPython turned it into
-    ``SystemError: Objects/listobject.c:338: bad argument to internal function``, an ordinary
-    exception: Hydra stored it as the job's result, submitit pickled it, and the waiting sweep failed
-    although Slurm had requeued the run (seen once in tests/test_slurm.py). The run loses nothing by
-    ending hard: its state on disk changes only by atomic renames at the end of each epoch
-    (experiments/train/run_state.py), as when Slurm kills it. Any other outcome of the handler (e.g.
-    "timed-out too many times", which must reach the sweep as an error) passes through unchanged.
+    this process at once instead of raising ``SystemExit`` from the signal handler, wherever the main
+    thread is (inside TensorFlow that once became a SystemError the sweep failed on: docs/clusters.md).
+    Ending hard loses nothing: the run state changes only by atomic renames (train/run_state.py).
+    Any other outcome of the handler (e.g. "timed-out too many times") passes through unchanged.
     """
     if "submitit" not in sys.modules:  # not started by submitit
         return

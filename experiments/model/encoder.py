@@ -44,7 +44,7 @@ SHAPE_KEYS = (
 
 
 def bert_config(model_cfg, vocab_size: int) -> dict:
-    """The encoder's config: the checkpoint's JSON file, or the tiny model's settings."""
+    """The encoder's config: the checkpoint's JSON file, or, from scratch, ``model.shape`` (``shape_config``)."""
     if model_cfg.checkpoint_dir is not None:
         path = config_path(model_cfg)
         try:
@@ -61,16 +61,7 @@ def bert_config(model_cfg, vocab_size: int) -> dict:
                 "the config and vocab come from different checkpoints"
             )
         return config
-    keys = [
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "max_position_embeddings",
-        "hidden_dropout_prob",
-        "attention_probs_dropout_prob",
-    ]
-    return {"vocab_size": vocab_size, "hidden_act": "gelu", "type_vocab_size": 2, **{k: model_cfg[k] for k in keys}}
+    return {**shape_config(model_cfg), "vocab_size": vocab_size}
 
 
 def check_release_config(path: Path, config: dict, name: str) -> None:
@@ -92,19 +83,17 @@ def check_release_config(path: Path, config: dict, name: str) -> None:
 
 
 def shape_config(model_cfg, layers: int | None = None) -> dict:
-    """The encoder config of ``model_cfg``'s shape without its files (``make bench``): the
-    release's numbers from ``model.shape`` (the tiny model: its own keys, vocab 21128),
-    optionally cut to ``layers`` transformer layers."""
-    if model_cfg.get("shape"):
-        config = {
-            "hidden_act": "gelu",
-            "type_vocab_size": 2,
-            "hidden_dropout_prob": 0.1,
-            "attention_probs_dropout_prob": 0.1,
-            **OmegaConf.to_container(model_cfg.shape),
-        }
-    else:
-        config = bert_config(OmegaConf.merge(model_cfg, {"checkpoint_dir": None}), 21128)
+    """The encoder config of ``model_cfg.shape`` without its files (``make bench``; a model built from
+    scratch), BERT's defaults where the shape does not say (vocab 21128, dropout 0.1), optionally cut
+    to ``layers`` transformer layers."""
+    config = {
+        "vocab_size": 21128,
+        "hidden_act": "gelu",
+        "type_vocab_size": 2,
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        **OmegaConf.to_container(model_cfg.shape, resolve=True),
+    }
     if layers:
         config["num_hidden_layers"] = layers
     return config

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -27,10 +27,14 @@ BATCH_SIGNATURE = (
 
 @dataclass
 class Trainer:
+    """Fits ``model`` with ``method``'s gradients and ``optimizer``; the options after ``batch_size``
+    are keyword-only (trainer.* keys of the same names)."""
+
     model: keras.Model
-    method: object
-    optimizer: object
+    method: object  # a train.methods.Method; None for a Trainer that only predicts
+    optimizer: object  # a tf_keras optimizer (optim.make_optimizer); None for predicting
     batch_size: int
+    _: KW_ONLY
     eval_batch_size: int = 128
     jit_compile: bool = False
     progress: bool | None = None  # None: a bar only when writing to a terminal

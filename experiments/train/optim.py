@@ -34,28 +34,26 @@ def make_optimizer(learning_rate: float, precision: str, jit_compile: bool = Fal
 
 
 @contextlib.contextmanager
-def out_of_memory_advice(cfg, group: str = "trainer", length_key: str = "task.max_length"):
+def out_of_memory_advice(settings, max_length: int, group: str = "trainer", length_key: str = "task.max_length"):
     """Within the block, running out of device memory (``tf.errors.ResourceExhaustedError``, from
-    TensorFlow's allocator or from XLA) is a UserError: one line saying which settings to lower
-    (``group``'s batch sizes and precision: trainer.* for a run, pretrain.* for a pretraining)."""
-    from omegaconf import OmegaConf
-
+    TensorFlow's allocator or from XLA) is a UserError: one line saying which settings to lower.
+    ``settings``: the ``group`` config with the batch sizes (and precision), cfg.trainer for a run,
+    cfg.pretrain for a pretraining; ``max_length`` is ``length_key``'s value."""
     try:
         yield
     except tf.errors.ResourceExhaustedError as err:
         lines = (err.message or "").strip().splitlines()
         what = lines[0][:160] if lines else "ResourceExhaustedError"
-        precision = OmegaConf.select(cfg, f"{group}.precision", default="float32")
+        precision = settings.get("precision", "float32")
         cheaper = (
             ""
             if precision != "float32" or group != "trainer"
             else ", or trainer.precision=mixed_bfloat16 (Ampere and newer) / mixed_float16 (older GPUs)"
         )
         now = f" (now trainer.precision={precision})" if group == "trainer" else ""
-        batch, evals = (OmegaConf.select(cfg, f"{group}.{k}") for k in ("batch_size", "eval_batch_size"))
         raise UserError(
-            f"out of memory ({what}): lower {group}.batch_size={batch} (halve it), "
-            f"{length_key}={OmegaConf.select(cfg, length_key)} or {group}.eval_batch_size={evals}"
+            f"out of memory ({what}): lower {group}.batch_size={settings.batch_size} (halve it), "
+            f"{length_key}={max_length} or {group}.eval_batch_size={settings.eval_batch_size}"
             f"{cheaper}{now}; or free the GPU of other processes"
         ) from None
 

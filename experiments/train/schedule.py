@@ -1,19 +1,11 @@
 """The learning rate per step: constant, or BERT's linear warm-up then linear decay to 0.
 
-``trainer.schedule=linear`` with ``trainer.warmup_ratio=w`` follows Google's BERT
-(github.com/google-research/bert, optimization.py ``create_optimizer``; CLUE's TF baselines
-copy that file), with T = epochs x batches per epoch and W = int(w x T) as its
-run_classifier.py counts them::
-
-    rate(step) = peak * step / W            if step < W
-                 peak * (1 - min(step, T) / T)  otherwise   (the decay runs over all T steps)
-
-``step`` is the number of updates made before this one (0 for the first, whose rate is 0
-when W > 0), read from the optimizer's ``iterations``: the rate is a function of the global
-step alone, and ``iterations`` is part of the checkpoint a resumed run restores
-(run_state.py), so a resumed run uses the rates an uninterrupted one would have.
-Note the decay is Google's, not Hugging Face's: at step W the rate drops from about
-``peak`` to ``peak * (1 - W / T)`` instead of starting its decay from ``peak``.
+``trainer.schedule=linear`` follows Google's BERT (github.com/google-research/bert, optimization.py
+``create_optimizer``, which CLUE's TF baselines copy): with T = epochs x batches per epoch and
+W = int(warmup_ratio x T), rate = peak * step / W while step < W, then peak * (1 - min(step, T) / T)
+(Google's decay over all T steps, not Hugging Face's; docs/reliability.md). ``step`` is the
+optimizer's ``iterations``, which a resumed run restores, so it uses the rates an uninterrupted
+one would have.
 """
 
 from __future__ import annotations

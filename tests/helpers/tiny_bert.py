@@ -11,13 +11,15 @@ TINY = OmegaConf.create(
     {
         "name": "tiny",
         "checkpoint_dir": None,
-        "hidden_size": 16,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-        "max_position_embeddings": 32,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
+        "shape": {
+            "hidden_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "max_position_embeddings": 32,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        },
     }
 )
 VOCAB, LABELS = 40, 4
@@ -26,7 +28,7 @@ VOCAB, LABELS = 40, 4
 def tiny_model(vocab=VOCAB, seed=0, dropout=0.0):
     """The tiny BERT; ``dropout`` > 0 gives it Dropout layers (hidden and attention), to tell
     training-mode passes from inference-mode ones."""
-    cfg = OmegaConf.merge(TINY, {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout})
+    cfg = OmegaConf.merge(TINY, {"shape": {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}})
     return head.build_classifier(cfg, encoder.bert_config(cfg, vocab), LABELS, seed=seed)
 
 

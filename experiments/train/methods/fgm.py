@@ -1,58 +1,11 @@
 """FGM on the token-embedding matrix, the blog's variant (kexue.fm/archives/7234).
 
-Per step: g = dL/dE for the whole embedding matrix E; E += eps * g / ||g||_F; take the
-loss and gradients again; E is put back as it was; the update uses the perturbed gradients only.
-
-The gradient of an embedding lookup is sparse (IndexedSlices, one row per position), so
-the perturbation is built on the batch's unique token rows only: no vocab x hidden
-tensor is formed. Summing duplicate rows first makes its norm the Frobenius norm of the
-dense gradient, so delta equals the blog's dense formula.
-
-``accumulate_clean=True`` is the widespread PyTorch recipe instead (loss.backward() before
-the attack, then the adversarial backward adds to the same .grad): the update uses the
-clean plus the perturbed gradients, and the loss returned is the sum it minimises.
-
-Dropout in the attack pass (``attack_dropout``)
------------------------------------------------
-The blog's code takes g with dropout OFF and the update with dropout on. Read from the
-sources it ran on (Keras 2.3.1, tag 2.3.1 = commit f295e8ee of keras-team/keras, on
-TensorFlow 1.x; read, not run: no TF 1.x here):
-
-* The blog's ``adversarial_training`` builds ``embedding_gradients = K.function(inputs=
-  model._feed_inputs + model._feed_targets + model._feed_sample_weights, outputs=[grads])``:
-  the learning phase is not among its inputs.
-* ``keras/engine/training.py``, ``Model._make_train_function``: the train function's inputs
-  are the same three lists ``+ [K.learning_phase()]`` when ``_uses_dynamic_learning_phase()``
-  (the model has Dropout: ``keras/layers/core.py`` ``Dropout.call`` ->
-  ``K.in_train_phase`` marks its output ``_uses_learning_phase``, which
-  ``keras/engine/network.py`` ``Network.uses_learning_phase`` reads off the outputs).
-  The blog's script (bert4keras ``examples/task_iflytek_adversarial_training.py``) trains
-  with ``model.fit_generator``, which calls ``Model.train_on_batch``; that feeds ``ins = x + y +
-  sample_weights + [1]``; ``keras/engine/training_arrays.py`` ``fit_loop`` likewise appends
-  the flag ``1`` to ``fit_inputs`` and keeps it unsliced at the end of every ``ins_batch``.
-  The blog's ``train_function(inputs)`` passes that same list to ``embedding_gradients``.
-* ``keras/backend/tensorflow_backend.py``: ``function`` and ``learning_phase`` delegate to
-  ``tensorflow.python.keras.backend`` (``tf_keras_backend.function``, ``.learning_phase()``).
-  There (TF 1.x ``tensorflow/python/keras/backend.py``), ``learning_phase()`` ->
-  ``symbolic_learning_phase()`` creates ``array_ops.placeholder_with_default(False,
-  shape=(), name='keras_learning_phase')``, and ``GraphExecutionFunction.__call__`` feeds
-  ``for tensor, value in zip(self.inputs, inputs)``: ``zip`` stops at the shorter list, so the
-  trailing ``1`` is dropped, the placeholder is not fed and takes its default, False (test).
-  Keras 2.2.4's own ``Function._call`` / ``learning_phase`` do the same (same ``zip``,
-  ``tf.placeholder_with_default(False, ...)``); today's tf_keras keeps both
-  (``tf_keras/src/backend.py``: ``_default_learning_phase``, ``GraphExecutionFunction.__call__``).
-* The gradient graph ``K.gradients(model.total_loss, [embeddings])`` goes through every
-  ``Dropout`` layer's ``K.switch`` on that placeholder, so the attack direction is the
-  inference-mode gradient; the old train function, fed the ``1``, then computes the update
-  on the perturbed embeddings with dropout on.
-
-``attack_dropout=False`` (the default) does the same here: g from ``model(..., training=
-False)``, the update's pass with ``training=True``. ``attack_dropout=True`` is the PyTorch
-recipe (``model.train()`` throughout: g with dropout on), which this class did before.
-With ``accumulate_clean=True`` the attack gradient comes from the clean pass, which is also
-the update's and so runs with dropout on: ``attack_dropout`` must then be true (configs/
-method/fgm.yaml makes it follow ``accumulate_clean`` unless set). Either way a step costs
-two forward/backward passes.
+Per step: g = dL/dE for the whole embedding matrix E; E += eps * g / ||g||_F; the loss and
+gradients again; E put back; the update uses the perturbed gradients only (``accumulate_clean=True``:
+the clean plus the perturbed ones, the PyTorch recipe). Only the batch's unique token rows are
+touched, duplicates summed first, so delta equals the blog's dense formula without a vocab x hidden
+tensor. ``attack_dropout=False`` takes g in inference mode, as the blog's Keras code did (the
+Keras 2.3.1 / TF 1.x sources that decide it: docs/methods.md, "FGM's attack pass in the blog's code").
 """
 
 import tensorflow as tf

@@ -1,29 +1,13 @@
-"""FreeLB (Zhu et al., ICLR 2020, "FreeLB: Enhanced Adversarial Training for Natural
-Language Understanding"), as in the official code (github.com/zhuchen03/FreeLB,
-huggingface-transformers/examples/run_glue_freelb.py), l2 norm.
+"""FreeLB (Zhu et al., ICLR 2020) as in the official code (github.com/zhuchen03/FreeLB,
+run_glue_freelb.py), l2 norm: a per-example delta on the looked-up token embeddings, K ascent
+steps, the update the mean of the K steps' gradients.
 
-The perturbation delta (batch x seq x hidden) is added to the looked-up token embeddings,
-the output of 'Embedding-Token' before the segment/position embeddings and the LayerNorm,
-as the official code adds it to ``word_embeddings(input_ids)``. Per training step:
-  delta_0 = 0, or if adv_init_mag > 0: U(-1, 1) on real tokens times
-            adv_init_mag / sqrt(real tokens * hidden), per example;
-  for t = 1..K: loss_t and all gradients at lookup + delta_{t-1}; g += grad_t / K;
-      if t < K: d = dL/ddelta on real tokens, delta_t = delta_{t-1} + adv_lr * d / ||d||
-                (norm per example), then if adv_max_norm > 0 each example's delta is scaled
-                back to norm adv_max_norm when it is longer (0: unbounded, no projection);
-  the update uses g, the average of the K steps' gradients (the embedding matrix included,
-  through the lookup); the loss reported is the mean of the K losses. K passes in all.
-
-The hook, the per-example norm, the mask, the ascent step and the projection are
-``experiments.train.perturb``'s, shared with the accuracy-under-attack PGD (``train/attack.py``).
-
-Defaults (configs/method/freelb.yaml): the paper tunes these per task and gives no single
-default; the official code's argparse defaults (adv_lr 0, K 1, init 0) are a no-op. The
-official launch scripts use K = 2-3, adv_lr 0.04-0.2 (mostly 0.1), adv_init_mag 0.08-1 and
-adv_max_norm 0 or 0.2-0.7; we take K=3, adv_lr=0.1, adv_init_mag=0.1, adv_max_norm=0.
-
-Not reproduced: the official code patches the model to reuse the same dropout masks in the
-K passes; here each pass draws its own, as in the FGM/PGD recipes. No linf variant.
+Per step: delta_0 = 0, or with adv_init_mag > 0 uniform noise on real tokens scaled to
+adv_init_mag / sqrt(real tokens * hidden) per example; for t = 1..K the loss and all gradients at
+lookup + delta_{t-1} (g += grad_t / K), and for t < K delta_t = delta_{t-1} + adv_lr * d / ||d||
+per example, projected back to adv_max_norm when > 0. The loss reported is the mean of the K
+losses. The hook, norms, mask, ascent and projection are ``experiments.train.perturb``'s. The
+defaults and what is not reproduced (shared dropout masks, linf): docs/methods.md, FreeLB.
 """
 
 import tensorflow as tf
