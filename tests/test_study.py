@@ -133,3 +133,56 @@ def test_a_folder_without_records_is_one_line(tmp_path):
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'runs'}: no complete run records; run the study's sweep first (make evidence)"
     ]
+
+
+def attacked(record, acc, success, transfer=None):
+    """``record`` with a text attack (accuracies in %) and, given a transfer accuracy, its transfer scoring."""
+    text = {
+        "sources": ["homophone", "visual", "traditional"],
+        "budget": 0.1,
+        "max_queries": 500,
+        "max_samples": 2000,
+        "random_baseline": True,
+        "seed": 0,
+        "clean_acc": 0.5,
+        "acc": acc / 100,
+        "success_rate": success / 100,
+        "random": {"acc": 0.44},
+        "changed_share_mean": 0.065,
+        "queries_mean": 28.5,
+    }
+    extra = {"text_attack_transfer": {"base": {"acc": transfer / 100, "transfer_rate": 0.5}}} if transfer else {}
+    return {**record, "text_attack": text, **extra}
+
+
+def test_the_text_attack_analysis_tests_the_primary_pair_with_holm_and_describes_the_rest(tmp_path):
+    from experiments.commands import study
+
+    base = [12.0, 13.0, 11.0, 12.0, 12.0]
+    gp_d = [1.0, -1.0, 1.0, -1.0, 0.0]  # mean 0
+    (tmp_path / "runs").mkdir()
+    runs = []
+    for s in range(5):
+        runs += [
+            attacked(rec("baseline", s, 0.5), base[s], 75.0),
+            attacked(rec("fgm", s, 0.5, 0.03), base[s] + 2, 71.0, transfer=30.0 + s),  # +2 on every seed
+            attacked(rec("gp", s, 0.5, 0.1), base[s] + gp_d[s], 75.0, transfer=30.0),
+            attacked(rec("baseline", s, 0.49, pretrained=None), 14.0, 70.0, transfer=20.0),
+            rec("fgm", s + 10, 0.5, 0.03),  # not attacked: left out
+        ]
+    for i, r in enumerate(runs):
+        (tmp_path / "runs" / f"{i:02d}.json").write_text(json.dumps(r))
+    text = study.write("text-attack", tmp_path).read_text()
+    lines = text.splitlines()
+    fgm = next(line for line in lines if line.startswith("| fgm − baseline | 5 |"))
+    assert fgm.startswith("| fgm − baseline | 5 | +2.00 | [+2.00, +2.00] |") and fgm.endswith("| helps |")
+    assert float(fgm.split("|")[5]) < 1e-9 and float(fgm.split("|")[6]) < 1e-9  # p, then Holm's 2 x p
+    gp = next(line for line in lines if line.startswith("| gp − baseline | 5 |"))
+    assert gp.startswith("| gp − baseline | 5 | +0.00 |") and gp.endswith("| 1 | 1 | no detectable difference |")
+    assert "from the 20 complete, text-attacked run records" in text
+    assert "| fgm − baseline | success rate | 5 | -4.00 | [-4.00, -4.00] |" in text
+    assert "| baseline: pretrained − random init | under the text attack | 5 | -2.00 |" in text
+    # transfer: FGM's 30..34 (mean 32) against the baseline's 12.00 on its own texts: +20.00 on average
+    assert "| fgm, pretrained | 5 | 32.00 | [" in text and "| 50.00 | [50.00, 50.00] | +20.00 [" in text
+    assert "| baseline, random init | 5 | 20.00 | [20.00, 20.00] | 50.00 |" in text
+    assert "sources [homophone, visual, traditional], budget 0.1, max_queries 500" in text
