@@ -186,3 +186,32 @@ def test_the_text_attack_analysis_tests_the_primary_pair_with_holm_and_describes
     assert "| fgm, pretrained | 5 | 32.00 | [" in text and "| 50.00 | [50.00, 50.00] | +20.00 [" in text
     assert "| baseline, random init | 5 | 20.00 | [20.00, 20.00] | 50.00 |" in text
     assert "sources [homophone, visual, traditional], budget 0.1, max_queries 500" in text
+
+
+def test_the_reading_sample_draws_from_the_successes_pooled_in_seed_and_index_order():
+    import random
+
+    texts = {
+        s: [{"index": i, "status": "success" if (i + s) % 3 else "failed"} for i in reversed(range(40))]
+        for s in (2, 0, 1)
+    }
+    pool = [(s, i) for s in (0, 1, 2) for i in range(40) if (i + s) % 3]  # written out independently
+    drawn = preregistered.reading_sample(texts, k=50, seed=28)
+    assert [(r["seed"], r["index"]) for r in drawn] == random.Random(28).sample(pool, 50)
+    with pytest.raises(preregistered.UserError, match="80 successful attacks to draw 81"):
+        preregistered.reading_sample(texts, k=81)
+
+
+def test_the_reading_table_counts_the_judgements():
+    row = {"seed": 1, "index": 7, "text": "火箭", "adversarial_text": "火舰", "label": "103", "prediction": "116"}
+    row["substitutions"] = [{"from": "箭", "to": "舰", "source": "homophone"}]
+    other = {**row, "index": 8}
+    text = preregistered.reading_markdown(
+        [row, other], {"103": "news_sports"}, {"1:7": {"same": True, "note": "a typo a reader slides past"}}
+    )
+    assert "**1 of 1 judged the same headline with the same label.**" in text
+    assert (
+        "| 1 | 1 | 7 | 火箭 | 火舰 | 箭→舰 (homophone) | news_sports | 116 | same: a typo a reader slides past |"
+        in text
+    )
+    assert text.rstrip().endswith("| 116 | not read yet |")

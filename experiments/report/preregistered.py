@@ -21,6 +21,8 @@ TensorFlow.
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -478,3 +480,66 @@ def text_attack_markdown(everyone) -> str:
     if settings:
         lines += ["", "Attack settings of these records: " + "; ".join(settings) + "."]
     return "\n".join(lines) + "\n"
+
+
+READING_SEED, READING_SIZE = 28, 50  # PLAN.md's addendum: random.Random(28).sample(pool, 50)
+
+
+def reading_sample(texts: dict[int, list[dict]], k: int = READING_SIZE, seed: int = READING_SEED) -> list[dict]:
+    """The adversarial texts to read: ``k`` drawn with ``random.Random(seed)`` from the successful attacks of
+    ``texts`` ({seed: the rows of its ``.text_attack.jsonl``}), pooled in (seed, dev index) order; each row
+    gains its ``seed``."""
+    pool = [
+        {"seed": s, **r}
+        for s in sorted(texts)
+        for r in sorted(texts[s], key=lambda r: r["index"])
+        if r["status"] == "success"
+    ]
+    if len(pool) < k:
+        raise UserError(f"{len(pool)} successful attacks to draw {k} texts from; attack more runs first")
+    return random.Random(seed).sample(pool, k)
+
+
+def reading_markdown(sample: list[dict], label_names: dict[str, str], judgements: dict[str, dict]) -> str:
+    """examples.md: the sample with each one's edits and predictions, and the reader's judgement of it
+    (``judgements``: {"<seed>:<dev index>": {"same": bool, "note": str}}, written by hand)."""
+    rows, same = [], 0
+    for i, r in enumerate(sample, 1):
+        j = judgements.get(f"{r['seed']}:{r['index']}")
+        same += bool(j and j["same"])
+        edits = ", ".join(f"{e['from']}→{e['to']} ({e['source']})" for e in r["substitutions"])
+        rows.append(
+            [
+                i,
+                r["seed"],
+                r["index"],
+                r["text"],
+                r["adversarial_text"],
+                edits,
+                label_names.get(r["label"], r["label"]),
+                label_names.get(r["prediction"], r["prediction"]),
+                MISSING_JUDGEMENT if j is None else ("same" if j["same"] else "changed") + f": {j['note']}",
+            ]
+        )
+    judged = sum(f"{r['seed']}:{r['index']}" in judgements for r in sample)
+    lines = [
+        f"# {len(sample)} adversarial texts made against the pretrained baseline, read",
+        "",
+        "Drawn by `python -m experiments.commands.study sample` (PLAN.md's addendum: "
+        f"`random.Random({READING_SEED}).sample(pool, {READING_SIZE})`, the pool the successful attacks of the "
+        "pretrained baseline's seeds in (seed, dev index) order). The judgement: would a Chinese reader still "
+        "take the edited text for the same headline with the same label? (judgements.json, by hand)",
+        "",
+        f"**{same} of {judged} judged the same headline with the same label.**",
+        "",
+        md_table(
+            pd.DataFrame(
+                rows,
+                columns=["#", "seed", "dev index", "text", "edited", "edits", "label", "predicted", "judgement"],
+            )
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+MISSING_JUDGEMENT = "not read yet"
