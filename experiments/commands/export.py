@@ -14,15 +14,16 @@ head is written. The last line printed is the folder.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from experiments import config as _config  # noqa: F401  (registers the project_root resolver)
 from experiments import records
-from experiments.errors import UserError, reported
+from experiments.commands import cli
+from experiments.errors import UserError
 
 
 def export_run(run: str | Path, out: str | Path | None = None) -> Path:
@@ -140,17 +141,19 @@ def pretrained_card(record: dict, model_dir: Path, arch: str) -> str:
     )
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
+def main(argv=None) -> int:
+    p = cli.parser("experiments.commands.export", __doc__)
+    source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a run record (results/runs/*.json) or a run's Hydra folder")
     source.add_argument("--model-dir", help="a folder made by make pretrain")
-    parser.add_argument("--out", default=None, help="the HF folder to write")
-    args = parser.parse_args(argv)
-    with reported():
+    p.add_argument("--out", default=None, help="the HF folder to write")
+
+    def export(args) -> None:
         folder = export_run(args.run, args.out) if args.run else export_pretrained(args.model_dir, args.out)
         print(folder, flush=True)
 
+    return cli.main(p, export, argv)
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
