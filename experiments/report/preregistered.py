@@ -195,6 +195,46 @@ def tuning_markdown(runs) -> str:
     return "\n".join(lines) + "\n"
 
 
+def primary_section(arms: dict, model: str, column: str, title: str) -> list[str]:
+    """The primary tests on ``column``: each of ``PRIMARY`` against the pretrained baseline, paired by seed,
+    with Holm's correction over them (its heading and table; the caller's lines follow)."""
+    base = arms[("baseline", model)]
+    primary = [
+        (m, paired(by_seed(arms[(m, model)], column), by_seed(base, column))) for m in PRIMARY if (m, model) in arms
+    ]
+    adjusted = holm([t["p"] for _, t in primary]) if primary else []
+    rows = [
+        [
+            f"{m} − baseline",
+            t["n"],
+            number(t["mean"], True),
+            interval(*t["ci95"]),
+            interval(*t["ci975"]),
+            f"{t['p']:.3g}",
+            f"{p_adj:.3g}",
+            verdict(t["mean"], p_adj),
+        ]
+        for (m, t), p_adj in zip(primary, adjusted)
+    ]
+    columns = [
+        "comparison",
+        "n",
+        "mean Δ",
+        "95 % interval",
+        "97.5 % interval (Bonferroni)",
+        "p (paired t, two-sided)",
+        "Holm-adjusted p",
+        "verdict at α = 0.05",
+    ]
+    return [
+        "",
+        f"## Primary: {title}, each method against the baseline (Holm over {len(primary)})",
+        "",
+        md_table(pd.DataFrame(rows, columns=columns)),
+        "",
+    ]
+
+
 def main_markdown(everyone) -> str:
     """analysis.md of the complete and diverged runs (records or their ``frame``)."""
     everyone = frame(everyone)
@@ -241,41 +281,8 @@ def main_markdown(everyone) -> str:
         ),
     ]
 
-    primary = [(m, paired(by_seed(arms[(m, model)]), by_seed(base))) for m in PRIMARY if (m, model) in arms]
-    adjusted = holm([t["p"] for _, t in primary]) if primary else []
-    rows = [
-        [
-            f"{m} − baseline",
-            t["n"],
-            number(t["mean"], True),
-            interval(*t["ci95"]),
-            interval(*t["ci975"]),
-            f"{t['p']:.3g}",
-            f"{p_adj:.3g}",
-            verdict(t["mean"], p_adj),
-        ]
-        for (m, t), p_adj in zip(primary, adjusted)
-    ]
+    lines += primary_section(arms, model, "best_dev_acc", "clean best dev accuracy")
     lines += [
-        "",
-        f"## Primary: clean best dev accuracy, each method against the baseline (Holm over {len(primary)})",
-        "",
-        md_table(
-            pd.DataFrame(
-                rows,
-                columns=[
-                    "comparison",
-                    "n",
-                    "mean Δ",
-                    "95 % interval",
-                    "97.5 % interval (Bonferroni)",
-                    "p (paired t, two-sided)",
-                    "Holm-adjusted p",
-                    "verdict at α = 0.05",
-                ],
-            )
-        ),
-        "",
         'A method "helps" only if its Holm-adjusted test rejects and its mean difference is positive '
         "(PLAN.md); otherwise the finding is no detectable difference (or a detectable harm).",
     ]
@@ -375,43 +382,8 @@ def text_attack_markdown(everyone) -> str:
         + ".",
     ]
 
-    primary = [
-        (m, paired(by_seed(arms[(m, model)], "text_acc"), by_seed(base, "text_acc")))
-        for m in PRIMARY
-        if (m, model) in arms
-    ]
-    adjusted = holm([t["p"] for _, t in primary]) if primary else []
-    rows = [
-        [
-            f"{m} − baseline",
-            t["n"],
-            number(t["mean"], True),
-            interval(*t["ci95"]),
-            f"{t['p']:.3g}",
-            f"{p_adj:.3g}",
-            verdict(t["mean"], p_adj),
-        ]
-        for (m, t), p_adj in zip(primary, adjusted)
-    ]
+    lines += primary_section(arms, model, "text_acc", "accuracy under the text attack")
     lines += [
-        "",
-        f"## Primary: accuracy under the text attack, each method against the baseline (Holm over {len(primary)})",
-        "",
-        md_table(
-            pd.DataFrame(
-                rows,
-                columns=[
-                    "comparison",
-                    "n",
-                    "mean Δ",
-                    "95 % interval",
-                    "p (paired t, two-sided)",
-                    "Holm-adjusted p",
-                    "verdict at α = 0.05",
-                ],
-            )
-        ),
-        "",
         'A method "resists the text attack better" only if its Holm-adjusted test rejects with a positive mean '
         "difference (PLAN.md's addendum); otherwise no detectable difference (or a detectable harm).",
     ]
