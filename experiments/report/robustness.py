@@ -220,13 +220,13 @@ def radii(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "model", "epsilon", "radius", "embedding_norm"])
 
 
-def curve_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """Per group and eps (0: the clean accuracy of the attacked examples): n, mean and 95 % t-interval over
-    its complete attacked runs."""
+def group_intervals(runs: pd.DataFrame, summary: pd.DataFrame, measures: list[tuple], column: str) -> pd.DataFrame:
+    """Per group and measure (``measures``: (the run's key, its value in ``column``)): n, mean and 95 %
+    t-interval over the group's complete runs that have it."""
     rows = []
     for s in summary.itertuples():
         group = runs[(runs.settings_id == s.settings_id) & (runs.status != DIVERGED)]
-        for key, eps in [(CLEAN, 0.0)] + [(e, float(e)) for e in epsilons(runs)] if epsilons(runs) else []:
+        for key, value in measures:
             acc = values(group, key).dropna()
             if not len(acc):
                 continue
@@ -238,26 +238,50 @@ def curve_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
                     "method": s.method,
                     "label": s.label,
                     "settings_id": s.settings_id,
-                    "epsilon": eps,
+                    column: value,
                     "n": len(acc),
                     "mean": acc.mean(),
                     "ci_low": lo,
                     "ci_high": hi,
                 }
             )
-    return pd.DataFrame(
-        rows, columns=["task", "model", "method", "label", "settings_id", "epsilon", "n", "mean", "ci_low", "ci_high"]
-    )
+    columns = ["task", "model", "method", "label", "settings_id", column, "n", "mean", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def curve_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per group and eps (0: the clean accuracy of the attacked examples): n, mean and 95 % t-interval over
+    its complete attacked runs."""
+    eps = epsilons(runs)
+    return group_intervals(runs, summary, [(CLEAN, 0.0)] + [(e, float(e)) for e in eps] if eps else [], "epsilon")
+
+
+def panels(data: pd.DataFrame):
+    """A figure of one panel per (task, model) of ``data``: (pyplot, figure, [(axis, task, model, rows)], whether
+    several models are drawn)."""
+    from experiments.report.plots import pyplot
+
+    plt = pyplot()
+    groups = list(data.groupby(["task", "model"], sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.5), squeeze=False)
+    return fig, [(ax, task, model, p) for ax, ((task, model), p) in zip(axes[0], groups)], data.model.nunique() > 1
+
+
+def finish(fig, ax, path: Path) -> None:
+    """Every panel's shared end: percent axis, legend; the first panel's label; saved to ``path``."""
+    from experiments.report.plots import clip_to_percent, save
+
+    for a in fig.axes:
+        clip_to_percent(a)
+        a.legend(fontsize=7)
+    ax.set_ylabel("dev accuracy (%)")
+    fig.tight_layout()
+    save(fig, path)
 
 
 def plot(data: pd.DataFrame, path: Path) -> None:
-    from experiments.report.plots import clip_to_percent, pyplot, save
-
-    plt = pyplot()
-    panels = list(data.groupby(["task", "model"], sort=False))
-    several = data.model.nunique() > 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
-    for ax, ((task, model), p) in zip(axes[0], panels):
+    fig, drawn, several = panels(data)
+    for ax, task, model, p in drawn:
         for i, (_, g) in enumerate(p.groupby("settings_id", sort=False)):
             color = f"C{i % 10}"
             ax.plot(g.epsilon, g["mean"], "o-", color=color, ms=4, label=column_name(g.iloc[0], several))
@@ -266,11 +290,7 @@ def plot(data: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("eps (relative; 0: clean)")
         ax.set_xticks(sorted(p.epsilon.unique()), [f"{v:g}" for v in sorted(p.epsilon.unique())])
         ax.grid(alpha=0.3)
-        clip_to_percent(ax)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("dev accuracy (%)")
-    fig.tight_layout()
-    save(fig, path)
+    finish(fig, drawn[0][0], path)
 
 
 def text_settings(runs: pd.DataFrame) -> list[dict]:
@@ -344,42 +364,13 @@ TEXT_BARS = {
 
 def text_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Per group and ``TEXT_BARS`` key: n, mean and 95 % t-interval over its complete attacked runs."""
-    rows = []
-    for s in summary.itertuples():
-        group = runs[(runs.settings_id == s.settings_id) & (runs.status != DIVERGED)]
-        for key in TEXT_BARS:
-            acc = values(group, key).dropna()
-            if not len(acc):
-                continue
-            lo, hi = ci95(acc)
-            rows.append(
-                {
-                    "task": s.task,
-                    "model": s.model,
-                    "method": s.method,
-                    "label": s.label,
-                    "settings_id": s.settings_id,
-                    "measure": key,
-                    "n": len(acc),
-                    "mean": acc.mean(),
-                    "ci_low": lo,
-                    "ci_high": hi,
-                }
-            )
-    return pd.DataFrame(
-        rows, columns=["task", "model", "method", "label", "settings_id", "measure", "n", "mean", "ci_low", "ci_high"]
-    )
+    return group_intervals(runs, summary, [(key, key) for key in TEXT_BARS], "measure")
 
 
 def plot_text(data: pd.DataFrame, path: Path) -> None:
     """Bars per group: clean, under the text attack, under random substitutions, transfer; 95 % intervals."""
-    from experiments.report.plots import clip_to_percent, pyplot, save
-
-    plt = pyplot()
-    panels = list(data.groupby(["task", "model"], sort=False))
-    several = data.model.nunique() > 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
-    for ax, ((task, model), p) in zip(axes[0], panels):
+    fig, drawn, several = panels(data)
+    for ax, task, model, p in drawn:
         groups = list(dict.fromkeys(p.settings_id))
         measures = [m for m in TEXT_BARS if m in set(p.measure)]
         width = 0.8 / len(measures)
@@ -396,11 +387,7 @@ def plot_text(data: pd.DataFrame, path: Path) -> None:
             f"{task.upper()} ({model}): dev accuracy under the text attack, mean and 95% interval", fontsize=10
         )
         ax.grid(alpha=0.3, axis="y")
-        clip_to_percent(ax)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("dev accuracy (%)")
-    fig.tight_layout()
-    save(fig, path)
+    finish(fig, drawn[0][0], path)
 
 
 def write(results_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, rounded: int):
