@@ -175,12 +175,7 @@ def markdown(
         "White-box PGD on the looked-up token embeddings, l2 ball per example of absolute radius "
         "eps × mean token-embedding norm × √(perturbed tokens) (docs/attack.md); an example counts when the "
         "model is right at every point the attack visited. Dev accuracy in % of the attacked examples; "
-        f'"clean" is their accuracy without attack. Attack settings: {described}.'
-        + (
-            "\n**The records were attacked with different settings; their numbers are averaged together here.**"
-            if len(settings) > 1
-            else ""
-        ),
+        f'"clean" is their accuracy without attack. Attack settings: {described}.' + mixed(settings),
     ]
     table = summary.assign(row=[column_name(r, several) for r in summary.itertuples()])
     for task, t in table.groupby("task", sort=False):
@@ -201,6 +196,13 @@ def markdown(
             f"mean token-embedding norm: {norms}.\n\n" + md_table(pd.DataFrame(rows))
         )
     return "\n\n".join(parts)
+
+
+def mixed(settings: list) -> str:
+    """The warning a section carries when its records were attacked with more than one setting."""
+    if len(settings) < 2:
+        return ""
+    return "\n**The records were attacked with different settings; their numbers are averaged together here.**"
 
 
 def radii(runs: pd.DataFrame) -> pd.DataFrame:
@@ -316,14 +318,7 @@ def text_markdown(runs: pd.DataFrame, summary: pd.DataFrame, robust: pd.DataFram
         "examples, at most `budget` of the characters each model sees; only the correctly classified are "
         "attacked (docs/attack.md). Accuracy under attack, random substitutions and transfer are in % of all "
         'N; the success rate of the attacked; "transfer": accuracy on the texts made against another run '
-        "(`make attack ... eval.text_attack.from=<record>`). Settings: "
-        + described
-        + "."
-        + (
-            "\n**The records were attacked with different settings; their numbers are averaged together here.**"
-            if len(settings) > 1
-            else ""
-        ),
+        "(`make attack ... eval.text_attack.from=<record>`). Settings: " + described + "." + mixed(settings),
     ]
     table = summary.assign(row=[column_name(r, several) for r in summary.itertuples()])
     for task, t in table.groupby("task", sort=False):
