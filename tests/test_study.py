@@ -204,14 +204,13 @@ def test_the_reading_sample_draws_from_the_successes_pooled_in_seed_and_index_or
 
 def test_the_reading_table_counts_the_judgements():
     row = {"seed": 1, "index": 7, "text": "火箭", "adversarial_text": "火舰", "label": "103", "prediction": "116"}
+    row["positions"] = [1]
     row["substitutions"] = [{"from": "箭", "to": "舰", "source": "homophone"}]
     other = {**row, "index": 8}
-    text = preregistered.reading_markdown(
-        [row, other], {"103": "news_sports"}, {"1:7": {"same": True, "note": "a typo a reader slides past"}}
-    )
+    judged = {"1:7": {"same": True, "note": "a typo a reader slides past"}}
+    text = preregistered.reading_markdown([row, other], {"103": "news_sports"}, judged, texts=True)
     assert "**1 of 1 judged the same headline with the same label.**" in text
-    assert (
-        "| 1 | 1 | 7 | 火箭 | 火舰 | 箭→舰 (homophone) | news_sports | 116 | same: a typo a reader slides past |"
-        in text
-    )
-    assert text.rstrip().endswith("| 116 | not read yet |")
+    expected = "| 1 | 1 | 7 | 火箭 | 火舰 | 箭→舰 (homophone) | news_sports | 116 | same: a typo a reader slides past |"
+    assert expected in text and text.rstrip().endswith("| 116 | not read yet |")
+    committed = preregistered.reading_markdown([row, other], {"103": "news_sports"}, judged)  # no CLUE text
+    assert "火箭" not in committed and "| 1 | 1 | 7 | 1 | 箭→舰 (homophone) | news_sports | 116 | same:" in committed

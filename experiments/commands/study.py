@@ -3,7 +3,7 @@ with Holm's correction (analysis.md, clean or, for the text-attack addendum, und
 from the records of a folder.
 
     python -m experiments.commands.study tuning|main|text-attack <folder>
-    python -m experiments.commands.study sample <folder> --texts <runs folder> [--labels <labels.json>]
+    python -m experiments.commands.study sample <folder> --texts <runs folder> [--labels <labels.json>] [--with-texts]
 
 sample: the addendum's 50 adversarial texts to read (examples.md, with judgements.json's verdicts), drawn
 from the ``.text_attack.jsonl`` beside the pretrained baseline's records (``--texts``: where they are,
@@ -47,8 +47,9 @@ def write(step: str, folder: Path) -> Path:
     return out
 
 
-def sample(folder: Path, texts: Path, labels: Path | None = None) -> Path:
-    """``folder``/examples.md: the texts to read, from the pretrained baseline's JSONLs in ``texts``."""
+def sample(folder: Path, texts: Path, labels: Path | None = None, with_texts: bool = False) -> Path:
+    """``folder``/examples.md: the texts to read, from the pretrained baseline's JSONLs in ``texts`` (their
+    edits, labels and judgements; ``with_texts``: also the titles, to the git-ignored examples-with-texts.md)."""
     everyone = records.load_records(folder, records.DONE)
     baselines = [
         r for r in everyone if r["method"] == "baseline" and r.get("settings", {}).get("model", {}).get("pretrained")
@@ -69,8 +70,8 @@ def sample(folder: Path, texts: Path, labels: Path | None = None) -> Path:
             names[entry["label"]] = entry["label_desc"]
     judged = folder / "judgements.json"
     judgements = json.loads(judged.read_text(encoding="utf-8")) if judged.is_file() else {}
-    out = folder / "examples.md"
-    records.write_text_atomic(out, reading_markdown(reading_sample(rows), names, judgements))
+    out = folder / ("examples-with-texts.md" if with_texts else "examples.md")
+    records.write_text_atomic(out, reading_markdown(reading_sample(rows), names, judgements, with_texts))
     return out
 
 
@@ -85,10 +86,15 @@ def main(argv=None) -> int:
     p.add_argument("folder", type=Path, help="the folder whose runs/ holds the step's records")
     p.add_argument("--texts", type=Path, help="sample: the folder of the .text_attack.jsonl files (default: runs/)")
     p.add_argument("--labels", type=Path, help="sample: the task's labels.json, for the labels' names")
+    p.add_argument(
+        "--with-texts",
+        action="store_true",
+        help="sample: write the titles too, to examples-with-texts.md (git-ignored: the CLUE data is not committed)",
+    )
 
     def step(args) -> None:
         if args.step == "sample":
-            print(sample(args.folder, args.texts or args.folder / "runs", args.labels))
+            print(sample(args.folder, args.texts or args.folder / "runs", args.labels, args.with_texts))
         else:
             print(write(args.step, args.folder))
 

@@ -472,9 +472,12 @@ def reading_sample(texts: dict[int, list[dict]], k: int = READING_SIZE, seed: in
     return random.Random(seed).sample(pool, k)
 
 
-def reading_markdown(sample: list[dict], label_names: dict[str, str], judgements: dict[str, dict]) -> str:
+def reading_markdown(
+    sample: list[dict], label_names: dict[str, str], judgements: dict[str, dict], texts: bool = False
+) -> str:
     """examples.md: the sample with each one's edits and predictions, and the reader's judgement of it
-    (``judgements``: {"<seed>:<dev index>": {"same": bool, "note": str}}, written by hand)."""
+    (``judgements``: {"<seed>:<dev index>": {"same": bool, "note": str}}, written by hand). The titles
+    themselves (the dev text and its edited form) only with ``texts``: the CLUE data is not committed."""
     rows, same = [], 0
     for i, r in enumerate(sample, 1):
         j = judgements.get(f"{r['seed']}:{r['index']}")
@@ -485,8 +488,7 @@ def reading_markdown(sample: list[dict], label_names: dict[str, str], judgements
                 i,
                 r["seed"],
                 r["index"],
-                r["text"],
-                r["adversarial_text"],
+                *([r["text"], r["adversarial_text"]] if texts else [", ".join(map(str, r["positions"]))]),
                 edits,
                 label_names.get(r["label"], r["label"]),
                 label_names.get(r["prediction"], r["prediction"]),
@@ -504,10 +506,30 @@ def reading_markdown(sample: list[dict], label_names: dict[str, str], judgements
         "",
         f"**{same} of {judged} judged the same headline with the same label.**",
         "",
+        *(
+            []
+            if texts
+            else [
+                "The titles are TNEWS's (CLUE), which this repository does not hold: with the dev file at hand, "
+                "`python -m experiments.commands.study sample <this folder> --texts <runs> --with-texts` writes "
+                "`examples-with-texts.md` (git-ignored) with each original and edited title. Positions count the "
+                "characters of the title from 0.",
+                "",
+            ]
+        ),
         md_table(
             pd.DataFrame(
                 rows,
-                columns=["#", "seed", "dev index", "text", "edited", "edits", "label", "predicted", "judgement"],
+                columns=[
+                    "#",
+                    "seed",
+                    "dev index",
+                    *(["text", "edited"] if texts else ["positions"]),
+                    "edits",
+                    "label",
+                    "predicted",
+                    "judgement",
+                ],
             )
         ),
     ]
