@@ -15,7 +15,7 @@ from tests.test_evidence import STUDY, TABLE_FILES
 @pytest.mark.slow
 def test_the_committed_study_starts_no_run_and_rebuilds_its_tables(tmp_path, monkeypatch, capsys):
     study = tmp_path / "study"
-    for sub in ("runs", "tuning/runs"):
+    for sub in ("runs", "tuning/runs", "text-attack/runs"):
         shutil.copytree(STUDY / sub, study / sub)
     shutil.copy(STUDY / "pretrain_record.json", study)
     model = tmp_path / "models" / "pretrained" / "tnews-tiny-mlm"  # the study's model folder, its record only
@@ -35,7 +35,11 @@ def test_the_committed_study_starts_no_run_and_rebuilds_its_tables(tmp_path, mon
     assert sorted(p.name for p in (tmp_path / "results" / "main" / "runs").iterdir()) == sorted(
         p.name for p in (STUDY / "runs").iterdir()
     )  # the committed records, counted as done
-    for folder, made in ((STUDY, TABLE_FILES + ("analysis.md",)), (STUDY / "tuning", TABLE_FILES + ("tuning.md",))):
+    for folder, made in (
+        (STUDY, TABLE_FILES + ("analysis.md",)),
+        (STUDY / "tuning", TABLE_FILES + ("tuning.md",)),
+        (STUDY / "text-attack", TABLE_FILES + ("text_attack.csv", "text_attack.png", "analysis.md")),
+    ):
         for name in made:
             if (folder / name).exists():
                 copy = study / folder.relative_to(STUDY) / name

@@ -38,6 +38,7 @@ STUDY = PROJECT_ROOT / "docs" / "evidence" / "tnews-self-pretrained"
 RESULTS = PROJECT_ROOT / "results" / "evidence"
 TUNE = "tnews_self_pretrained_tune"
 MAIN = ("tnews_self_pretrained", "tnews_random_init")  # the pretrained arms and the random-init baseline
+TEXT_ATTACK = "text-attack"  # the addendum's folder in the study's: the re-made runs' records, text-attacked
 CONFIGURED = PROJECT_ROOT / "configs" / "experiment" / "tnews_self_pretrained.yaml"  # study.epsilon
 PRETRAIN = [
     "task=tnews",
@@ -180,8 +181,17 @@ def run_study(overrides: list[str], study_dir: Path = STUDY, results_dir: Path =
         *summary.write_all(study_dir / "tuning"),
         study_command.write("tuning", study_dir / "tuning"),
         study_command.write("main", study_dir),
+        *text_attack_tables(study_dir / TEXT_ATTACK),
     ]:
         print(path)
+
+
+def text_attack_tables(folder: Path) -> list[Path]:
+    """The addendum's table and analysis (PLAN.md, 2026-12-06) from ``folder``/runs, the re-made main grid's
+    records with their text attack (made by ``remake``, then ``make attack``); none before they exist."""
+    if not any((folder / "runs").glob("*.json")):
+        return []
+    return [*summary.write_all(folder), study_command.write("text-attack", folder)]
 
 
 def run_compare(folder: Path, against: Path = STUDY / "runs", out: Path | None = None) -> Path:
