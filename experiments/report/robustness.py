@@ -258,14 +258,14 @@ def curve_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     return group_intervals(runs, summary, [(CLEAN, 0.0)] + [(e, float(e)) for e in eps] if eps else [], "epsilon")
 
 
-def panels(data: pd.DataFrame):
-    """A figure of one panel per (task, model) of ``data``: (pyplot, figure, [(axis, task, model, rows)], whether
-    several models are drawn)."""
+def panels(data: pd.DataFrame, width: float = 6.5):
+    """A figure of one panel per (task, model) of ``data``, each ``width`` inches wide: (figure, [(axis, task,
+    model, rows)], whether several models are drawn)."""
     from experiments.report.plots import pyplot
 
     plt = pyplot()
     groups = list(data.groupby(["task", "model"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.5), squeeze=False)
     return fig, [(ax, task, model, p) for ax, ((task, model), p) in zip(axes[0], groups)], data.model.nunique() > 1
 
 
@@ -364,7 +364,9 @@ def text_data(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 
 def plot_text(data: pd.DataFrame, path: Path) -> None:
     """Bars per group: clean, under the text attack, under random substitutions, transfer; 95 % intervals."""
-    fig, drawn, several = panels(data)
+    fig, drawn, several = panels(
+        data, width=max(6.5, 2.4 * data.groupby(["task", "model"]).settings_id.nunique().max())
+    )
     for ax, task, model, p in drawn:
         groups = list(dict.fromkeys(p.settings_id))
         measures = [m for m in TEXT_BARS if m in set(p.measure)]
@@ -376,8 +378,11 @@ def plot_text(data: pd.DataFrame, path: Path) -> None:
             ax.bar(
                 x, g["mean"].astype(float), width, yerr=np.nan_to_num(err), capsize=2, color=f"C{k}", label=TEXT_BARS[m]
             )
-        names = [column_name(p[p.settings_id == sid].iloc[0], several) for sid in groups]
-        ax.set_xticks(np.arange(len(groups)), names, fontsize=8)
+        names = [
+            column_name(p[p.settings_id == sid].iloc[0], several).replace(" (", "\n(").replace("=", "=\n")
+            for sid in groups
+        ]
+        ax.set_xticks(np.arange(len(groups)), names, fontsize=7)
         ax.set_title(
             f"{task.upper()} ({model}): dev accuracy under the text attack, mean and 95% interval", fontsize=10
         )
