@@ -214,3 +214,50 @@ def test_the_reading_table_counts_the_judgements():
     assert expected in text and text.rstrip().endswith("| 116 | not read yet |")
     committed = preregistered.reading_markdown([row, other], {"103": "news_sports"}, judged)  # no CLUE text
     assert "火箭" not in committed and "| 1 | 1 | 7 | 1 | 箭→舰 (homophone) | news_sports | 116 | same:" in committed
+
+
+def test_study_sample_reads_the_pretrained_baselines_texts_and_keeps_the_titles_out_of_examples_md(tmp_path):
+    from experiments.commands import study
+
+    (tmp_path / "runs").mkdir()
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for s in range(2):
+        base = attacked(rec("baseline", s, 0.5), 12.0, 75.0)
+        base["text_attack"]["adversarial_file"] = f"base{s}.text_attack.jsonl"
+        (tmp_path / "runs" / f"base{s}.json").write_text(json.dumps(base))
+        (tmp_path / "runs" / f"fgm{s}.json").write_text(json.dumps(attacked(rec("fgm", s, 0.5, 0.03), 13.0, 70.0)))
+        rows = [
+            {
+                "index": i,
+                "status": "success",
+                "text": f"标题{s}{i}",
+                "adversarial_text": f"标提{s}{i}",
+                "label": "103",
+                "prediction": "116",
+                "positions": [1],
+                "substitutions": [{"from": "题", "to": "提", "source": "homophone"}],
+            }
+            for i in range(30)
+        ]
+        (texts / f"base{s}.text_attack.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    judged = {f"{s}:{i}": {"same": i % 2 == 0, "note": "x"} for s in range(2) for i in range(30)}
+    (tmp_path / "judgements.json").write_text(json.dumps(judged))
+    import random
+
+    drawn = random.Random(28).sample([(s, i) for s in range(2) for i in range(30)], 50)  # the pool, written out
+    same = sum(i % 2 == 0 for _, i in drawn)
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"label": "103", "label_desc": "news_sports"}\n{"label": "116", "label_desc": "news_game"}\n')
+    out = study.sample(tmp_path, texts, labels)
+    text = out.read_text()
+    assert out.name == "examples.md" and "标题" not in text and "标提" not in text
+    assert text.count("| 题→提 (homophone) | news_sports | news_game |") == 50
+    assert f"**{same} of 50 judged the same headline with the same label.**" in text
+    with_texts = study.sample(tmp_path, texts, labels, with_texts=True).read_text()
+    assert with_texts.count("| 标题") == 50
+    (texts / "base1.text_attack.jsonl").unlink()
+    with pytest.raises(
+        preregistered.UserError, match="base1.text_attack.jsonl: no adversarial texts of the pretrained"
+    ):
+        study.sample(tmp_path, texts, labels)
