@@ -108,11 +108,16 @@ lint: $(ENV_STAMP)  ## ruff (lint, and the format check) and the import contract
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports --no-cache
 
-test: lint  ## lint, then the whole test suite (about 15 minutes on 2 idle cores; docs/tests.md)
-	$(PY) -m pytest
+# Two pytest-xdist workers, a test file each at a time (module fixtures stay in one process): half the
+# suite waits on subprocesses, Slurm and sockets, so two workers fill two cores (docs/tests.md).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-test-fast: lint  ## lint, then the tests not marked slow or slurm (at most 3 minutes on 2 cores)
-	$(PY) -m pytest -m "not slow and not slurm"
+test: lint  ## lint, then the whole test suite (about 10 minutes on 2 idle cores; docs/tests.md); TEST_WORKERS=2
+	$(PYTEST)
+
+test-fast: lint  ## lint, then the tests not marked slow or slurm (under 2 minutes on 2 cores)
+	$(PYTEST) -m "not slow and not slurm"
 
 # The TNEWS self-pretrained study (docs/evidence/tnews-self-pretrained/PLAN.md; the steps: experiments/commands/evidence.py).
 evidence: $(ENV_STAMP)  ## the TNEWS self-pretrained study from scratch or where it stopped, then its tables (docs/evidence/tnews-self-pretrained/): ARGS="paths.clue_dir=..."
