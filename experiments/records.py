@@ -303,6 +303,12 @@ def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks (hashlib.file_digest)."""
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 

@@ -13,6 +13,7 @@ import pytest
 import tf_keras as keras
 from omegaconf import OmegaConf
 
+from experiments import records
 from experiments.errors import UserError
 from experiments.model import encoder, head, hf_format, release
 from experiments.model import tokenizer as tokenizers
@@ -93,7 +94,7 @@ def test_an_hf_folder_gives_the_release_outputs(tf1, tmp_path, family, fmt):
         "h5": "tf_model.h5",
         "bin": "pytorch_model.bin",
     }[fmt]
-    assert facts["weight_file"] == str(folder / weights) and facts["sha256"] == hf_format.sha256(folder / weights)
+    assert facts["weight_file"] == str(folder / weights) and facts["sha256"] == records.file_sha256(folder / weights)
     # what the classifier does not read is named: the pooler and the pretraining heads
     unused = set(facts["unused"])
     if family == "electra":
@@ -230,7 +231,7 @@ def test_doctor_names_an_hf_folder(tf1, tmp_path, capsys):
     doctor.check_files(report, compose(overrides), [], overrides)
     out = capsys.readouterr().out
     assert report.failures == 0
-    sha = hf_format.sha256(folder / "model.safetensors")
+    sha = records.file_sha256(folder / "model.safetensors")
     assert (
         f"{doctor.OK}  macbert_base checkpoint: {folder}: a Hugging Face folder, model.safetensors (sha256 {sha[:16]}"
         in out

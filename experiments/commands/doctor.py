@@ -212,7 +212,7 @@ def check_files(report: Report, cfg, tasks: list[str], overrides: list[str]) -> 
             report.line(
                 OK,
                 f"{cfg.model.name} checkpoint",
-                f"{folder}: a Hugging Face folder, {weights.name} (sha256 {hf_format.sha256(weights)[:16]}...)",
+                f"{folder}: a Hugging Face folder, {weights.name} (sha256 {records.file_sha256(weights)[:16]}...)",
             )
         else:
             targets.append(

@@ -25,14 +25,6 @@ log = logging.getLogger(__name__)
 FORMAT = 2  # bump when the encoding itself changes (e.g. batching.encode or bert4keras behaviour)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def vocab_sha256(tokenizer) -> str:
     """The hash of bert4keras's token -> id table (``_token_dict``: it has no public accessor)."""
     table = sorted(tokenizer._token_dict.items(), key=lambda kv: kv[1])
@@ -46,7 +38,7 @@ def texts_sha256(texts: list[str], texts_b: list[str] | None) -> str:
 def cache_key(source: Path, tokenizer, max_length: int, texts: list[str], texts_b: list[str] | None = None) -> str:
     parts = {
         "format": FORMAT,
-        "file": file_sha256(source),
+        "file": records.file_sha256(source),
         "texts": texts_sha256(texts, texts_b),
         "vocab": vocab_sha256(tokenizer),
         "max_length": max_length,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from experiments.data import batching, cache, loaders, masking
+from experiments import records
+from experiments.data import batching, loaders, masking
 from experiments.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def read_texts(clue_dir, task_cfgs: list, splits: list[str], max_texts: int | No
                         "task": task_cfg.name,
                         "split": split,
                         "path": str(path),
-                        "sha256": cache.file_sha256(path),
+                        "sha256": records.file_sha256(path),
                         "texts": len(part.texts),
                     }
                 )

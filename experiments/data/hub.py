@@ -18,13 +18,13 @@ how to bring them from another machine.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from experiments import records
 from experiments.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,10 @@ def verify(model_cfg, folder: Path) -> int:
         blob = path.resolve()
         if blob.parent.name != "blobs" or len(blob.name) != 64 or any(c not in "0123456789abcdef" for c in blob.name):
             continue  # a git file (its blob is named by its git id), or a copy put there by hand
-        digest = hashlib.sha256()
-        with blob.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() != blob.name:
+        digest = records.file_sha256(blob)
+        if digest != blob.name:
             raise UserError(
-                f"{path}: sha256 {digest.hexdigest()}, but the Hub announced {blob.name} for "
+                f"{path}: sha256 {digest}, but the Hub announced {blob.name} for "
                 f"{hub_id(model_cfg)}@{revision(model_cfg)}; delete it and fetch again"
             )
         checked += 1

@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 import experiments  # noqa: F401  (sets TF_KERAS before TensorFlow is imported)
+from experiments import records
 from experiments.errors import UserError
 from experiments.model import hf_format
 from experiments.model.release import config_path, family, files, is_hf, vocab_path
@@ -123,7 +124,7 @@ def checkpoint_facts(model_cfg) -> dict | None:
     if not is_hf(model_cfg):
         return {"layout": "tf1", "checkpoint": str(Path(model_cfg.checkpoint_dir) / files(model_cfg)["checkpoint"])}
     path = str(hf_format.weight_file(Path(model_cfg.checkpoint_dir)))
-    return _LOADED.get(path) or {"layout": "hf", "weight_file": path, "sha256": hf_format.sha256(Path(path))}
+    return _LOADED.get(path) or {"layout": "hf", "weight_file": path, "sha256": records.file_sha256(Path(path))}
 
 
 def load_checkpoint(encoder, model_cfg, checkpoint: str | hf_format.Checkpoint) -> None:

@@ -18,7 +18,6 @@ in the log and the run record. No TensorFlow or torch import at module level.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pickle  # only for the exception torch's weights_only loader raises; nothing is unpickled here
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import records
 from experiments.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,6 @@ def encoder_config(folder: Path, config: dict, family: str) -> dict:
     if family == "electra" and out.get("embedding_size") is None:
         out["embedding_size"] = out["hidden_size"]
     return out
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- reading tensors ----------------------------------------------------------------------------
@@ -441,4 +433,4 @@ def load(folder: Path, family: str, config: dict) -> HFWeights:
                 path,
                 decoder_weight,
             )
-    return HFWeights(arrays, hf_names, str(path), sha256(path), unused)
+    return HFWeights(arrays, hf_names, str(path), records.file_sha256(path), unused)

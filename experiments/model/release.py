@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from experiments import records
 from experiments.errors import UserError
 from experiments.model import hf_format
 
@@ -85,9 +86,9 @@ def source(model_cfg) -> tuple[str, str]:
     folder = Path(model_cfg.checkpoint_dir)
     if is_hf(model_cfg):
         path = hf_format.weight_file(folder)
-        return str(path), "sha256:" + hf_format.sha256(path)
+        return str(path), "sha256:" + records.file_sha256(path)
     prefix = str(folder / files(model_cfg)["checkpoint"])
-    return prefix, "sha256:" + hf_format.sha256(Path(prefix + ".index"))
+    return prefix, "sha256:" + records.file_sha256(Path(prefix + ".index"))
 
 
 def vocab_source(model_cfg) -> str:
