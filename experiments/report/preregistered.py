@@ -195,6 +195,28 @@ def tuning_markdown(runs) -> str:
     return "\n".join(lines) + "\n"
 
 
+def study_arms(runs: pd.DataFrame, hint: str) -> tuple[dict, str]:
+    """``runs`` by arm, {(method, init): rows}, and the one pretrained model's id; one line naming the arms
+    found (and ``hint``) unless there is exactly one pretrained model and its baseline."""
+    arms = dict(list(runs.groupby(["method", "init"])))
+    pretrained = sorted({p for _, p in arms if p != RANDOM_INIT})
+    if len(pretrained) != 1 or ("baseline", pretrained[0]) not in arms:
+        raise UserError(f"{hint}; found arms {sorted(arms)}")
+    return arms, pretrained[0]
+
+
+def arm_name(key: tuple) -> str:
+    """``method, pretrained`` or ``method, random init``."""
+    method, init = key
+    return f"{method}, {'pretrained' if init != RANDOM_INIT else 'random init'}"
+
+
+def spread(values: pd.Series) -> str:
+    """``mean ± std`` of ``values`` (summed in their order), "–" without any."""
+    v = values.to_numpy()
+    return mean_std(v.mean() if len(v) else np.nan, v.std(ddof=1) if len(v) > 1 else np.nan)
+
+
 def primary_section(arms: dict, model: str, column: str, title: str) -> list[str]:
     """The primary tests on ``column``: each of ``PRIMARY`` against the pretrained baseline, paired by seed,
     with Holm's correction over them (its heading and table; the caller's lines follow)."""
@@ -238,13 +260,7 @@ def primary_section(arms: dict, model: str, column: str, title: str) -> list[str
 def main_markdown(everyone) -> str:
     """analysis.md of the complete and diverged runs (records or their ``frame``)."""
     everyone = frame(everyone)
-    arms = dict(list(everyone.groupby(["method", "init"])))
-    pretrained = sorted({p for _, p in arms if p != RANDOM_INIT})
-    if len(pretrained) != 1 or ("baseline", pretrained[0]) not in arms:
-        raise UserError(
-            f"a study's main grid holds the runs of one pretrained model with its baseline; found arms {sorted(arms)}"
-        )
-    model = pretrained[0]
+    arms, model = study_arms(everyone, "a study's main grid holds the runs of one pretrained model with its baseline")
     base = arms[("baseline", model)]
     n_complete = int((everyone.status == records.COMPLETE).sum())
     diverged = int((everyone.status == records.DIVERGED).sum())
@@ -252,15 +268,14 @@ def main_markdown(everyone) -> str:
 
     rows = []
     for (method, init), rs in sorted(arms.items(), key=lambda kv: (kv[0][1] == RANDOM_INIT, kv[0][0])):
-        acc = by_seed(rs)
-        v = acc.to_numpy()  # in the records' order, as the mean has always been summed
+        acc = by_seed(rs)  # in the records' order, as the mean has always been summed
         rows.append(
             [
-                f"{method}, {'pretrained' if init != RANDOM_INIT else 'random init'}",
+                arm_name((method, init)),
                 ", ".join(sorted({f"{e:g}" for e in rs.epsilon.dropna()})) or "–",
-                len(v),
+                len(acc),
                 int((rs.status == records.DIVERGED).sum()),
-                mean_std(v.mean() if len(v) else np.nan, v.std(ddof=1) if len(v) > 1 else np.nan),
+                spread(acc),
                 ", ".join(f"{s}: {a:.2f}" for s, a in acc.sort_index().items()),
             ]
         )
@@ -327,23 +342,13 @@ def text_attack_markdown(everyone) -> str:
     ``frame``) with ``text_attack`` (and, for FGM, GP and the random-init baseline, ``text_attack_transfer``)."""
     everyone = frame(everyone)
     done = everyone[(everyone.status == records.COMPLETE) & everyone.get("text_acc", pd.Series(dtype=float)).notna()]
-    arms = dict(list(done.groupby(["method", "init"])))
-    pretrained = sorted({p for _, p in arms if p != RANDOM_INIT})
-    if len(pretrained) != 1 or ("baseline", pretrained[0]) not in arms:
-        raise UserError(
-            "the text-attack analysis needs the attacked runs of one pretrained model with its baseline; found "
-            f'arms {sorted(arms)} (attack them first: make attack RUN=... ARGS="eval.text_attack.enabled=true")'
-        )
-    model = pretrained[0]
+    arms, model = study_arms(
+        done,
+        "the text-attack analysis needs the attacked runs of one pretrained model with its baseline (attack them "
+        'first: make attack RUN=... ARGS="eval.text_attack.enabled=true")',
+    )
     base = arms[("baseline", model)]
     order = sorted(arms, key=lambda k: (k[1] == RANDOM_INIT, k[0] != "baseline", k[0]))
-
-    def name(key) -> str:
-        return f"{key[0]}, {'pretrained' if key[1] != RANDOM_INIT else 'random init'}"
-
-    def spread(column: str, rs: pd.DataFrame) -> str:
-        v = by_seed(rs, column).to_numpy()
-        return mean_std(v.mean() if len(v) else np.nan, v.std(ddof=1) if len(v) > 1 else np.nan)
 
     metrics = [
         ("text_clean", "clean (the N)"),
@@ -355,7 +360,10 @@ def text_attack_markdown(everyone) -> str:
         ("text_changed", "characters changed"),
         ("text_queries", "queries"),
     ]
-    rows = [[name(k), len(by_seed(arms[k], "text_acc")), *(spread(c, arms[k]) for c, _ in metrics)] for k in order]
+    rows = [
+        [arm_name(k), len(by_seed(arms[k], "text_acc")), *(spread(by_seed(arms[k], c)) for c, _ in metrics)]
+        for k in order
+    ]
     settings = sorted({str(v) for v in done.get("text_settings", pd.Series(dtype=object)).dropna()})
     lines = [
         "# The study under the text attack: the addendum's tests",
@@ -376,7 +384,8 @@ def text_attack_markdown(everyone) -> str:
         "",
         "Under the text attack, per seed: "
         + "; ".join(
-            f"{name(k)}: " + ", ".join(f"{s}: {a:.2f}" for s, a in by_seed(arms[k], "text_acc").sort_index().items())
+            f"{arm_name(k)}: "
+            + ", ".join(f"{s}: {a:.2f}" for s, a in by_seed(arms[k], "text_acc").sort_index().items())
             for k in order
         )
         + ".",
@@ -421,7 +430,7 @@ def text_attack_markdown(everyone) -> str:
             own = paired(acc, by_seed(base, "text_acc"))
             rows.append(
                 [
-                    name(k),
+                    arm_name(k),
                     len(acc),
                     number(mean_of(acc)),
                     "[{}, {}]".format(*map(number, ci95(acc))),
@@ -455,6 +464,7 @@ def text_attack_markdown(everyone) -> str:
 
 
 READING_SEED, READING_SIZE = 28, 50  # PLAN.md's addendum: random.Random(28).sample(pool, 50)
+MISSING_JUDGEMENT = "not read yet"
 
 
 def reading_sample(texts: dict[int, list[dict]], k: int = READING_SIZE, seed: int = READING_SEED) -> list[dict]:
@@ -534,6 +544,3 @@ def reading_markdown(
         ),
     ]
     return "\n".join(lines) + "\n"
-
-
-MISSING_JUDGEMENT = "not read yet"
