@@ -8,6 +8,7 @@ from experiments.errors import UserError
 from experiments.model import encoder, head
 from experiments.model import tokenizer as tokenizers
 from tests.helpers.google_checkpoint import fixture_vocab, write_google_checkpoint
+from tests.helpers.tiny_bert import TINY
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +81,7 @@ def test_char_vocab_covers_training_text():
 
 
 def test_tiny_model_matrices_are_distinct_and_seeded():
-    cfg = OmegaConf.create(
-        {
-            "name": "tiny",
-            "checkpoint_dir": None,
-            "shape": {
-                "hidden_size": 16,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "intermediate_size": 32,
-                "max_position_embeddings": 32,
-                "hidden_dropout_prob": 0.0,
-                "attention_probs_dropout_prob": 0.0,
-            },
-        }
-    )
+    cfg = TINY  # the dropout-free tiny BERT of the method tests
     a = head.build_classifier(cfg, encoder.bert_config(cfg, 50), 3, seed=1)
     b = head.build_classifier(cfg, encoder.bert_config(cfg, 50), 3, seed=1)
     q0 = a.get_layer("Transformer-0-MultiHeadSelfAttention").weights[0].numpy()

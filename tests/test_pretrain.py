@@ -30,6 +30,7 @@ from experiments.report import summary
 from experiments.train import monitor, optim
 from tests.helpers.clue import CLASS_WORDS, make_clue, tiny_overrides, write_jsonl
 from tests.helpers.google_checkpoint import RELEASES, fixture_vocab, write_release
+from tests.helpers.tiny_bert import TINY as TINY_BERT
 
 TINY = {"model.shape.hidden_size": 32, "model.shape.intermediate_size": 64, "model.shape.max_position_embeddings": 64}
 DROPOUT_FREE = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -90,21 +91,7 @@ def learned(corpus, tmp_path_factory):
 
 
 def tiny_mlm(seed=0):
-    cfg = OmegaConf.create(
-        {
-            "name": "tiny",
-            "family": "bert",
-            "checkpoint_dir": None,
-            "shape": {
-                "hidden_size": 16,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "intermediate_size": 32,
-                "max_position_embeddings": 32,
-                **DROPOUT_FREE,
-            },
-        }
-    )
+    cfg = OmegaConf.merge(TINY_BERT, {"family": "bert"})  # the dropout-free tiny BERT of the method tests
     return mlm.build_mlm(cfg, encoder.bert_config(cfg, 40), seed)
 
 

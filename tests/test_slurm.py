@@ -22,7 +22,7 @@ import pytest
 
 from experiments import PROJECT_ROOT, records
 from experiments.machine import slurm
-from tests.helpers import slurm_cluster
+from tests.helpers import runs, slurm_cluster
 from tests.helpers.clue import make_clue, tiny_overrides
 from tests.helpers.runs import numbers
 
@@ -72,23 +72,7 @@ def cluster(tmp_path_factory):
 
 def sweep_command(clue, results, seeds: str, extra: dict, launcher_args: list[str]) -> list[str]:
     """``make sweep TASKS=tnews METHODS=baseline SEEDS=<seeds> MODEL=tiny LAUNCHER=slurm ARGS=...``."""
-    args = [o for o in tiny_overrides(clue, results, extra=extra) if o.split("=")[0] not in ("task", "method", "model")]
-    return [
-        "make",
-        "-s",
-        "-C",
-        str(PROJECT_ROOT),
-        "-o",
-        ".venv/.synced",
-        "sweep",
-        "TASKS=tnews",
-        "METHODS=baseline",
-        f"SEEDS={seeds}",
-        "MODEL=tiny",
-        "LAUNCHER=slurm",
-        f"PY={sys.executable}",
-        f"ARGS={' '.join(args + CPU_JOBS + launcher_args)}",
-    ]
+    return runs.sweep_command(clue, results, seeds, extra, ["LAUNCHER=slurm"], CPU_JOBS + launcher_args)
 
 
 def start(command, cluster) -> subprocess.Popen:

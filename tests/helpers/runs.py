@@ -12,11 +12,13 @@ def numbers(history):
     return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
 
 
-def sweep_command(clue, results) -> list[str]:
-    """``make sweep`` over two tiny one-epoch runs (seeds 0 and 1), with this interpreter as PY."""
+def sweep_command(clue, results, seeds: str = "0,1", extra=None, make=(), args_after=()) -> list[str]:
+    """``make sweep`` over tiny runs of TNEWS's baseline (``seeds``, one epoch unless ``extra`` says), with
+    this interpreter as PY; ``make``: more make variables (``LAUNCHER=slurm``), ``args_after``: more
+    overrides after the tiny ones."""
     args = [
         o
-        for o in tiny_overrides(clue, results, extra={"trainer.epochs": 1})
+        for o in tiny_overrides(clue, results, extra=extra or {"trainer.epochs": 1})
         if o.split("=")[0] not in ("task", "method", "model")
     ]
     # -o: take the environment as it is (the test runs inside it) instead of re-syncing it.
@@ -30,8 +32,9 @@ def sweep_command(clue, results) -> list[str]:
         "sweep",
         "TASKS=tnews",
         "METHODS=baseline",
-        "SEEDS=0,1",
+        f"SEEDS={seeds}",
         "MODEL=tiny",
+        *make,
         f"PY={sys.executable}",
-        f"ARGS={' '.join(args)}",
+        f"ARGS={' '.join([*args, *args_after])}",
     ]
