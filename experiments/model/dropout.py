@@ -35,6 +35,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+# Named, not "auto_select" (the default), which picks "an algorithm based the device type", so that its
+# outputs "may change when it is running on a different device" (stateless_uniform's docstring,
+# tensorflow/python/ops/stateless_random_ops.py; random_ops_util.py, Algorithm.AUTO_SELECT).
 ALG = "philox"
 
 
